@@ -1,0 +1,31 @@
+"""User-facing errors: the CLI prints their message (which names what is wrong and what is accepted)
+without a traceback."""
+
+from __future__ import annotations
+
+
+class HeroBenchError(Exception):
+    """Base class of errors caused by the user's input or environment, not by a bug."""
+
+
+class BackboneNotFoundError(HeroBenchError):
+    """A diffusion backbone (local folder or hub id) cannot be found or loaded offline."""
+
+
+class ModelNotFoundError(HeroBenchError):
+    """An oracle's model weights are missing."""
+
+
+class UnknownTaskError(HeroBenchError, KeyError):
+    """A task name is not in the registry."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class BudgetExceededError(HeroBenchError):
+    """The feedback ledger refused a label because it would exceed the run's budget."""
+
+
+class ConfigError(HeroBenchError, ValueError):
+    """A config key or value is invalid; the message names the key and what is accepted."""
