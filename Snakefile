@@ -1,0 +1,36 @@
+# hero-bench: HERO vs DDPO vs D3PO with scripted oracles, as feedback-efficiency tables.
+#
+#   snakemake --cores N                                              # toy tier (default config)
+#   snakemake --cores 2 --configfile workflows/config/smoke.yaml     # CI smoke tier
+#   snakemake --profile workflows/profiles/slurm --configfile workflows/config/paper.yaml
+#   snakemake --report results/report.html                           # after a run
+#
+# Config keys: workflows/config/README.md. Rules: workflows/rules/*.smk.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "workflows/config/toy.yaml"
+
+
+# helper functions only; nothing in it reads the config before it is validated below
+include: "workflows/rules/common.smk"
+
+
+validate(normalize_config(config), "workflows/schemas/config.schema.yaml")
+check_config(config)
+
+
+report: "workflows/report/workflow.rst"
+
+
+include: "workflows/rules/train.smk"
+include: "workflows/rules/report.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,146 @@
+"""What every method implements, what the runner hands it, and the `base` method (no training).
+
+The runner (``hero_bench/runner.py``) owns the epoch loop; a method owns one epoch's three phases,
+which the runner calls in this order (crash-injection points sit between them):
+
+    batch    = method.sample(epoch, n)          # prompts, initial noise, trajectories, images
+    feedback = method.label(epoch, batch)       # the simulated evaluator (ledger first)
+    metrics  = method.update(epoch, batch, feedback)
+
+plus ``state_dict``/``load_state_dict`` for everything that must survive a crash (optimizers,
+HERO's networks and noise bank, DDPO's per-prompt buffers).
+
+Randomness: a method never keeps a running random stream.  Every draw comes from a generator
+made fresh for (run seed, epoch, purpose) by :meth:`RunContext.generator`, so the state of "all
+RNGs" at the start of an epoch is a pure function of the seed and the epoch number: a run resumed
+from the checkpoint of epoch e draws in epoch e+1 exactly what an uninterrupted run draws, without
+storing generator states.  Draws for different purposes (prompts, noise, PPO shuffles, triplets)
+are independent streams, so e.g. switching HERO's noise guidance off leaves the prompt draws alone.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from hero_bench.diffusion.sampler import Trajectory, initial_noise, sample_trajectories
+
+if TYPE_CHECKING:  # the runner imports the methods, not the other way round
+    from hero_bench.runner import RunConfig
+
+
+def derive_seed(seed: int, epoch: int, purpose: str) -> int:
+    """A 63-bit seed for the stream (run seed, epoch, purpose); stable across Python runs."""
+    ss = np.random.SeedSequence([int(seed), int(epoch), zlib.crc32(purpose.encode())])
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+@dataclass
+class RunContext:
+    """Everything a method needs from the run (built by the runner)."""
+
+    cfg: "RunConfig"
+    backbone: Any  # hero_bench.diffusion.Backbone
+    task: Any  # hero_bench.tasks.Task
+    evaluator: Any  # hero_bench.feedback.SimulatedEvaluator
+    lora_params: list[torch.nn.Parameter]
+
+    def generator(self, epoch: int, purpose: str) -> torch.Generator:
+        """A fresh CPU torch generator for (seed, epoch, purpose): same draws on every device."""
+        return torch.Generator(device="cpu").manual_seed(derive_seed(self.cfg.seed, epoch, purpose))
+
+    def rng(self, epoch: int, purpose: str) -> np.random.Generator:
+        """A fresh numpy generator for (seed, epoch, purpose)."""
+        return np.random.default_rng(derive_seed(self.cfg.seed, epoch, purpose))
+
+
+@dataclass
+class Batch:
+    """One epoch's sampled images with what produced them."""
+
+    traj: Trajectory
+    prompts: list[Any]  # hero_bench.tasks.Prompt, one per image (text + oracle metadata)
+    groups: list[int] | None = None  # D3PO: group id per image (images of a group share z_T and prompt)
+
+    @property
+    def texts(self) -> list[str]:
+        return [p.text for p in self.prompts]
+
+    @property
+    def metadata(self) -> list[Any]:
+        return [p.metadata for p in self.prompts]
+
+
+class Method:
+    """Base class of the methods in ``hero_bench.algorithms.ALGORITHMS``."""
+
+    name: ClassVar[str] = "?"
+    trains: ClassVar[bool] = True
+    """False = no feedback is asked and no weights change (the `base` method)."""
+    min_batch: ClassVar[int] = 1
+    """Smallest batch the method's feedback protocol accepts; a budget remainder below it is left unspent."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+
+    # -- sizes ------------------------------------------------------------------------------
+    def images_per_epoch(self) -> int:
+        raise NotImplementedError
+
+    def batch_size(self, remaining: int) -> int:
+        """Images to sample (and have labelled) this epoch: a full epoch, or what the budget allows."""
+        n = min(self.images_per_epoch(), remaining)
+        return n if n >= self.min_batch else 0
+
+    def optimizer_steps(self, n_images: int) -> str:
+        """Optimizer steps an epoch of ``n_images`` makes (a string: D3PO's depends on the labels)."""
+        return "0"
+
+    # -- one epoch --------------------------------------------------------------------------
+    def sample(self, epoch: int, n: int) -> Batch:
+        raise NotImplementedError
+
+    def label(self, epoch: int, batch: Batch) -> Any:
+        raise NotImplementedError
+
+    def update(self, epoch: int, batch: Batch, feedback: Any) -> dict[str, float]:
+        raise NotImplementedError
+
+    # -- checkpoint -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    # -- helpers shared by the methods ------------------------------------------------------
+    def draw_prompts(self, epoch: int, n: int) -> list[Any]:
+        """``n`` training prompts drawn uniformly with replacement from the task's train prompts."""
+        prompts = self.ctx.task.train_prompts
+        idx = self.ctx.rng(epoch, "prompts").integers(len(prompts), size=n)
+        return [prompts[i] for i in idx]
+
+    def gaussian_noise(self, epoch: int, n: int) -> torch.Tensor:
+        """``n`` initial latents z_T ~ N(0, I) from this epoch's noise stream."""
+        return initial_noise(self.ctx.backbone, n, self.ctx.generator(epoch, "noise"))
+
+    def sample_batch(self, epoch: int, prompts: Sequence[Any], z_T: torch.Tensor,
+                     groups: list[int] | None = None) -> Batch:
+        """Run the shared sampler (DDIM η, CFG, per-step log-probs) from ``z_T``."""
+        traj = sample_trajectories(self.ctx.backbone, [p.text for p in prompts], z_T, self.ctx.cfg.sampler,
+                                   self.ctx.generator(epoch, "sampler"))
+        return Batch(traj=traj, prompts=list(prompts), groups=groups)
+
+
+class Base(Method):
+    """The pretrained model: no feedback, no training; evaluated once at feedback 0."""
+
+    name = "base"
+    trains = False
+
+    def images_per_epoch(self) -> int:
+        return 0

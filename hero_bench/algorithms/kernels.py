@@ -1,0 +1,374 @@
+"""The shared training kernels: PPO-clip and DPO losses, advantages, and the two update passes.
+
+Every method trains through this file (house style §1: the sampler and the PPO/DPO inner loop exist
+once).  HERO and DDPO both call :func:`ppo_update` (they differ only in where the advantages come
+from and how many timesteps per trajectory are trained); D3PO calls :func:`dpo_update`.
+
+Spec references (``shared/spec/algorithms.md``):
+- §2.1  PPO-clip surrogate  L = max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)),  ρ = exp(log p_θ − log p_old)
+- §2.2  advantages: per-prompt stat tracking (buffer, min_count, 1e-6) or batch standardisation
+        (1e-8), then clipped to ±adv_clip
+- §2.3  the update pass: shuffle samples, permute each sample's timesteps, train batches, gradient
+        accumulation over chunks × trained timesteps, grad-norm clip, AdamW; approx_kl, clipfrac
+- §3.1  D3PO's per-step DPO loss in its code form (sign vector h, ratio clamp [1−ε, 1+ε])
+- §1.4  trajectory storage and timestep shuffling
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hero_bench.diffusion.sampler import SamplerConfig, Trajectory, step_log_prob
+from hero_bench.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """The PPO-clip update of the LoRA weights (DDPO's, also used by HERO). Defaults: DDPO §2.4."""
+
+    lr: float = 3e-4
+    """AdamW learning rate of the LoRA weights (DDPO with LoRA: 3e-4)."""
+    weight_decay: float = 1e-4
+    """AdamW decoupled weight decay."""
+    adam_beta1: float = 0.9
+    """AdamW β1."""
+    adam_beta2: float = 0.999
+    """AdamW β2."""
+    adam_eps: float = 1e-8
+    """AdamW ε."""
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this global L2 norm before every optimizer step."""
+    train_batch_size: int = 1
+    """Trajectories per forward/backward chunk."""
+    grad_accum_steps: int = 1
+    """Chunks whose gradients are accumulated into one optimizer step (a shorter last group at the
+    end of a pass is stepped too, its loss scaled by its own size)."""
+    clip_range: float = 1e-4
+    """PPO clip ε of the ratio ρ (tiny because log-probs are means over latent elements, §1.1)."""
+    adv_clip: float = 5.0
+    """Advantages are clipped to [−adv_clip, +adv_clip]."""
+    inner_epochs: int = 1
+    """Passes over each epoch's trajectories (each pass reshuffles samples and timesteps)."""
+    timestep_fraction: float = 1.0
+    """Fraction of each trajectory's denoising steps trained per pass, int(steps × fraction)
+    (ignored when timesteps_per_sample is set)."""
+    timesteps_per_sample: int | None = None
+    """K: number of randomly chosen denoising steps trained per trajectory per pass (HERO: 5);
+    None = use timestep_fraction."""
+
+    def __post_init__(self) -> None:
+        _positive("lr", self.lr)
+        _positive("train_batch_size", self.train_batch_size)
+        _positive("grad_accum_steps", self.grad_accum_steps)
+        _positive("clip_range", self.clip_range)
+        _positive("adv_clip", self.adv_clip)
+        _positive("max_grad_norm", self.max_grad_norm)
+        _positive("inner_epochs", self.inner_epochs)
+        if self.weight_decay < 0:
+            raise ConfigError(f"ppo.weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 < self.timestep_fraction <= 1.0:
+            raise ConfigError(f"ppo.timestep_fraction must be in (0, 1], got {self.timestep_fraction}")
+        if self.timesteps_per_sample is not None and self.timesteps_per_sample < 1:
+            raise ConfigError(f"ppo.timesteps_per_sample must be >= 1 or null, got {self.timesteps_per_sample}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+def trained_timesteps(steps: int, fraction: float, per_sample: int | None = None) -> int:
+    """How many of a trajectory's ``steps`` denoising steps one pass trains (at least 1)."""
+    k = per_sample if per_sample is not None else int(steps * fraction)
+    return max(1, min(steps, k))
+
+
+def make_adamw(params: Sequence[torch.nn.Parameter], lr: float, weight_decay: float,
+               betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
+    """The LoRA optimizer every method uses (AdamW, as all three released codebases)."""
+    return torch.optim.AdamW(list(params), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+# --------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------
+
+
+def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
+                  clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO-clip surrogate (§2.1), averaged over the batch; also approx_kl and clipfrac (§2.3).
+
+    L = mean max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)) with ρ = exp(log p − log p_old).
+    """
+    ratio = torch.exp(log_prob - old_log_prob)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    loss = torch.maximum(unclipped, clipped).mean()
+    with torch.no_grad():
+        info = {
+            "approx_kl": 0.5 * torch.mean((log_prob - old_log_prob) ** 2),
+            "clipfrac": torch.mean((torch.abs(ratio - 1.0) > clip_range).float()),
+        }
+    return loss, info
+
+
+def dpo_step_loss(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, signs: torch.Tensor,
+                  beta: float, clamp_eps: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """D3PO's per-step DPO loss in the released code's form (§3.1), averaged over pairs.
+
+    ``log_prob``, ``ref_log_prob`` and ``signs`` are ``[P, 2]`` (the two images of each pair).
+    r_k = clamp(exp(log π_θ − log π_ref), 1−ε, 1+ε);  L = −mean log σ(β·Σ_k h_k·log r_k).
+    h = (+1, −1) when image 0 is preferred, (−1, +1) when image 1 is, (0, 0) for a tie (constant
+    log 2, no gradient).  The clamp is a trust region: outside [1−ε, 1+ε] the ratio has no gradient.
+    """
+    ratio = torch.clamp(torch.exp(log_prob - ref_log_prob), 1.0 - clamp_eps, 1.0 + clamp_eps)
+    logits = beta * (signs * torch.log(ratio)).sum(dim=1)
+    loss = -F.logsigmoid(logits).mean()
+    with torch.no_grad():
+        raw = torch.exp(log_prob - ref_log_prob)
+        info = {
+            # fraction of pairs whose implicit reward already ranks the preferred image higher
+            "pair_accuracy": torch.mean((logits > 0).float()),
+            "clampfrac": torch.mean((torch.abs(raw - 1.0) > clamp_eps).float()),
+        }
+    return loss, info
+
+
+# --------------------------------------------------------------------------------------------
+# Advantages
+# --------------------------------------------------------------------------------------------
+
+
+def standardize(rewards: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Batch standardisation (§2.2 "without tracking"): (r − mean)/(std + eps), population std."""
+    r = np.asarray(rewards, dtype=np.float64)
+    return (r - r.mean()) / (r.std() + eps)
+
+
+def clip_advantages(advantages: np.ndarray, adv_clip: float) -> np.ndarray:
+    return np.clip(np.asarray(advantages, dtype=np.float64), -adv_clip, adv_clip)
+
+
+class PerPromptStatTracker:
+    """Per-prompt reward normalisation (§2.2, ddpo-pytorch's stat tracker).
+
+    For each prompt of the epoch: append its rewards to the prompt's FIFO buffer first; if the
+    buffer then holds fewer than ``min_count`` values, normalise with the mean/std of ALL rewards of
+    the current epoch, otherwise with the buffer's; A = (r − mean)/(std + 1e-6).  The buffers
+    persist across epochs (and are checkpointed).
+    """
+
+    EPS = 1e-6
+
+    def __init__(self, buffer_size: int, min_count: int):
+        self.buffer_size = int(buffer_size)
+        self.min_count = int(min_count)
+        self.buffers: dict[str, deque] = {}
+
+    def update(self, prompts: Sequence[str], rewards: np.ndarray) -> np.ndarray:
+        prompts_arr = np.asarray(list(prompts), dtype=object)
+        rewards = np.asarray(rewards, dtype=np.float64)
+        advantages = np.empty_like(rewards)
+        # sorted: the order buffers are created in never depends on the batch order
+        for prompt in sorted(set(prompts_arr.tolist())):
+            mask = prompts_arr == prompt
+            buf = self.buffers.setdefault(prompt, deque(maxlen=self.buffer_size))
+            buf.extend(rewards[mask].tolist())
+            if len(buf) < self.min_count:
+                mean, std = rewards.mean(), rewards.std()
+            else:
+                values = np.asarray(buf, dtype=np.float64)
+                mean, std = values.mean(), values.std()
+            advantages[mask] = (rewards[mask] - mean) / (std + self.EPS)
+        return advantages
+
+    def state_dict(self) -> dict:
+        return {"buffer_size": self.buffer_size, "min_count": self.min_count,
+                "buffers": {k: list(v) for k, v in self.buffers.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffers = {k: deque(v, maxlen=self.buffer_size) for k, v in state["buffers"].items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Update passes
+# --------------------------------------------------------------------------------------------
+
+
+class _Meter:
+    """Running means of scalar diagnostics (plain floats, so logs are deterministic)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, **values: float) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+
+
+def _accumulation_groups(n_chunks: int, grad_accum: int) -> list[range]:
+    return [range(s, min(s + grad_accum, n_chunks)) for s in range(0, n_chunks, grad_accum)]
+
+
+def _optimizer_step(params, optimizer, max_grad_norm: float) -> float:
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(grad_norm)
+
+
+def ppo_optimizer_steps(n_samples: int, cfg: PPOConfig) -> int:
+    """Optimizer steps one :func:`ppo_update` call makes on ``n_samples`` trajectories."""
+    chunks = math.ceil(n_samples / cfg.train_batch_size)
+    return cfg.inner_epochs * math.ceil(chunks / cfg.grad_accum_steps)
+
+
+def ppo_update(
+    backbone,
+    traj: Trajectory,
+    advantages: torch.Tensor,
+    params: Sequence[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    cfg: PPOConfig,
+    sampler: SamplerConfig,
+    generator: torch.Generator,
+    on_step: Callable[[dict], None] | None = None,
+) -> dict[str, float]:
+    """One PPO-clip training phase on a batch of trajectories (§2.3, §4.6).
+
+    For each inner epoch: shuffle the samples, permute each sample's timesteps independently, cut
+    the shuffled samples into ``train_batch_size`` chunks, and for every chunk train the first K
+    permuted timesteps of each sample (K = timesteps_per_sample or int(steps × fraction)), each with
+    its own backward pass.  Gradients accumulate over ``grad_accum_steps`` chunks × K timesteps
+    (losses scaled so the step uses their mean), are clipped to ``max_grad_norm``, then AdamW steps.
+    Old log-probs are the sampler's (the policy that generated the batch); new ones are recomputed
+    with CFG exactly as sampled (``step_log_prob``, §1.2).
+    """
+    device = traj.latents.device
+    n, steps = traj.log_probs.shape
+    k = trained_timesteps(steps, cfg.timestep_fraction, cfg.timesteps_per_sample)
+    advantages = advantages.to(device=device, dtype=torch.float32)
+    meter = _Meter()
+    optimizer.zero_grad(set_to_none=True)
+    for _ in range(cfg.inner_epochs):
+        order = torch.randperm(n, generator=generator)
+        # an independent random permutation of the step axis per sample (argsort of uniforms)
+        step_perm = torch.rand((n, steps), generator=generator).argsort(dim=1)
+        chunks = order.split(cfg.train_batch_size)
+        for group in _accumulation_groups(len(chunks), cfg.grad_accum_steps):
+            scale = 1.0 / (len(group) * k)
+            for c in group:
+                idx = chunks[c]
+                for j in range(k):
+                    step_idx = step_perm[idx, j]
+                    idx_d, step_d = idx.to(device), step_idx.to(device)
+                    log_prob = step_log_prob(
+                        backbone,
+                        traj.prompt_embeds[idx_d],
+                        traj.negative_embeds,
+                        traj.latents[idx_d, step_d],
+                        traj.timesteps[step_d],
+                        traj.latents[idx_d, step_d + 1],
+                        sampler,
+                    )
+                    loss, info = ppo_clip_loss(log_prob, traj.log_probs[idx_d, step_d], advantages[idx_d],
+                                               cfg.clip_range)
+                    (loss * scale).backward()
+                    meter.add(loss=loss.item(), approx_kl=info["approx_kl"].item(),
+                              clipfrac=info["clipfrac"].item())
+            grad_norm = _optimizer_step(params, optimizer, cfg.max_grad_norm)
+            meter.add(grad_norm=grad_norm)
+            if on_step is not None:
+                on_step(meter.means())
+    out = meter.means()
+    out["optimizer_steps"] = float(meter.counts.get("grad_norm", 0))
+    return out
+
+
+def dpo_update(
+    backbone,
+    traj: Trajectory,
+    pairs: torch.Tensor,
+    ref_log_probs: torch.Tensor,
+    params: Sequence[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    *,
+    beta: float,
+    clamp_eps: float,
+    train_batch_size: int,
+    grad_accum_steps: int,
+    timestep_fraction: float,
+    max_grad_norm: float,
+    sampler: SamplerConfig,
+    generator: torch.Generator,
+    on_step: Callable[[dict], None] | None = None,
+) -> dict[str, float]:
+    """One D3PO training phase: per-step DPO on preference pairs against fixed reference log-probs.
+
+    ``pairs`` is ``[P, 2]`` (preferred, other) batch indices; ``ref_log_probs`` ``[N, steps]`` are
+    the reference policy's log-probs of every stored step.  Pairs are shuffled and cut into
+    ``train_batch_size`` chunks; each chunk trains int(steps × fraction) timesteps (a random subset
+    in random order, shared by the chunk's pairs, as the released code shares one permutation
+    between the two images of a pair), one backward per timestep; gradients accumulate over
+    ``grad_accum_steps`` chunks × timesteps, are clipped, then AdamW steps (§3.1, §3.4).  An image
+    that appears in several pairs of a chunk is run through the UNet once per timestep (its
+    log-prob is shared: same gradient, less compute).
+    """
+    device = traj.latents.device
+    n_pairs = int(pairs.shape[0])
+    steps = traj.log_probs.shape[1]
+    k = trained_timesteps(steps, timestep_fraction)
+    meter = _Meter()
+    optimizer.zero_grad(set_to_none=True)
+    if n_pairs == 0:
+        return {"optimizer_steps": 0.0}
+    # the preferred image is column 0: sign vector h = (+1, −1) for every pair (ties never reach here)
+    signs = torch.tensor([1.0, -1.0], device=device).expand(1, 2)
+    order = torch.randperm(n_pairs, generator=generator)
+    chunks = order.split(train_batch_size)
+    for group in _accumulation_groups(len(chunks), grad_accum_steps):
+        scale = 1.0 / (len(group) * k)
+        for c in group:
+            chunk_pairs = pairs[chunks[c]]  # [b, 2]
+            images, inverse = torch.unique(chunk_pairs.reshape(-1), return_inverse=True)
+            step_order = torch.randperm(steps, generator=generator)[:k]
+            img_d = images.to(device)
+            for s in step_order.tolist():
+                log_prob = step_log_prob(
+                    backbone,
+                    traj.prompt_embeds[img_d],
+                    traj.negative_embeds,
+                    traj.latents[img_d, s],
+                    traj.timesteps[s].expand(len(images)),
+                    traj.latents[img_d, s + 1],
+                    sampler,
+                )
+                pair_lp = log_prob[inverse.to(device)].reshape(-1, 2)
+                pair_ref = ref_log_probs[chunk_pairs.to(device), s]
+                loss, info = dpo_step_loss(pair_lp, pair_ref, signs.expand(len(chunk_pairs), 2), beta, clamp_eps)
+                (loss * scale).backward()
+                meter.add(loss=loss.item(), pair_accuracy=info["pair_accuracy"].item(),
+                          clampfrac=info["clampfrac"].item())
+        grad_norm = _optimizer_step(params, optimizer, max_grad_norm)
+        meter.add(grad_norm=grad_norm)
+        if on_step is not None:
+            on_step(meter.means())
+    out = meter.means()
+    out["optimizer_steps"] = float(meter.counts.get("grad_norm", 0))
+    return out

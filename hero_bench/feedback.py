@@ -1,0 +1,788 @@
+"""The simulated evaluator and the feedback ledger.
+
+The evaluator turns an oracle's per-image ``(success, score)`` into exactly what each method's
+protocol asks of a human (``docs/feedback.md``; ``spec/algorithms.md`` §2, §3.2, §4.2):
+
+* HERO: good/bad labels for every image plus a best image (first batch: best of the batch; later:
+  best among this batch's good images and the current best, which may stay);
+* D3PO: a per-image class, and a preference for every pair inside a group (shared z_T and prompt)
+  whose classes differ; ties are skipped;
+* DDPO: a scalar reward per image.
+
+Optional noise models (label flips, a softmax best choice, a fixed score offset) make the
+evaluator behave like an imperfect person.  All noise comes from a numpy Generator derived from
+``(noise_seed, run seed, epoch, method, purpose)``, never from a running stream, so a resumed run
+that replays an epoch from the ledger draws exactly what a fresh run draws afterwards.
+
+The ledger is an append-only JSONL file (``RUN_DIR/ledger.jsonl``).  It is the single source of
+the ``feedback_used`` figure (one feedback = one image labelled) and of ``queries`` (HERO's best
+pick, D3PO's pair comparisons), enforces the budget, and is fsync'ed before any label is handed
+back to the caller.  Records of one evaluator call are written as one transaction; a crash while
+writing leaves at most a torn tail, which is ignored on reload and truncated before the next
+append.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import math
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Mapping, Sequence
+
+import numpy as np
+
+from hero_bench.config import config_hash
+from hero_bench.errors import BudgetExceededError, ConfigError, HeroBenchError
+
+log = logging.getLogger(__name__)
+
+LEDGER_FILENAME = "ledger.jsonl"
+
+# Label kinds (one record per image, counted as feedback) and query kinds (counted as queries).
+HERO_GOOD = "hero_good"
+HERO_BEST = "hero_best"
+D3PO_SUCCESS = "d3po_success"
+D3PO_PAIR = "d3po_pair"
+DDPO_REWARD = "ddpo_reward"
+
+FALLBACK_NO_GOOD = "no_good"
+FALLBACK_ALL_GOOD = "all_good"
+
+
+class LedgerError(HeroBenchError):
+    """The ledger file is corrupt, belongs to another run, or disagrees with the current call
+    (e.g. a resume with a different seed, evaluator config or batch layout)."""
+
+
+def image_id(epoch: int, index: int) -> str:
+    """Deterministic id of the ``index``-th image of ``epoch``'s batch (the ledger key)."""
+    return f"e{epoch:04d}-i{index:04d}"
+
+
+def _pair_key(epoch: int, a: int, b: int) -> str:
+    return f"{image_id(epoch, a)}/{image_id(epoch, b)}"
+
+
+def _best_key(epoch: int) -> str:
+    return f"e{epoch:04d}"
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    """How the scripted evaluator deviates from a perfect one (all defaults: perfect)."""
+
+    flip_prob: float = 0.0
+    """Probability, independently per image, that the evaluator's binary label is the opposite of
+    the oracle's success: HERO good/bad, D3PO class, DDPO 0/1 reward (not the "score" reward).
+    0 = never, 1 = always."""
+
+    best_temperature: float = 0.0
+    """How HERO's best image is chosen among the candidates. 0 = argmax of the (biased) oracle
+    score, ties to the current best, then to the lowest batch index; T > 0 = a random choice with
+    probabilities softmax(score / T)."""
+
+    bias: float = 0.0
+    """Constant added to every oracle score the evaluator sees, before any choice. It shifts the
+    recorded scores, ``BestImage.score`` and the DDPO "score" reward by exactly ``bias``. Choices
+    within one evaluator are shift-invariant (argmax, softmax, pairwise comparisons), so it only
+    changes a choice when a score seen under a different bias is compared, i.e. a HERO current best
+    handed in from another evaluator or from a run before the bias changed."""
+
+    ddpo_reward: Literal["success", "score"] = "success"
+    """DDPO's reward: "success" = the evaluator's 0/1 label (a human-feasible signal, with flip
+    noise); "score" = the continuous oracle score plus bias. "score" is NOT something a human can
+    give per image at scale; it is the reward-model upper bound, not a human-feedback baseline."""
+
+    noise_seed: int = 0
+    """Mixed with the run seed to seed the evaluator's own random draws (non-negative)."""
+
+    d3po_tie_break_by_score: bool = False
+    """D3PO: when two images of a group have the same class, prefer the higher oracle score
+    instead of skipping the pair (equal scores are still skipped). Default False = the paper's
+    protocol, where same-class pairs are ties and form no preference."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.flip_prob, (int, float)) and 0.0 <= self.flip_prob <= 1.0):
+            raise ConfigError(f"evaluator.flip_prob must be a probability in [0, 1], got {self.flip_prob!r}")
+        if not (isinstance(self.best_temperature, (int, float)) and math.isfinite(self.best_temperature)
+                and self.best_temperature >= 0.0):
+            raise ConfigError(
+                f"evaluator.best_temperature must be a finite number >= 0 (0 = argmax), got {self.best_temperature!r}"
+            )
+        if not (isinstance(self.bias, (int, float)) and math.isfinite(self.bias)):
+            raise ConfigError(f"evaluator.bias must be a finite number, got {self.bias!r}")
+        if self.ddpo_reward not in ("success", "score"):
+            raise ConfigError(
+                f"evaluator.ddpo_reward {self.ddpo_reward!r} is not one of the accepted values ['success', 'score']"
+            )
+        if isinstance(self.noise_seed, bool) or not isinstance(self.noise_seed, int) or self.noise_seed < 0:
+            raise ConfigError(f"evaluator.noise_seed must be a non-negative integer, got {self.noise_seed!r}")
+        if not isinstance(self.d3po_tie_break_by_score, bool):
+            raise ConfigError(
+                f"evaluator.d3po_tie_break_by_score must be true or false, got {self.d3po_tie_break_by_score!r}"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Ledger
+# --------------------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars/arrays and tuples -> plain JSON types (the ledger must not depend on numpy)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+_REQUIRED = frozenset({"seq", "txn", "txn_size", "type", "run_id", "epoch", "kind", "value", "evaluator_seed"})
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class FeedbackLedger:
+    """Append-only JSONL at RUN_DIR/ledger.jsonl; every record flushed+fsync'ed before the label is returned.
+
+    ``path`` is the ledger file (a directory means ``<dir>/ledger.jsonl``). Reopening an existing
+    ledger reloads its records, so a resumed run can replay labels with :meth:`lookup` instead of
+    asking again. Each record carries ``seq`` (0, 1, 2, ... without gaps), ``txn``/``txn_size``
+    (the records written together by one call), ``type`` ("label" or "query"), ``run_id``,
+    ``epoch``, ``kind``, ``image_id`` (labels) or ``key`` (queries), ``value``, ``evaluator_seed``
+    and audit fields (``oracle_success``, ``oracle_score``, ``extra``).
+    """
+
+    def __init__(self, path: str | os.PathLike, budget: int, run_id: str):
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 0:
+            raise ConfigError(f"feedback budget must be a non-negative integer, got {budget!r}")
+        if not isinstance(run_id, str) or not run_id:
+            raise ConfigError(f"ledger run_id must be a non-empty string, got {run_id!r}")
+        path = Path(path)
+        if path.is_dir():
+            path = path / LEDGER_FILENAME
+        self.path = path
+        self.run_id = run_id
+        self._budget = int(budget)
+        self._records: list[dict] = []
+        self._index: dict[tuple[str, str], dict] = {}
+        self._labels = 0
+        self._queries = 0
+        self._per_epoch: dict[tuple[str, int], int] = {}
+        self._valid_end = 0  # byte offset after the last complete, accepted record
+        self._file_size = 0
+        self._pending: list[dict] | None = None
+        self._pending_labels = 0
+        self.recovered_bytes = 0
+        """Bytes of a torn tail found on load (ignored, truncated before the next append)."""
+        if path.exists():
+            self._load()
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def budget(self) -> int:
+        """Maximum number of image labels this run may ask for."""
+        return self._budget
+
+    @property
+    def feedback_used(self) -> int:
+        """Image labels recorded (one feedback = one image labelled)."""
+        return self._labels
+
+    @property
+    def queries(self) -> int:
+        """Best picks and pair comparisons recorded (reported next to, not inside, feedback_used)."""
+        return self._queries
+
+    @property
+    def remaining(self) -> int:
+        """Labels still allowed by the budget (never negative)."""
+        return max(0, self._budget - self._labels - self._pending_labels)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __repr__(self) -> str:
+        return (f"FeedbackLedger({str(self.path)!r}, budget={self._budget}, feedback_used={self._labels}, "
+                f"queries={self._queries}, run_id={self.run_id!r})")
+
+    # -- reading ----------------------------------------------------------------------------
+    def lookup(self, kind: str, key: str) -> dict | None:
+        """The record of label ``(kind, image_id)`` or query ``(kind, key)``, or None (a copy)."""
+        rec = self._index.get((kind, key))
+        return None if rec is None else json.loads(json.dumps(rec))
+
+    def count(self, kind: str, epoch: int | None = None) -> int:
+        """Number of records of ``kind`` (in ``epoch``, if given)."""
+        if epoch is None:
+            return sum(n for (k, _), n in self._per_epoch.items() if k == kind)
+        return self._per_epoch.get((kind, int(epoch)), 0)
+
+    def used_before(self, epoch: int) -> int:
+        """Labels recorded in epochs < ``epoch``.
+
+        A resumed run must size a replayed epoch's batch with ``budget - used_before(epoch)``:
+        ``remaining`` already counts the labels of the epoch being replayed."""
+        return sum(1 for r in self._records if r["type"] == "label" and r["epoch"] < epoch)
+
+    def records(self, kind: str | None = None, epoch: int | None = None) -> Iterator[dict]:
+        """All records in write order (copies), optionally filtered by kind and epoch."""
+        for rec in self._records:
+            if (kind is None or rec["kind"] == kind) and (epoch is None or rec["epoch"] == epoch):
+                yield json.loads(json.dumps(rec))
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        self._file_size = len(data)
+        # Only complete lines count; a missing final newline means the write was cut short.
+        lines: list[tuple[int, int, bytes]] = []  # (start, end incl. newline, raw)
+        pos = 0
+        while pos < len(data):
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                break
+            lines.append((pos, nl + 1, data[pos:nl]))
+            pos = nl + 1
+        parsed: list[tuple[int, int, dict]] = []
+        for i, (start, end, raw) in enumerate(lines):
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+                if not isinstance(rec, dict) or not _REQUIRED.issubset(rec) or (
+                    ("image_id" if rec["type"] == "label" else "key") not in rec
+                ):
+                    raise ValueError("not a ledger record")
+            except (ValueError, UnicodeDecodeError) as exc:
+                if i == len(lines) - 1:
+                    # A crash can leave garbage (e.g. zero-filled blocks) in the last line only.
+                    break
+                raise LedgerError(
+                    f"ledger {self.path} is corrupt at line {i + 1} ({exc}); only a torn final line is "
+                    "tolerated. Restore it from a backup or start the run in a fresh directory."
+                ) from None
+            parsed.append((start, end, rec))
+
+        # Transactions are all-or-nothing: an incomplete trailing transaction is a torn write.
+        accepted: list[tuple[int, int, dict]] = []
+        txn_start = 0
+        for j, (start, end, rec) in enumerate(parsed):
+            if rec["seq"] != j:
+                raise LedgerError(f"ledger {self.path}: record {j} has sequence number {rec['seq']} (expected {j})")
+            if rec.get("run_id") != self.run_id:
+                raise LedgerError(
+                    f"ledger {self.path} belongs to run {rec.get('run_id')!r}, not {self.run_id!r}; "
+                    "use a fresh run directory or the same run id"
+                )
+            if rec["txn"] == rec["seq"]:
+                if j != txn_start and j - txn_start != parsed[txn_start][2]["txn_size"]:
+                    raise LedgerError(f"ledger {self.path}: transaction at record {txn_start} is incomplete")
+                txn_start = j
+            elif rec["txn"] != txn_start:
+                raise LedgerError(f"ledger {self.path}: record {j} claims transaction {rec['txn']}, open is {txn_start}")
+        if parsed:
+            last_size = parsed[txn_start][2]["txn_size"]
+            n_complete = len(parsed) if len(parsed) - txn_start == last_size else txn_start
+            accepted = parsed[:n_complete]
+        for _, _, rec in accepted:
+            self._add(rec)
+        self._valid_end = accepted[-1][1] if accepted else 0
+        self.recovered_bytes = self._file_size - self._valid_end
+        if self.recovered_bytes:
+            log.warning(
+                "ledger %s: ignoring a torn tail of %d bytes (%d incomplete records) left by a crash; "
+                "it will be truncated before the next append",
+                self.path, self.recovered_bytes, len(parsed) - len(accepted),
+            )
+
+    def _add(self, rec: dict) -> None:
+        key = rec["image_id"] if rec["type"] == "label" else rec["key"]
+        self._records.append(rec)
+        self._index[(rec["kind"], key)] = rec
+        pe = (rec["kind"], rec["epoch"])
+        self._per_epoch[pe] = self._per_epoch.get(pe, 0) + 1
+        if rec["type"] == "label":
+            self._labels += 1
+        else:
+            self._queries += 1
+
+    # -- writing ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator["FeedbackLedger"]:
+        """Group the records of one evaluator call: written and fsync'ed together on exit, or not
+        at all if the block raises (and, after a crash mid-write, dropped whole on reload)."""
+        if self._pending is not None:
+            raise RuntimeError("ledger transactions do not nest")
+        self._pending = []
+        self._pending_labels = 0
+        try:
+            yield self
+            pending = self._pending
+        finally:
+            self._pending = None
+            self._pending_labels = 0
+        self._commit(pending)
+
+    def record_labels(self, epoch: int, image_ids: Sequence[str], kind: str, values: Sequence[Any],
+                      evaluator_seed: int, *, oracle_successes: Sequence[bool] | None = None,
+                      oracle_scores: Sequence[float] | None = None,
+                      extra: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """Append one label per image (each counts as one feedback).
+
+        Raises BudgetExceededError, before recording anything, if the labels would exceed the
+        budget; LedgerError if an image already has a ``kind`` label (replay it instead)."""
+        image_ids = list(image_ids)
+        values = list(values)
+        n = len(image_ids)
+        for name, seq in (("values", values), ("oracle_successes", oracle_successes),
+                          ("oracle_scores", oracle_scores), ("extra", extra)):
+            if seq is not None and len(seq) != n:
+                raise ValueError(f"record_labels: {len(seq)} {name} for {n} image ids")
+        used = self._labels + self._pending_labels
+        if used + n > self._budget:
+            raise BudgetExceededError(
+                f"feedback budget exceeded: budget {self._budget}, used {used}, requested {n} "
+                f"(remaining {max(0, self._budget - used)}); size the batch with ledger.remaining"
+            )
+        pending_ids = {r["image_id"] for r in (self._pending or []) if r["type"] == "label" and r["kind"] == kind}
+        if len(set(image_ids)) != n:
+            raise LedgerError(f"record_labels: duplicate image ids in one call for kind {kind!r}")
+        for iid in image_ids:
+            if (kind, iid) in self._index or iid in pending_ids:
+                raise LedgerError(
+                    f"image {iid} already has a {kind!r} label in {self.path}; replay it with lookup() "
+                    "instead of labelling it again"
+                )
+        recs = []
+        for i, iid in enumerate(image_ids):
+            rec = {"type": "label", "run_id": self.run_id, "epoch": int(epoch), "kind": kind,
+                   "image_id": iid, "value": _jsonable(values[i]), "evaluator_seed": int(evaluator_seed)}
+            if oracle_successes is not None:
+                rec["oracle_success"] = bool(oracle_successes[i])
+            if oracle_scores is not None:
+                rec["oracle_score"] = float(oracle_scores[i])
+            if extra is not None:
+                rec["extra"] = _jsonable(dict(extra[i]))
+            recs.append(rec)
+        self._stage(recs, labels=n)
+
+    def record_query(self, epoch: int, kind: str, key: str, value: Any, evaluator_seed: int, *,
+                     extra: Mapping[str, Any] | None = None) -> None:
+        """Append one query (a best pick or a pair comparison); counts toward ``queries``."""
+        if (kind, key) in self._index or any(
+            r["type"] == "query" and r["kind"] == kind and r["key"] == key for r in (self._pending or [])
+        ):
+            raise LedgerError(f"query {kind}:{key} is already in {self.path}; replay it with lookup()")
+        rec = {"type": "query", "run_id": self.run_id, "epoch": int(epoch), "kind": kind, "key": key,
+               "value": _jsonable(value), "evaluator_seed": int(evaluator_seed)}
+        if extra is not None:
+            rec["extra"] = _jsonable(dict(extra))
+        self._stage([rec], labels=0)
+
+    def _stage(self, recs: list[dict], labels: int) -> None:
+        if self._pending is not None:
+            self._pending.extend(recs)
+            self._pending_labels += labels
+        else:
+            self._commit(recs)
+
+    def _commit(self, recs: list[dict]) -> None:
+        if not recs:
+            return
+        seq0 = len(self._records)
+        lines = []
+        for k, rec in enumerate(recs):
+            rec = dict(rec, seq=seq0 + k, txn=seq0, txn_size=len(recs))
+            try:
+                lines.append(json.dumps(rec, sort_keys=True, separators=(",", ":"), allow_nan=False))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"ledger record {rec.get('kind')}:{rec.get('image_id', rec.get('key'))} "
+                                 f"is not finite JSON: {exc}") from None
+            recs[k] = rec
+        blob = ("\n".join(lines) + "\n").encode("utf-8")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        fd = os.open(str(self.path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            if self._file_size != self._valid_end:
+                # Drop a torn tail (or a failed earlier write) so the new records follow complete lines.
+                os.ftruncate(fd, self._valid_end)
+                self._file_size = self._valid_end
+            try:
+                view = memoryview(blob)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            except BaseException:
+                # Nothing of this transaction counts; cut what reached the file so it cannot be
+                # mistaken for data (a reload would drop the incomplete transaction anyway).
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, self._valid_end)
+                    os.fsync(fd)
+                raise
+        finally:
+            os.close(fd)
+        if created:
+            _fsync_dir(self.path.parent)
+        self._valid_end += len(blob)
+        self._file_size = self._valid_end
+        for rec in recs:
+            self._add(rec)
+
+
+# --------------------------------------------------------------------------------------------
+# Feedback results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BestImage:
+    """The evaluator's current best (may date from an earlier epoch)."""
+
+    image_id: str
+    epoch: int
+    score: float
+    """The oracle score the evaluator saw for it (including ``EvaluatorConfig.bias``)."""
+
+    def to_dict(self) -> dict:
+        return {"image_id": self.image_id, "epoch": int(self.epoch), "score": float(self.score)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "BestImage":
+        return cls(image_id=str(d["image_id"]), epoch=int(d["epoch"]), score=float(d["score"]))
+
+
+@dataclass
+class HeroFeedback:
+    good: np.ndarray
+    """bool [N]; at least one True and one False (see ``fallback``). Includes the new best."""
+    best_index: int | None
+    """Batch index of the NEW best, or None when the current best stays."""
+    best: BestImage
+    """The best after this round."""
+    fallback: str | None
+    """"no_good" (no image was labelled good; one was forced good), "all_good" (every image was
+    good; the lowest-scoring non-best one was labelled bad) or None. For logging."""
+    replayed: bool = False
+    """True when the labels came from the ledger (resume) instead of the oracle."""
+
+
+@dataclass
+class D3POFeedback:
+    success: np.ndarray
+    """bool [N], per-image class as the evaluator labelled it."""
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    """(preferred, other) batch indices; only within a group; ties skipped."""
+    replayed: bool = False
+    """True when the labels came from the ledger (resume) instead of the oracle."""
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluator
+# --------------------------------------------------------------------------------------------
+
+
+def softmax_choice(scores: Sequence[float], temperature: float, rng: np.random.Generator) -> int:
+    """Index chosen from ``scores``: argmax (first maximum) if ``temperature`` is 0, else a draw
+    with probabilities softmax(scores / temperature). Always consumes exactly one uniform draw, so
+    the stream does not depend on the temperature."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError("softmax_choice needs a non-empty 1-D list of scores")
+    u = rng.random()
+    if temperature == 0:
+        return int(np.argmax(s))
+    z = np.exp((s - s.max()) / temperature)  # shift by the max: exp never overflows
+    cdf = np.cumsum(z)
+    # side="right" never lands on an entry whose probability underflowed to exactly zero.
+    return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), s.size - 1))
+
+
+class SimulatedEvaluator:
+    """A scripted person: asks ``oracle`` about each image and answers the protocol of each method.
+
+    Every answer goes through ``ledger`` first; a call whose image ids are already in the ledger
+    replays the recorded answer without calling the oracle or counting anything."""
+
+    def __init__(self, oracle, config: EvaluatorConfig, ledger: FeedbackLedger, seed: int):
+        if not isinstance(config, EvaluatorConfig):
+            raise TypeError(f"config must be an EvaluatorConfig, got {type(config).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(f"run seed must be a non-negative integer, got {seed!r}")
+        self.oracle = oracle
+        self.config = config
+        self.ledger = ledger
+        self.seed = int(seed)
+        # One 64-bit number identifying this evaluator's randomness; recorded with every label.
+        self.evaluator_seed = int(
+            np.random.SeedSequence([config.noise_seed, self.seed]).generate_state(1, np.uint64)[0]
+        )
+        self.config_hash = config_hash(config)
+        self.oracle_calls = 0
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _rng(self, epoch: int, method: str, purpose: str) -> np.random.Generator:
+        """Fresh stream per (evaluator seed, epoch, method, purpose): replay needs no stream state,
+        and changing one noise model (e.g. the temperature) leaves the other draws unchanged."""
+        key = (int(epoch), zlib.crc32(method.encode()), zlib.crc32(purpose.encode()))
+        return np.random.default_rng(np.random.SeedSequence(self.evaluator_seed, spawn_key=key))
+
+    @staticmethod
+    def _check_batch(images, prompts, metadata, epoch: int, min_n: int, method: str) -> int:
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"{method}: epoch must be a non-negative integer, got {epoch!r}")
+        n = len(images)
+        if len(prompts) != n or len(metadata) != n:
+            raise ValueError(f"{method}: {n} images but {len(prompts)} prompts and {len(metadata)} metadata entries")
+        if n < min_n:
+            raise ValueError(
+                f"{method} feedback needs at least {min_n} image(s) per batch, got {n}"
+                + ("; HERO must be able to label one good and one bad image" if min_n > 1 else "")
+            )
+        return n
+
+    def _ask(self, images, prompts, metadata) -> tuple[np.ndarray, np.ndarray]:
+        n = len(images)
+        results = list(self.oracle(images, prompts, metadata))
+        self.oracle_calls += 1
+        name = getattr(self.oracle, "name", type(self.oracle).__name__)
+        if len(results) != n:
+            raise ValueError(f"oracle {name} returned {len(results)} results for {n} images")
+        success = np.array([bool(r.success) for r in results], dtype=bool)
+        score = np.array([float(r.score) for r in results], dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(score))
+        if bad.size:
+            raise ValueError(f"oracle {name} returned a non-finite score for image(s) {bad.tolist()}")
+        return success, score
+
+    def _flips(self, epoch: int, method: str, n: int) -> np.ndarray:
+        # Always draw n uniforms: p=0 flips nothing (u < 0 never), p=1 flips everything (u < 1).
+        return self._rng(epoch, method, "flip").random(n) < self.config.flip_prob
+
+    def _check_budget(self, n: int) -> None:
+        if n > self.ledger.remaining:
+            raise BudgetExceededError(
+                f"feedback budget exceeded: budget {self.ledger.budget}, used {self.ledger.feedback_used}, "
+                f"requested {n} (remaining {self.ledger.remaining}); size the batch with ledger.remaining"
+            )
+
+    def _replay_labels(self, kind: str, epoch: int, ids: list[str]) -> list[dict] | None:
+        """The recorded labels of this call, None if it was never asked, LedgerError if the ledger
+        holds a different call for this epoch."""
+        recs = [self.ledger.lookup(kind, i) for i in ids]
+        found = sum(r is not None for r in recs)
+        recorded = self.ledger.count(kind, epoch)
+        if found == 0 and recorded == 0:
+            return None
+        if found != len(ids) or recorded != len(ids):
+            raise LedgerError(
+                f"ledger {self.ledger.path} holds {recorded} {kind!r} labels for epoch {epoch}, but this call "
+                f"has {len(ids)} images; a resumed run must rebuild the same batch (size it with "
+                "budget - ledger.used_before(epoch))"
+            )
+        self._check_provenance(recs[0], kind, epoch)
+        return recs
+
+    def _check_provenance(self, rec: dict, kind: str, epoch: int) -> None:
+        if rec["evaluator_seed"] != self.evaluator_seed or rec.get("extra", {}).get("evaluator_config") not in (
+            None, self.config_hash
+        ):
+            raise LedgerError(
+                f"ledger {self.ledger.path}: the {kind!r} labels of epoch {epoch} were given by a different "
+                "evaluator (seed or evaluator config changed); resume with the original seed and config"
+            )
+
+    def _audit(self, n: int, flips: np.ndarray | None, **per_image) -> list[dict]:
+        out = []
+        for i in range(n):
+            d: dict[str, Any] = {"evaluator_config": self.config_hash}
+            if flips is not None:
+                d["flipped"] = bool(flips[i])
+            for k, v in per_image.items():
+                d[k] = v[i]
+            out.append(d)
+        return out
+
+    # -- HERO -------------------------------------------------------------------------------
+    def hero(self, images, prompts, metadata, epoch: int, current_best: BestImage | None) -> HeroFeedback:
+        """HERO's positive-and-best feedback (spec §4.2) for one batch; N labels + one best query."""
+        n = self._check_batch(images, prompts, metadata, epoch, 2, "HERO")
+        ids = [image_id(epoch, i) for i in range(n)]
+        recs = self._replay_labels(HERO_GOOD, epoch, ids)
+        if recs is not None:
+            q = self.ledger.lookup(HERO_BEST, _best_key(epoch))
+            if q is None:
+                raise LedgerError(f"ledger {self.ledger.path} has HERO labels for epoch {epoch} but no best pick")
+            v = q["value"]
+            prev = v["previous_best"]
+            if (prev is None) != (current_best is None) or (
+                prev is not None and prev["image_id"] != current_best.image_id
+            ):
+                raise LedgerError(
+                    f"epoch {epoch} was labelled with current best {prev and prev['image_id']}, but the resumed "
+                    f"run passes {current_best and current_best.image_id}; the checkpoint and ledger disagree"
+                )
+            good = np.array([bool(r["value"]) for r in recs], dtype=bool)
+            return HeroFeedback(good=good, best_index=v["best_index"], best=BestImage.from_dict(v["best"]),
+                                fallback=v["fallback"], replayed=True)
+
+        self._check_budget(n)
+        success, score = self._ask(images, prompts, metadata)
+        seen = score + self.config.bias
+        flips = self._flips(epoch, "hero", n)
+        good = success ^ flips
+        rng_best = self._rng(epoch, "hero", "best")
+        T = self.config.best_temperature
+        fallback = None
+        candidates: list[str]
+        if current_best is None:
+            # First batch: the best of the whole batch, added to the positives if not listed.
+            b = softmax_choice(seen, T, rng_best)
+            candidates = list(ids)
+            if not good.any():
+                fallback = FALLBACK_NO_GOOD
+            good[b] = True
+            if good.all():
+                fallback = FALLBACK_ALL_GOOD
+                order = [int(i) for i in np.argsort(seen, kind="stable") if i != b]
+                good[order[0]] = False
+            best_index: int | None = int(b)
+            best = BestImage(ids[b], int(epoch), float(seen[b]))
+        else:
+            if not good.any():
+                fallback = FALLBACK_NO_GOOD
+                good[int(np.argmax(seen))] = True
+            elif good.all():
+                fallback = FALLBACK_ALL_GOOD
+                good[int(np.argmin(seen))] = False
+            good_idx = np.flatnonzero(good)
+            # The current best comes first so that an exact tie keeps it (a new image must be better).
+            cand_scores = [float(current_best.score)] + [float(seen[i]) for i in good_idx]
+            candidates = [current_best.image_id] + [ids[i] for i in good_idx]
+            c = softmax_choice(cand_scores, T, rng_best)
+            if c == 0:
+                best_index, best = None, current_best
+            else:
+                # Map the candidate index back to a BATCH index (spec §4.12 bug 1).
+                best_index = int(good_idx[c - 1])
+                best = BestImage(ids[best_index], int(epoch), float(seen[best_index]))
+
+        with self.ledger.transaction():
+            self.ledger.record_labels(
+                epoch, ids, HERO_GOOD, good.tolist(), self.evaluator_seed,
+                oracle_successes=success, oracle_scores=score, extra=self._audit(n, flips),
+            )
+            self.ledger.record_query(
+                epoch, HERO_BEST, _best_key(epoch),
+                {"best_index": best_index, "best": best.to_dict(), "fallback": fallback,
+                 "previous_best": None if current_best is None else current_best.to_dict()},
+                self.evaluator_seed,
+                extra={"candidates": candidates, "temperature": T, "evaluator_config": self.config_hash},
+            )
+        return HeroFeedback(good=good, best_index=best_index, best=best, fallback=fallback)
+
+    # -- D3PO -------------------------------------------------------------------------------
+    def d3po(self, images, prompts, metadata, groups: Sequence[int], epoch: int) -> D3POFeedback:
+        """D3PO's per-image class and within-group preferences (spec §3.2); N labels + one query per pair."""
+        n = self._check_batch(images, prompts, metadata, epoch, 1, "D3PO")
+        if len(groups) != n:
+            raise ValueError(f"D3PO: {len(groups)} group ids for {n} images")
+        groups = [int(g) for g in groups]
+        members: dict[int, list[int]] = {}
+        for i, g in enumerate(groups):
+            members.setdefault(g, []).append(i)  # dict keeps first-appearance order: deterministic pairs
+        for g, idx in members.items():
+            if any(prompts[i] != prompts[idx[0]] for i in idx):
+                raise ValueError(f"D3PO: images of group {g} have different prompts; a group shares z_T and prompt")
+        ids = [image_id(epoch, i) for i in range(n)]
+        all_pairs = [p for idx in members.values() for p in itertools.combinations(idx, 2)]
+
+        recs = self._replay_labels(D3PO_SUCCESS, epoch, ids)
+        if recs is not None:
+            if [r.get("extra", {}).get("group") for r in recs] != groups:
+                raise LedgerError(f"epoch {epoch} was labelled with a different D3PO group layout")
+            success = np.array([bool(r["value"]) for r in recs], dtype=bool)
+            pairs = []
+            for a, b in all_pairs:
+                q = self.ledger.lookup(D3PO_PAIR, _pair_key(epoch, a, b))
+                if q is not None:
+                    pairs.append((int(q["value"]["preferred"]), int(q["value"]["other"])))
+            if len(pairs) != self.ledger.count(D3PO_PAIR, epoch):
+                raise LedgerError(f"ledger {self.ledger.path} has D3PO pairs for epoch {epoch} outside this group layout")
+            return D3POFeedback(success=success, pairs=pairs, replayed=True)
+
+        self._check_budget(n)
+        success_oracle, score = self._ask(images, prompts, metadata)
+        seen = score + self.config.bias
+        flips = self._flips(epoch, "d3po", n)
+        success = success_oracle ^ flips
+        pairs = []
+        how = []
+        for a, b in all_pairs:
+            if success[a] != success[b]:
+                pairs.append((a, b) if success[a] else (b, a))
+                how.append("class")
+            elif self.config.d3po_tie_break_by_score and seen[a] != seen[b]:
+                pairs.append((a, b) if seen[a] > seen[b] else (b, a))
+                how.append("score")
+        with self.ledger.transaction():
+            self.ledger.record_labels(
+                epoch, ids, D3PO_SUCCESS, success.tolist(), self.evaluator_seed,
+                oracle_successes=success_oracle, oracle_scores=score,
+                extra=self._audit(n, flips, group=groups),
+            )
+            for (p, o), by in zip(pairs, how):
+                self.ledger.record_query(
+                    epoch, D3PO_PAIR, _pair_key(epoch, min(p, o), max(p, o)),
+                    {"preferred": p, "other": o, "by": by}, self.evaluator_seed,
+                )
+        return D3POFeedback(success=success, pairs=pairs)
+
+    # -- DDPO -------------------------------------------------------------------------------
+    def ddpo(self, images, prompts, metadata, epoch: int) -> np.ndarray:
+        """DDPO's per-image reward, float [N]: the 0/1 label (with flip noise) or, with
+        ``ddpo_reward="score"``, the oracle score plus bias (not a human-feasible signal)."""
+        n = self._check_batch(images, prompts, metadata, epoch, 1, "DDPO")
+        ids = [image_id(epoch, i) for i in range(n)]
+        recs = self._replay_labels(DDPO_REWARD, epoch, ids)
+        if recs is not None:
+            return np.array([float(r["value"]) for r in recs], dtype=np.float64)
+
+        self._check_budget(n)
+        success, score = self._ask(images, prompts, metadata)
+        if self.config.ddpo_reward == "success":
+            flips = self._flips(epoch, "ddpo", n)
+            rewards = (success ^ flips).astype(np.float64)
+        else:
+            flips = None
+            rewards = score + self.config.bias
+        self.ledger.record_labels(
+            epoch, ids, DDPO_REWARD, rewards.tolist(), self.evaluator_seed,
+            oracle_successes=success, oracle_scores=score, extra=self._audit(n, flips),
+        )
+        return rewards

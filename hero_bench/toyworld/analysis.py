@@ -1,0 +1,186 @@
+"""Exact image analysis of ShapesWorld pictures: which objects are drawn, in which colour and
+shape, how well formed, and where.
+
+Steps, per image: quantise every pixel to the nearest PALETTE colour; call the more frequent
+background colour the background; split every other colour into 8-connected components; tiny
+components are debris (or, when they touch a bigger object, the blurred fringe of that object,
+which is ignored); each bigger component is compared with the ideal circle, square and triangle
+drawn into its bounding box by the renderer's own inside-test (``scenes.shape_mask``), and the
+best intersection-over-union names its shape.
+
+Any square image size works: areas are measured in world units (``scenes.WORLD_SIZE`` across),
+so a 32 px image has the same thresholds as a 16 px one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy import ndimage
+
+from hero_bench.errors import HeroBenchError
+from hero_bench.toyworld import scenes
+
+PALETTE_NAMES: tuple[str, ...] = tuple(scenes.PALETTE)
+_PALETTE_RGB = np.array([scenes.PALETTE[n] for n in PALETTE_NAMES], dtype=np.int32)
+_BACKGROUND_INDEX = tuple(PALETTE_NAMES.index(b) for b in scenes.BACKGROUNDS)
+
+MIN_OBJECT_AREA = 8.0
+"""World-unit area from which a component is an object rather than debris. The smallest object
+drawn (a side-6 circle or triangle) covers 24, the largest debris speck 4."""
+WELL_FORMED_IOU = 0.8
+"""An object is well formed when its pixels overlap the ideal shape of its kind at least this
+much (intersection over union). Clean renders score 1; the other two kinds score <= 0.67."""
+WELL_FORMED_ASPECT = 0.8
+"""...and its bounding box is this close to square (every ShapesWorld shape is as tall as wide)."""
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+class ImageFormatError(HeroBenchError, ValueError):
+    """Images handed to the analysis are not uint8 [N, S, S, 3]."""
+
+
+@dataclass(frozen=True)
+class DetectedObject:
+    color: str
+    shape: str
+    """The kind whose ideal template fits best (see ``iou``)."""
+    iou: dict[str, float]
+    """Kind -> intersection over union with the ideal shape of that kind in this bounding box."""
+    box: tuple[float, float, float, float]
+    """(x0, y0, x1, y1) in world units, x1/y1 exclusive: comparable with ``scenes.Shape.box``."""
+    area: float
+    """World units (pixels / scale**2)."""
+    well_formed: bool
+
+    def as_dict(self) -> dict:
+        return {
+            "color": self.color,
+            "shape": self.shape,
+            "iou": round(self.iou[self.shape], 4),
+            "box": [round(v, 3) for v in self.box],
+            "area": round(self.area, 2),
+            "well_formed": self.well_formed,
+        }
+
+
+@dataclass(frozen=True)
+class Analysis:
+    background: str
+    objects: tuple[DetectedObject, ...]
+    debris: tuple[tuple[str, float], ...]
+    """(colour, world-unit area) of each component too small to be an object and not touching one."""
+
+    def as_dict(self) -> dict:
+        return {
+            "background": self.background,
+            "objects": [o.as_dict() for o in self.objects],
+            "debris": [{"color": c, "area": round(a, 2)} for c, a in self.debris],
+        }
+
+
+def check_images(images: np.ndarray) -> np.ndarray:
+    """Return ``images`` as uint8 [N, S, S, 3] or raise ImageFormatError saying what is accepted."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
+        raise ImageFormatError(
+            f"images must be uint8 arrays [N, S, S, 3] (square RGB), got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise ImageFormatError(f"images must be uint8 [N, S, S, 3], got dtype {images.dtype}")
+    if images.shape[1] < 8:
+        raise ImageFormatError(f"images must be at least 8 px square, got {images.shape[1]} px")
+    return images
+
+
+def quantise(images: np.ndarray) -> np.ndarray:
+    """Index into PALETTE_NAMES of the nearest palette colour (RGB distance) per pixel: [N, S, S]."""
+    diff = images[..., None, :].astype(np.int32) - _PALETTE_RGB  # [N, S, S, P, 3]
+    return np.einsum("...c,...c->...", diff, diff).argmin(axis=-1).astype(np.int8)
+
+
+@lru_cache(maxsize=8192)
+def template(kind: str, height: int, width: int, grow: int = 0) -> np.ndarray:
+    """The ideal ``kind`` of box (height + grow) x (width + grow) pixels, centred on a height x
+    width box, drawn by the renderer's inside-test on that box padded by ``grow`` on every side.
+
+    Growing matters above 16 px: a circle's curve then no longer reaches its box's edge pixels,
+    so its pixel bounding box is smaller than the shape's box.
+    """
+    ys = np.arange(-grow, height + grow)[:, None] + 0.5 - height / 2
+    xs = np.arange(-grow, width + grow)[None, :] + 0.5 - width / 2
+    mask = scenes.shape_mask(kind, xs, ys, (width + grow) / 2, (height + grow) / 2)
+    mask.setflags(write=False)
+    return mask
+
+
+def best_iou(mask: np.ndarray, kind: str) -> float:
+    """Intersection over union of a component (cropped to its bounding box) with the best-fitting
+    ideal ``kind`` centred on that box (box grown by up to ~10% + 1 px)."""
+    height, width = mask.shape
+    area = int(mask.sum())
+    best = 0.0
+    for grow in range(int(np.ceil(0.1 * max(height, width))) + 2):
+        t = template(kind, height, width, grow)
+        inside = t[grow: grow + height, grow: grow + width]
+        overlap = int(np.count_nonzero(inside & mask))
+        best = max(best, overlap / (area + int(t.sum()) - overlap))
+    return best
+
+
+def _describe(mask: np.ndarray, color: str, y0: int, x0: int, scale: float) -> DetectedObject:
+    height, width = mask.shape
+    ious = {kind: best_iou(mask, kind) for kind in scenes.SHAPES}
+    shape = max(scenes.SHAPES, key=lambda k: ious[k])
+    aspect = min(height, width) / max(height, width)
+    return DetectedObject(
+        color=color,
+        shape=shape,
+        iou=ious,
+        box=(x0 / scale, y0 / scale, (x0 + width) / scale, (y0 + height) / scale),
+        area=float(mask.sum()) / scale**2,
+        well_formed=ious[shape] >= WELL_FORMED_IOU and aspect >= WELL_FORMED_ASPECT,
+    )
+
+
+def analyse_quantised(labels: np.ndarray) -> Analysis:
+    """Analyse one quantised image ([S, S] palette indices)."""
+    size = labels.shape[0]
+    scale = size / scenes.WORLD_SIZE
+    counts = np.bincount(labels.ravel(), minlength=len(PALETTE_NAMES))
+    background = max(_BACKGROUND_INDEX, key=lambda i: counts[i])
+    min_pixels = MIN_OBJECT_AREA * scale**2
+
+    big: list[tuple[np.ndarray, tuple[slice, slice], str]] = []
+    small: list[tuple[np.ndarray, tuple[slice, slice], str]] = []
+    for index in np.nonzero(counts)[0]:
+        if index == background:
+            continue
+        components, n = ndimage.label(labels == index, structure=_EIGHT_CONNECTED)
+        for k, window in enumerate(ndimage.find_objects(components), start=1):
+            mask = components[window] == k
+            entry = (mask, window, PALETTE_NAMES[index])
+            (big if mask.sum() >= min_pixels else small).append(entry)
+
+    objects = tuple(_describe(mask, color, window[0].start, window[1].start, scale)
+                    for mask, window, color in big)
+    big_pixels = np.zeros_like(labels, dtype=bool)
+    for mask, window, _ in big:
+        big_pixels[window] |= mask
+    debris = []
+    for mask, window, color in small:
+        full = np.zeros_like(big_pixels)
+        full[window] = mask
+        touches_object = (ndimage.binary_dilation(full, _EIGHT_CONNECTED) & big_pixels).any()
+        if not touches_object:  # blurred fringes of an object are not debris
+            debris.append((color, float(mask.sum()) / scale**2))
+    return Analysis(PALETTE_NAMES[background], objects, tuple(debris))
+
+
+def analyse(images: np.ndarray) -> list[Analysis]:
+    """Analyse a batch of uint8 [N, S, S, 3] images (or one [S, S, 3] image)."""
+    images = check_images(images)
+    return [analyse_quantised(labels) for labels in quantise(images)]

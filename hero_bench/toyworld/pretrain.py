@@ -1,0 +1,358 @@
+"""Pretraining the ShapesWorld model (``hero-bench pretrain-toy``).
+
+Standard epsilon-prediction diffusion training on freshly drawn scene batches: for step ``k`` the
+scene generator gets its own ``numpy`` Generator seeded with ``(data_seed, k)`` and the noise and
+timesteps their own ``torch.Generator`` seeded from ``(seed, k)``.  Nothing draws from global RNG
+state, so a run is a pure function of its config, and a run interrupted and resumed from a
+checkpoint produces the same weights, bit for bit, as an uninterrupted one: the checkpoint holds
+the weights, the optimizer and EMA state and the step; the RNG state of step ``k`` is recomputed
+from ``(seed, data_seed, k)``.
+
+The text encoder is trained from scratch jointly with the UNet.  A fraction of captions is replaced
+by the empty prompt (caption dropout) so that the model also learns the unconditional score that
+classifier-free guidance needs.
+
+Output folder ``--out DIR``:
+- ``DIR/model/``: the final diffusers folder (EMA weights when EMA is on), ready for
+  ``load_backbone``; it also holds ``training_config.json``;
+- ``DIR/model_raw/``: the final raw (non-EMA) weights when EMA is on, to compare the two;
+- ``DIR/checkpoint.pt``: the latest training state (atomic), used by ``--resume``;
+- ``DIR/train_log.csv``: step, loss, learning rate, elapsed seconds;
+- ``DIR/preview/step_XXXXXX.png``: a small sample grid at every checkpoint (a quick visual check).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from hero_bench.config import to_dict
+from hero_bench.errors import ConfigError
+from hero_bench.toyworld.model import ModelConfig
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything that determines the pretrained weights."""
+
+    model: ModelConfig = ModelConfig()
+    """Architecture and noise schedule."""
+    steps: int = 3000
+    """Optimizer steps (each on a fresh batch of generated scenes)."""
+    batch_size: int = 64
+    """Scenes per step."""
+    learning_rate: float = 1e-3
+    """Peak AdamW learning rate (reached after warmup_steps, then cosine decay to lr_final_fraction of it)."""
+    warmup_steps: int = 200
+    """Linear learning-rate warmup from 0."""
+    lr_final_fraction: float = 0.05
+    """Learning rate at the last step as a fraction of the peak."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Max global gradient norm (0 disables clipping)."""
+    caption_dropout: float = 0.1
+    """Probability of training on the empty prompt instead of the caption (for classifier-free guidance)."""
+    ema_decay: float = 0.999
+    """EMA decay of the weights (UNet and text encoder together); 0 disables EMA."""
+    seed: int = 0
+    """Seed of the weight initialisation, the diffusion noise and the timesteps."""
+    data_seed: int = 0
+    """Seed of the scene generator (step k draws its batch from numpy Generator([data_seed, k]))."""
+    checkpoint_every: int = 250
+    """Write checkpoint.pt (and a preview grid) every this many steps."""
+    log_every: int = 10
+    """Append a train_log.csv row every this many steps."""
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError(f"steps and batch_size must be >= 1, got steps={self.steps}, batch_size={self.batch_size}")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ConfigError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ConfigError("checkpoint_every and log_every must be >= 1")
+
+
+PREVIEW_PROMPTS = ("", "a red circle", "a blue square", "a green triangle")
+"""Prompts of the preview grid (one row each); captions outside the vocabulary would show as <unk>."""
+
+
+def learning_rate(cfg: PretrainConfig, step: int) -> float:
+    """Linear warmup then cosine decay to ``lr_final_fraction`` of the peak (a pure function of step)."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.lr_final_fraction
+    return cfg.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def step_batch(cfg: PretrainConfig, step: int, batch_fn: Callable | None = None):
+    """The training batch of ``step``: images in [-1, 1] ``[B,3,S,S]``, captions (after dropout), noise, timesteps."""
+    import torch
+
+    if batch_fn is None:
+        from hero_bench.toyworld.scenes import training_batch as batch_fn
+    rng = np.random.default_rng([cfg.data_seed, step])
+    images, captions = batch_fn(rng, cfg.batch_size)
+    # caption dropout draws from its own stream so it does not shift the scene generator's draws
+    drop = np.random.default_rng([cfg.data_seed, step, 1]).random(cfg.batch_size) < cfg.caption_dropout
+    captions = ["" if d else c for c, d in zip(captions, drop)]
+    x0 = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, step]).generate_state(1, np.uint64)[0]) >> 1)
+    noise = torch.randn(x0.shape, generator=gen)
+    timesteps = torch.randint(0, cfg.model.scheduler.num_train_timesteps, (cfg.batch_size,), generator=gen)
+    return x0, captions, noise, timesteps
+
+
+def _tokenize(tokenizer, prompts: Sequence[str]):
+    return tokenizer(
+        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+def _state_bytes(obj) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+@dataclass
+class PretrainResult:
+    """What a finished (or partly finished) pretraining run produced."""
+
+    out_dir: Path
+    model_dir: Path | None
+    steps_done: int
+    final_loss: float
+    wall_seconds: float
+
+
+def _ema_update(ema_params, params, decay: float) -> None:
+    import torch
+
+    with torch.no_grad():
+        torch._foreach_mul_(ema_params, decay)
+        torch._foreach_add_(ema_params, params, alpha=1.0 - decay)
+
+
+def preview_grid(components, prompts: Sequence[str] = PREVIEW_PROMPTS, per_prompt: int = 8, steps: int = 20,
+                 guidance: float = 5.0, eta: float = 1.0, seed: int = 0) -> np.ndarray:
+    """A uint8 grid image: one row of ``per_prompt`` samples per prompt (a stand-alone DDIM+CFG loop).
+
+    The benchmark's own sampler lives in ``hero_bench.diffusion``; this small loop only exists so
+    that pretraining can show progress without depending on it.
+    """
+    import torch
+
+    tok, te, unet = components.tokenizer, components.text_encoder, components.unet
+    sched = copy.deepcopy(components.scheduler)
+    sched.set_timesteps(steps)
+    gen = torch.Generator().manual_seed(seed)
+    prompts_all = [p for p in prompts for _ in range(per_prompt)]
+    size = unet.config.sample_size
+    was_training = unet.training, te.training
+    unet.eval(), te.eval()
+    with torch.no_grad():
+        cond = te(_tokenize(tok, prompts_all))[0]
+        uncond = te(_tokenize(tok, [""]))[0].expand_as(cond)
+        ctx = torch.cat([uncond, cond])
+        x = torch.randn((len(prompts_all), 3, size, size), generator=gen)
+        for t in sched.timesteps:
+            eps_u, eps_c = unet(torch.cat([x, x]), t, ctx).sample.chunk(2)
+            eps = eps_u + guidance * (eps_c - eps_u)
+            x = sched.step(eps, t, x, eta=eta, generator=gen).prev_sample
+    unet.train(was_training[0]), te.train(was_training[1])
+    imgs = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return tile(imgs, per_prompt)
+
+
+def tile(images: np.ndarray, columns: int, pad: int = 1, scale: int = 4) -> np.ndarray:
+    """Tile ``[N,H,W,3]`` uint8 images into a grid (nearest-neighbour upscaled by ``scale``, grey gutters)."""
+    n, h, w, _ = images.shape
+    rows = math.ceil(n / columns)
+    big = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    H, W = h * scale, w * scale
+    grid = np.full((rows * (H + pad) + pad, columns * (W + pad) + pad, 3), 128, np.uint8)
+    for i in range(n):
+        r, c = divmod(i, columns)
+        grid[pad + r * (H + pad): pad + r * (H + pad) + H, pad + c * (W + pad): pad + c * (W + pad) + W] = big[i]
+    return grid
+
+
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    """Atomically write a uint8 RGB array as PNG."""
+    from PIL import Image
+
+    from hero_bench.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True, stop_after: int | None = None,
+             batch_fn: Callable | None = None, progress: bool = True, preview: bool = True) -> PretrainResult:
+    """Train (or resume training) the ShapesWorld model into ``out_dir``.
+
+    ``stop_after``: stop (after checkpointing) once this many steps are done in total, without
+    writing the final model; used to test exact resume.  ``batch_fn(rng, n)`` replaces
+    ``scenes.training_batch`` (tests only).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from hero_bench.io import atomic_torch_save, atomic_write_json, atomic_write_text
+    from hero_bench.toyworld.model import build_components, config_dict, parameter_counts, save_components
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if batch_fn is None:
+        from hero_bench.toyworld import scenes
+
+        batch_fn = scenes.training_batch
+        vocab, generator_version = scenes.VOCAB, scenes.GENERATOR_VERSION
+        if cfg.model.image_size != scenes.IMAGE_SIZE:
+            raise ConfigError(
+                f"model.image_size={cfg.model.image_size} but the scene generator draws "
+                f"{scenes.IMAGE_SIZE}x{scenes.IMAGE_SIZE} images; set model.image_size={scenes.IMAGE_SIZE}"
+            )
+    else:
+        vocab, generator_version = getattr(batch_fn, "VOCAB", None), getattr(batch_fn, "GENERATOR_VERSION", "custom")
+
+    comps = build_components(cfg.model, vocab=vocab, seed=cfg.seed)
+    unet, te, tok, sched = comps.unet, comps.text_encoder, comps.tokenizer, comps.scheduler
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
+    ema_modules = None
+    if cfg.ema_decay > 0:
+        ema_modules = (copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(te).requires_grad_(False))
+    ema_params = [] if ema_modules is None else list(ema_modules[0].parameters()) + list(ema_modules[1].parameters())
+
+    cfg_dict = to_dict(cfg)
+    ckpt_path = out_dir / "checkpoint.pt"
+    start, losses, log_rows, elapsed_before = 0, [], [], 0.0
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state["config"] != cfg_dict:
+            diff = sorted(k for k in set(state["config"]) | set(cfg_dict) if state["config"].get(k) != cfg_dict.get(k))
+            raise ConfigError(
+                f"{ckpt_path} was written by a run with a different config (differs in: {', '.join(diff)}); "
+                "rerun with the same settings, pass --no-resume to start over, or use another --out"
+            )
+        unet.load_state_dict(state["unet"])
+        te.load_state_dict(state["text_encoder"])
+        opt.load_state_dict(state["optimizer"])
+        if ema_modules is not None:
+            ema_modules[0].load_state_dict(state["ema_unet"])
+            ema_modules[1].load_state_dict(state["ema_text_encoder"])
+        start, losses, elapsed_before = state["step"], list(state["losses"]), float(state["elapsed"])
+        log_rows = [tuple(r) for r in state["log_rows"]]
+
+    def checkpoint(step_done: int, elapsed: float) -> None:
+        state = {
+            "step": step_done,
+            "config": cfg_dict,
+            "unet": unet.state_dict(),
+            "text_encoder": te.state_dict(),
+            "optimizer": opt.state_dict(),
+            "losses": losses,
+            "log_rows": log_rows,
+            "elapsed": elapsed,
+            # The RNG of step k is a pure function of these seeds and k (see step_batch), so they
+            # are the whole RNG state needed to continue exactly.
+            "rng": {"seed": cfg.seed, "data_seed": cfg.data_seed, "next_step": step_done},
+            "generator_version": generator_version,
+        }
+        if ema_modules is not None:
+            state["ema_unet"] = ema_modules[0].state_dict()
+            state["ema_text_encoder"] = ema_modules[1].state_dict()
+        atomic_torch_save(ckpt_path, state)
+        lines = ["step,loss,loss_mean_window,lr,elapsed_s"] + [",".join(map(str, r)) for r in log_rows]
+        atomic_write_text(out_dir / "train_log.csv", "\n".join(lines) + "\n")
+        if preview:
+            shown = comps if ema_modules is None else type(comps)(tok, ema_modules[1], ema_modules[0], sched)
+            save_png(out_dir / "preview" / f"step_{step_done:06d}.png", preview_grid(shown))
+
+    unet.train(), te.train()
+    t_start = time.perf_counter()
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    bar = tqdm(total=cfg.steps, initial=start, desc="pretrain-toy", unit="step", disable=not progress, dynamic_ncols=True)
+    smooth = None
+    for step in range(start, end):
+        x0, captions, noise, timesteps = step_batch(cfg, step, batch_fn)
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        ctx = te(_tokenize(tok, captions))[0]
+        noisy = sched.add_noise(x0, noise, timesteps)
+        pred = unet(noisy, timesteps, ctx).sample
+        loss = torch.nn.functional.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        if ema_modules is not None:
+            # warm the EMA up (decay grows from 0.1 towards ema_decay) so early random weights fade fast
+            _ema_update(ema_params, params, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        value = float(loss.detach())
+        losses.append(value)
+        smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
+        bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{learning_rate(cfg, step):.2e}")
+        bar.update(1)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == end:
+            window = float(np.mean(losses[-cfg.log_every:]))
+            log_rows.append((done, round(value, 6), round(window, 6), f"{learning_rate(cfg, step):.6g}",
+                             round(elapsed_before + time.perf_counter() - t_start, 1)))
+        if done % cfg.checkpoint_every == 0 or done == end:
+            checkpoint(done, elapsed_before + time.perf_counter() - t_start)
+    bar.close()
+    elapsed = elapsed_before + time.perf_counter() - t_start
+    final_loss = float(np.mean(losses[-100:])) if losses else float("nan")
+    if end < cfg.steps:
+        return PretrainResult(out_dir, None, end, final_loss, elapsed)
+
+    import diffusers
+    import transformers
+
+    counts = parameter_counts(comps)
+    record = {
+        "pretrain_config": cfg_dict,
+        "model_config": config_dict(cfg.model),
+        "generator_version": generator_version,
+        "seed": cfg.seed,
+        "data_seed": cfg.data_seed,
+        "steps": cfg.steps,
+        "final_loss_mean_last_100": final_loss,
+        "final_loss_last_step": losses[-1] if losses else None,
+        "wall_seconds": round(elapsed, 1),
+        "weights": "ema" if ema_modules is not None else "raw",
+        "parameters": counts,
+        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__},
+    }
+    extra = {"training_config.json": json.dumps(record, indent=2, sort_keys=True) + "\n"}
+    unet.eval(), te.eval()
+    if ema_modules is not None:
+        save_components(type(comps)(tok, te, unet, sched), out_dir / "model_raw", extra)
+        final = type(comps)(tok, ema_modules[1], ema_modules[0], sched)
+    else:
+        final = comps
+    model_dir = save_components(final, out_dir / "model", extra)
+    atomic_write_json(out_dir / "training_config.json", record)
+    return PretrainResult(out_dir, model_dir, cfg.steps, final_loss, elapsed)

@@ -1,0 +1,186 @@
+# Helpers of the hero-bench workflow: every Python function the rules use lives here, so the rule
+# files hold rules only. The Snakefile includes this file first, then normalises and validates
+# the config (workflows/schemas/config.schema.yaml, which also fills in defaults) and runs
+# check_config; everything below that reads `config` runs only after that.
+
+import os
+import re
+import shlex
+
+from snakemake.logging import logger
+
+
+# the smoke tier's random tiny backbone, built by rule build_tiny_backbone
+TINY_BACKBONE = "results/models/tiny-sd"
+TINY_BACKBONE_SEED = 0
+
+# hero-bench train --set keys that receive the config's evaluation settings
+EVAL_SET_KEYS = {"every": "evaluation.every", "images": "evaluation.images"}
+
+
+# ---- config ----------------------------------------------------------------------------------
+_INT = re.compile(r"^[+-]?[0-9]+$")
+_FLOAT = re.compile(r"^[+-]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?$")
+_VERBATIM_KEYS = ("set", "backbone")  # free-form strings, never converted
+
+
+def _numbers_from_strings(value):
+    if isinstance(value, str):
+        if _INT.match(value):
+            return int(value)
+        if _FLOAT.match(value):
+            return float(value)
+        return value
+    if isinstance(value, list):
+        return [_numbers_from_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers_from_strings(v) for k, v in value.items()}
+    return value
+
+
+def normalize_config(config):
+    """Read numbers that `--config` passed as strings (in place); returns config.
+
+    Snakemake parses `--config seeds=[0,1]` with YAML's BaseLoader, so list items and nested
+    values arrive as strings ('0', '1'); convert those that look like numbers before the schema
+    checks types. Free-form keys (set, backbone) stay as they are.
+    """
+    for key, value in list(config.items()):
+        if key not in _VERBATIM_KEYS:
+            config[key] = _numbers_from_strings(value)
+    return config
+
+
+def check_config(config):
+    """Cross-key checks the JSON schema cannot express (warnings: the grid still runs)."""
+    for task in config["per_task"]:
+        if task not in config["tasks"]:
+            logger.warning(
+                f"config: per_task.{task} is ignored: task {task!r} is not in tasks {config['tasks']}"
+            )
+    if config["tier"] == "paper" and config["device"] != "cuda":
+        logger.warning(
+            "config: tier 'paper' with device 'cpu' runs Stable Diffusion v1.5 on the CPU "
+            "(only sensible for dry runs)"
+        )
+
+
+# ---- per-job resources, by tier (override with --set-resources / --set-threads or a profile) --
+# runtime is minutes; training jobs are also killed locally after `runtime` (timeout), so a hung
+# job cannot block the workflow forever (a killed run resumes from its checkpoint on rerun).
+def train_threads():
+    return {"smoke": 1, "toy": 1, "paper": 4}[config["tier"]]
+
+
+def train_resources():
+    """Training jobs; gpu=1 only in the paper tier (local: limit with --resources gpu=N)."""
+    return {
+        "smoke": {"mem_mb": 2000, "runtime": 30},
+        "toy": {"mem_mb": 4000, "runtime": 240},
+        "paper": {"mem_mb": 32000, "runtime": 2880, "gpu": 1},
+    }[config["tier"]]
+
+
+def small_resources():
+    """Backbone build, gather and report."""
+    return {"mem_mb": 2000, "runtime": 30}
+
+
+# GPU jobs on one machine: gpu_slot.py locks one of the visible devices (flock) and exports
+# CUDA_VISIBLE_DEVICES for the job; inside a SLURM allocation it changes nothing.
+GPU_SLOT = os.path.join(workflow.basedir, "workflows", "profiles", "local", "gpu_slot.py")
+
+
+# ---- targets ---------------------------------------------------------------------------------
+def run_dir(task, method, seed):
+    return f"results/runs/{config['tier']}/{task}/{method}/seed{seed}"
+
+
+def all_eval_csvs():
+    """eval.csv of every (task, method, seed) in the grid, in a stable order."""
+    return [
+        f"{run_dir(task, method, seed)}/eval.csv"
+        for task in config["tasks"]
+        for method in config["methods"]
+        for seed in config["seeds"]
+    ]
+
+
+def final_outputs():
+    return [
+        "results/summary/runs.csv",
+        "results/summary/summary.csv",
+        "results/tables/summary.md",
+        "results/figures/success_vs_feedback.png",
+        "results/figures/final_success.png",
+    ]
+
+
+# ---- train -----------------------------------------------------------------------------------
+def _per_task_value(key, task, method, default):
+    """per_task.<task>.<key>: an int for every method, or a mapping method -> int."""
+    value = config["per_task"].get(task, {}).get(key)
+    if isinstance(value, dict):
+        return value.get(method, default)
+    return default if value is None else value
+
+
+def train_budget(wildcards):
+    """Feedback budget of one run; the base model spends none."""
+    if wildcards.method == "base":
+        return 0
+    return _per_task_value("budget", wildcards.task, wildcards.method, config["budget"])
+
+
+def train_overrides(wildcards):
+    """`--set key=value` arguments of one run: evaluation settings, then `set.all`, then `set.<method>`."""
+    every = _per_task_value(
+        "eval_every", wildcards.task, wildcards.method, config["evaluation"]["every"]
+    )
+    items = [
+        f"{EVAL_SET_KEYS['every']}={every}",
+        f"{EVAL_SET_KEYS['images']}={config['evaluation']['images']}",
+    ]
+    items += config["set"].get("all", [])
+    items += config["set"].get(wildcards.method, [])
+    return " ".join(f"--set {shlex.quote(item)}" for item in items)
+
+
+def train_backbone_input(wildcards):
+    """The backbone folder a run depends on, when the workflow builds it (smoke tier)."""
+    if config["tier"] == "smoke" and not config["backbone"]:
+        return [TINY_BACKBONE]
+    return []
+
+
+def train_backbone_arg(wildcards, input):
+    if input.backbone:
+        return f"--backbone {shlex.quote(str(input.backbone))}"
+    if config["backbone"]:
+        return f"--backbone {shlex.quote(config['backbone'])}"
+    return ""  # the tier's default backbone (toy: shipped ShapesWorld, paper: SD v1.5)
+
+
+def train_launcher(wildcards):
+    """Command prefix of a training job: the GPU slot wrapper when training on cuda.
+
+    The path is relative to the working directory, so it stays the same (and does not count as
+    a params change) when the checkout moves together with its results.
+    """
+    if config["device"] != "cuda":
+        return ""
+    return f"python3 {shlex.quote(os.path.relpath(GPU_SLOT))} --"
+
+
+def run_dir_of(wildcards, output):
+    return os.path.dirname(output.eval_csv)
+
+
+# ---- report ----------------------------------------------------------------------------------
+def report_out_dir(wildcards, output):
+    """`hero-bench report --out-dir`: the folder above summary/, tables/ and figures/."""
+    return os.path.dirname(os.path.dirname(output.summary))
+
+
+def report_budgets():
+    return ",".join(str(b) for b in config["report"]["budgets"])

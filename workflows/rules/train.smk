@@ -1,0 +1,62 @@
+# Backbone and training rules. Every run is one job: `hero-bench train` writes its run folder
+# (checkpoint, ledger, adapters, eval.csv, DONE.json). Only eval.csv and DONE.json are declared
+# outputs: the run folder itself must survive a killed job so the rerun resumes from its
+# checkpoint (rerun-incomplete) instead of asking the evaluator again.
+
+
+wildcard_constraints:
+    tier=config["tier"],
+    task="[a-z][a-z0-9_]*",
+    method="base|hero|ddpo|d3po",
+    seed="[0-9]+",
+
+
+rule build_tiny_backbone:
+    """The smoke tier's random tiny SD-architecture backbone (diffusers layout)."""
+    output:
+        directory(TINY_BACKBONE),
+    log:
+        "results/logs/build_tiny_backbone.log",
+    params:
+        seed=TINY_BACKBONE_SEED,
+    threads: 1
+    resources:
+        **small_resources(),
+    conda:
+        "../envs/hero-bench.yaml"
+    shell:
+        "timeout -k 30 {resources.runtime}m "
+        "hero-bench build-tiny --out {output} --seed {params.seed} > {log} 2>&1"
+
+
+rule train:
+    """Finetune (or, for method base, only evaluate) one (task, method, seed) run."""
+    input:
+        backbone=train_backbone_input,
+    output:
+        eval_csv="results/runs/{tier}/{task}/{method}/seed{seed}/eval.csv",
+        done="results/runs/{tier}/{task}/{method}/seed{seed}/DONE.json",
+    log:
+        "results/logs/train/{tier}/{task}/{method}/seed{seed}.log",
+    params:
+        launcher=train_launcher,
+        run_dir=run_dir_of,
+        budget=train_budget,
+        device=config["device"],
+        backbone=train_backbone_arg,
+        overrides=train_overrides,
+    threads: train_threads()
+    resources:
+        **train_resources(),
+    conda:
+        "../envs/hero-bench.yaml"
+    shell:
+        "export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads}; "
+        "{params.launcher} timeout -k 60 {resources.runtime}m "
+        "hero-bench train --tier {wildcards.tier} --task {wildcards.task} "
+        "--method {wildcards.method} --seed {wildcards.seed} --budget {params.budget} "
+        "--out {params.run_dir} --device {params.device} {params.backbone} {params.overrides} "
+        "> {log} 2>&1 || {{ rc=$?; if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then "
+        "echo 'workflow: train stopped after resources.runtime={resources.runtime} min; "
+        "rerunning resumes from checkpoint.pt (raise it with --set-resources train:runtime=MIN)' "
+        ">> {log}; fi; exit $rc; }}"
