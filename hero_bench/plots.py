@@ -60,6 +60,7 @@ def plot_curves(summary: pd.DataFrame, out_png: str | os.PathLike) -> None:
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = _figure(nrows, ncols, 4.2, 3.2)
+    held = False
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (tier, task) in zip(axes.flat, panels):
@@ -74,9 +75,16 @@ def plot_curves(summary: pd.DataFrame, out_png: str | os.PathLike) -> None:
                 ax.axhline(float(gm.estimate.iloc[0]), color=colors[m], ls="--", lw=1.2, label=f"{label} (0 feedback)")
                 continue
             x = gm.budget.to_numpy(float)
-            ax.plot(x, gm.estimate.to_numpy(float), marker="o", ms=3, color=colors[m], label=label)
-            ax.fill_between(x, gm.ci_low.to_numpy(float), gm.ci_high.to_numpy(float), color=colors[m],
-                            alpha=0.2, lw=0)
+            y, lo, hi = (gm[c].to_numpy(float) for c in ("estimate", "ci_low", "ci_high"))
+            fmax = pd.to_numeric(gm.feedback_max, errors="coerce").to_numpy(float)
+            measured = ~(x > fmax)  # NaN feedback_max: treat as measured
+            last = int(np.flatnonzero(measured)[-1]) if measured.any() else 0
+            ax.plot(x[: last + 1], y[: last + 1], marker="o", ms=3, color=colors[m], label=label)
+            ax.fill_between(x[: last + 1], lo[: last + 1], hi[: last + 1], color=colors[m], alpha=0.2, lw=0)
+            if last + 1 < len(x):  # budgets past some run's last checkpoint: the final model, held
+                ax.plot(x[last:], y[last:], ls=":", lw=1.2, color=colors[m])
+                ax.plot(x[last + 1 :], y[last + 1 :], ls="none", marker="o", ms=3, mfc="none", color=colors[m])
+                held = True
         title = "all tasks" if task == AGGREGATE_TASK else str(task)
         ax.set_title(f"{tier}: {title}" if multi_tier else title, fontsize=10)
         xmax = xmax if xmax > 0 else 1.0
@@ -89,6 +97,10 @@ def plot_curves(summary: pd.DataFrame, out_png: str | os.PathLike) -> None:
     for ax in axes.flat[: len(panels)]:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
+    if held:
+        from matplotlib.lines import Line2D
+
+        handles["runs ended: last checkpoint held"] = Line2D([], [], ls=":", color="0.4")
     fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
                ncols=max(1, len(handles)), fontsize=9, frameon=False)
     fig.suptitle(f"Success vs feedback ({_ci_text(summary)})", fontsize=10)

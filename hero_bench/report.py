@@ -61,7 +61,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "censored",
     "reference_feedback",
     "candidate_feedback",
-    "feedback_max",  # smallest last-checkpoint feedback over the group's runs
+    "feedback_max",  # smallest last-checkpoint feedback_used over the group's runs
     "n_tasks",
     "oracle",
     "oracle_version",
@@ -364,12 +364,13 @@ def summarise(
                 continue
             n = sum(len(runs[t][method]) for t in agg_tasks)
             p = prov(AGGREGATE_TASK, method)
+            fmax = float(min(r.last_feedback for t in agg_tasks for r in runs[t][method]))
             for b in group_budgets(method):
                 by_task = {t: np.array([r.at(b) for r in runs[t][method]]) for t in agg_tasks}
                 ci = stats.stratified_bootstrap_ci(by_task, stats.iqm, **boot)
                 mean, std = _spread(np.concatenate(list(by_task.values())))
                 rows.append(row(AGGREGATE_TASK, method, "success", budget=b, n_seeds=n, estimate=ci.estimate,
-                                ci_low=ci.low, ci_high=ci.high, mean=mean, std=std,
+                                ci_low=ci.low, ci_high=ci.high, mean=mean, std=std, feedback_max=fmax,
                                 n_tasks=len(agg_tasks), **p))
             if method.lower() == BASE:
                 continue
@@ -378,7 +379,8 @@ def summarise(
             ci = stats.stratified_bootstrap_ci(by_task, stats.iqm, **boot)
             mean, std = _spread(np.concatenate(list(by_task.values())))
             rows.append(row(AGGREGATE_TASK, method, "auc", budget=final, n_seeds=n, estimate=ci.estimate,
-                            ci_low=ci.low, ci_high=ci.high, mean=mean, std=std, n_tasks=len(agg_tasks), **p))
+                            ci_low=ci.low, ci_high=ci.high, mean=mean, std=std, feedback_max=fmax,
+                            n_tasks=len(agg_tasks), **p))
         if hero is not None:
             for other in methods:
                 if other == hero or not all(other in runs[t] for t in agg_tasks):
@@ -404,7 +406,9 @@ def _warn_mixed_provenance(summary: pd.DataFrame) -> None:
     per_task = summary[summary["task"] != AGGREGATE_TASK]
     for (tier, task), g in per_task.groupby(["tier", "task"]):
         for c in ("oracle", "oracle_version", "label_noise"):
-            vals = {v for s in g[c].dropna() for v in str(s).split(";") if v}
+            # the base model gets no feedback, so its label_noise entry carries no meaning
+            rows = g[g["method"].str.lower() != BASE] if c == "label_noise" else g
+            vals = {v for s in rows[c].dropna() for v in str(s).split(";") if v}
             if len(vals) > 1:
                 warnings.warn(
                     f"tier {tier} task {task}: runs disagree on {c} ({', '.join(sorted(vals))}); "
@@ -434,6 +438,13 @@ def _is_true(v) -> bool:
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return False
     return v is True or str(v).strip().lower() in ("true", "1")
+
+
+def _beyond(r) -> bool:
+    """A success cell at a budget above some run's last checkpoint (the cell holds its final model)."""
+    fmax = getattr(r, "feedback_max", float("nan"))
+    return (str(r.method).lower() != BASE and fmax is not None
+            and not pd.isna(fmax) and float(r.budget) > float(fmax))
 
 
 def _esc(s) -> str:
@@ -484,13 +495,16 @@ def render_markdown(summary: pd.DataFrame) -> str:
         # success at budgets + AUC
         header = ["task", "method", "n"] + [str(b) for b in budgets] + [f"norm. AUC 0–{final}"]
         body = []
+        daggers = False
         for task in tasks:
             for method in methods:
                 g = succ[(succ.task == task) & (succ.method == method)]
                 if g.empty:
                     continue
                 by_b = {int(r.budget): r for r in g.itertuples()}
-                cells = [_cell(by_b[b]) if b in by_b else "—" for b in budgets]
+                cells = [(_cell(by_b[b]) + ("†" if _beyond(by_b[b]) else "")) if b in by_b else "—"
+                         for b in budgets]
+                daggers |= any(_beyond(by_b[b]) for b in budgets if b in by_b)
                 auc = t[(t.metric == "auc") & (t.task == task) & (t.method == method)]
                 auc_cell = _cell(next(auc.itertuples())) if not auc.empty else "—"
                 n = int(g.n_seeds.iloc[0])
@@ -508,11 +522,16 @@ def render_markdown(summary: pd.DataFrame) -> str:
         if AGGREGATE_TASK in tasks:
             caption += (" 'all tasks': IQM over all runs of the tasks every method was run on "
                         "(stratified bootstrap, n counts runs).")
-        short = t[(t.metric == "success") & (t.task != AGGREGATE_TASK) & (t.method.str.lower() != BASE)
-                  & (t.feedback_max < final)]
-        for method, g in short.groupby("method"):
-            caption += (f" {method_label(method)} runs end at {_fb(float(g.feedback_max.min()))} feedback; "
-                        "budgets above that read their last checkpoint.")
+        if daggers:
+            ends = []
+            trained = succ[(succ.task != AGGREGATE_TASK) & (succ.method.str.lower() != BASE)]
+            for method in sorted(set(trained.method), key=method_sort_key):
+                fm = sorted({float(v) for v in trained[trained.method == method].feedback_max.dropna()})
+                if fm and fm[0] < final:
+                    ends.append(f"{method_label(method)} at {' or '.join(_fb(v) for v in fm)}")
+            caption += (" †: some runs stopped before this budget (last checkpoints: "
+                        + "; ".join(ends) + " feedback, depending on task and seed); the cell reads each "
+                        "run's last checkpoint, the model it ended with.")
         out += [caption + "*", ""]
 
         # feedback to threshold
@@ -558,7 +577,8 @@ def render_markdown(summary: pd.DataFrame) -> str:
             out += [f"### Probability of improvement at {final} feedback", ""] + _table(header, body) + [""]
             out += [
                 f"*P(X > Y) + ½ P(X = Y) for the success of a random {method_label(hero)} seed X against a random "
-                f"seed Y of the other method, both read at {final} feedback (the base model at 0). "
+                f"seed Y of the other method, both read at {final} feedback (runs that stopped earlier at their "
+                f"last checkpoint; the base model at 0). "
                 f"[{level}% bootstrap CI, seeds of both methods resampled independently within each task, "
                 f"{reps} resamples, seed {bseed}.] 0.5 means no difference; 'all tasks' averages over tasks.*",
                 "",

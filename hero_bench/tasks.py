@@ -66,6 +66,10 @@ class Task:
     """Builds the oracle (loading any model it needs) once per process: ``oracle_factory()``."""
     oracle_name: str
     """Name of the oracle the factory builds (shown without building it)."""
+    eval_note: str = ""
+    """Why the eval prompts repeat (or only reword) train prompts, when they do; the registry
+    contract asks for held-out eval prompts or this note (the paper evaluates some tasks on
+    their training prompt)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_PATTERN.match(self.name):
@@ -84,9 +88,16 @@ class Task:
             object.__setattr__(self, split, prompts)
         if not callable(self.oracle_factory):
             raise TaskDefinitionError(f"task {self.name!r}: oracle_factory must be callable")
+        if not isinstance(self.eval_note, str):
+            raise TaskDefinitionError(f"task {self.name!r}: eval_note must be a string")
         for attr in ("category", "description", "oracle_name"):
             if not isinstance(getattr(self, attr), str) or not getattr(self, attr).strip():
                 raise TaskDefinitionError(f"task {self.name!r}: {attr} must be a non-empty string")
+
+    @property
+    def eval_overlaps_train(self) -> bool:
+        """Whether some eval prompt text is also a train prompt text."""
+        return bool({p.text for p in self.eval_prompts} & {p.text for p in self.train_prompts})
 
     def prompts(self, split: str) -> tuple[Prompt, ...]:
         """The ``train`` or ``eval`` prompts."""

@@ -10,8 +10,6 @@ The synthetic benchmark: 3 tasks x 4 methods (base, hero, ddpo, d3po) x 5 seeds 
 
 from __future__ import annotations
 
-import math
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -251,7 +249,11 @@ def test_markdown_tables(summary):
     assert "95% stratified bootstrap CI of the IQM over seeds (200 resamples, seed 0" in md
     assert "n = 5 seeds per task and method" in md
     assert "one image labelled" in md
-    assert "D3PO runs end at 504 feedback" in md
+    # d3po's runs end at 504: its 512 cells read that checkpoint and are marked
+    d3 = pick(summary, metric="success", task="counting", method="d3po", budget=512)
+    assert f"| {d3.estimate:.2f} [{d3.ci_low:.2f}, {d3.ci_high:.2f}]† |" in md
+    assert "†: some runs stopped before this budget (last checkpoints: D3PO at 504 feedback" in md
+    assert md.count("†") == 1 + 4  # the footnote + d3po at 512 in 3 tasks and all tasks
     assert "| anomaly | HERO | shapes | 1.0 | 0.0 | shapesworld | 0123abc | 5 |" in md
     fr = pick(summary, metric="feedback_ratio", task="anomaly")
     assert f"| anomaly | {fr.threshold:.2f} | 504 | {int(fr.candidate_feedback)} | {fr.estimate:.2f}× |" in md
@@ -306,3 +308,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["report", "--runs", str(p), "--out-dir", str(tmp_path), "--budgets", "128,abc"])
     assert "comma-separated positive integers" in capsys.readouterr().err
+
+
+def test_cli_defaults_match_the_library_and_help_stays_light():
+    import subprocess
+    import sys
+
+    from hero_bench.commands import report as cmd
+
+    assert (cmd.DEFAULT_THRESHOLD, cmd.DEFAULT_REPS, cmd.DEFAULT_SEED) == (
+        report.DEFAULT_THRESHOLD, report.DEFAULT_REPS, report.DEFAULT_SEED)
+    code = ("import sys; from hero_bench.commands import gather, report; import argparse; "
+            "p = argparse.ArgumentParser(); report.add_arguments(p); gather.add_arguments(p.add_subparsers().add_parser('g')); "
+            "print('pandas' in sys.modules, 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -44,9 +44,13 @@ def _budgets(text: str) -> list[int]:
     return sorted(set(values))
 
 
-def add_arguments(parser) -> None:
-    from hero_bench.report import DEFAULT_REPS, DEFAULT_SEED, DEFAULT_THRESHOLD
+# the defaults of hero_bench.report.summarise, repeated so that `--help` does not import pandas
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_REPS = 2000
+DEFAULT_SEED = 0
 
+
+def add_arguments(parser) -> None:
     parser.add_argument("--runs", required=True, metavar="CSV", help="runs table from `hero-bench gather`")
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="results folder (e.g. results)")
     parser.add_argument(

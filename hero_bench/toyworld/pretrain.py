@@ -58,8 +58,10 @@ class PretrainConfig:
     """Learning rate at the last step as a fraction of the peak."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    """AdamW betas."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.999
+    """AdamW beta2."""
     grad_clip: float = 1.0
     """Max global gradient norm (0 disables clipping)."""
     caption_dropout: float = 0.1
@@ -238,7 +240,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True, stop
     comps = build_components(cfg.model, vocab=vocab, seed=cfg.seed)
     unet, te, tok, sched = comps.unet, comps.text_encoder, comps.tokenizer, comps.scheduler
     params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
     ema_modules = None
     if cfg.ema_decay > 0:
         ema_modules = (copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(te).requires_grad_(False))
@@ -344,6 +346,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True, stop
         "wall_seconds": round(elapsed, 1),
         "weights": "ema" if ema_modules is not None else "raw",
         "parameters": counts,
+        # CPU float reductions can depend on the thread count, so it is part of the recipe
+        "torch_threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__},
     }
     extra = {"training_config.json": json.dumps(record, indent=2, sort_keys=True) + "\n"}

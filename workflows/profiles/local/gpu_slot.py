@@ -114,6 +114,15 @@ def acquire(devices: list[str], lock_dir: str, timeout: float, poll: float = 1.0
         time.sleep(poll)
 
 
+def run(command: list[str]) -> int:
+    """exec the command (never returns on success)."""
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:
+        log(f"error: cannot run {command[0]!r}: {exc}")
+        return 127
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -136,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if os.environ.get("SLURM_JOB_ID"):
         # SLURM's gres plugin already set CUDA_VISIBLE_DEVICES for this allocation
-        os.execvp(command[0], command)
+        return run(command)
 
     try:
         devices, source = choose_devices(args.devices)
@@ -145,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not devices:
         log(f"warning: no GPU found ({source}); running the command without a device slot")
-        os.execvp(command[0], command)
+        return run(command)
 
     os.makedirs(args.lock_dir, exist_ok=True)
     try:
@@ -159,11 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     os.set_inheritable(fd, True)  # the lock lives as long as the command holds this fd
     os.environ["CUDA_VISIBLE_DEVICES"] = device
     log(f"CUDA_VISIBLE_DEVICES={device} (slot {devices.index(device) + 1} of {len(devices)} from {source})")
-    try:
-        os.execvp(command[0], command)
-    except OSError as exc:
-        log(f"error: cannot run {command[0]!r}: {exc}")
-        return 127
+    return run(command)
 
 
 if __name__ == "__main__":

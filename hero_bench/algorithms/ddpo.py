@@ -1,0 +1,111 @@
+"""DDPO_IS: PPO-clip on the evaluator's per-image rewards (spec §2).
+
+One epoch, top to bottom:
+
+1. sample   prompts uniformly from the task's train prompts, z_T ~ N(0, I), DDIM η = 1 with CFG;
+2. label    one scalar reward per image from the evaluator (its 0/1 success label by default,
+            ``evaluator.ddpo_reward``);
+3. update   advantages by per-prompt stat tracking (§2.2; or batch standardisation), clipped to
+            ±adv_clip, then the shared PPO-clip pass (``kernels.ppo_update``, §2.3) over a
+            ``timestep_fraction`` of the denoising steps of every trajectory.
+
+The only state carried across epochs besides the LoRA weights and AdamW is the stat tracker's
+per-prompt reward buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hero_bench.algorithms.base import Batch, Method, RunContext
+from hero_bench.algorithms.kernels import (
+    PerPromptStatTracker,
+    PPOConfig,
+    clip_advantages,
+    make_adamw,
+    ppo_optimizer_steps,
+    ppo_update,
+    standardize,
+)
+from hero_bench.errors import ConfigError
+
+
+def _ddpo_ppo() -> PPOConfig:
+    # ddpo-pytorch / the DDPO paper with LoRA (§2.4, §7.6): lr 3e-4, clip 1e-4, adv clip 5, all
+    # timesteps; 256 samples per epoch in 4 optimizer steps of 64 (train batch 4 × grad-accum 16)
+    return PPOConfig(lr=3e-4, train_batch_size=4, grad_accum_steps=16, clip_range=1e-4, adv_clip=5.0,
+                     timestep_fraction=1.0)
+
+
+@dataclass(frozen=True)
+class DDPOConfig:
+    """DDPO's settings. Defaults: spec §2.4 / §7 item 6 (ddpo-pytorch's reproduction configs)."""
+
+    images_per_epoch: int = 256
+    """Images sampled and rewarded per epoch (ddpo-pytorch dgx configs: 256)."""
+    per_prompt_stat_tracking: bool = True
+    """Normalise rewards per prompt with a running buffer (§2.2); False = batch standardisation."""
+    stat_buffer_size: int = 16
+    """Rewards kept per prompt (FIFO) by the stat tracker."""
+    stat_min_count: int = 16
+    """Below this many buffered rewards a prompt is normalised with the whole epoch's statistics."""
+    ppo: PPOConfig = field(default_factory=_ddpo_ppo)
+    """The PPO-clip update of the LoRA weights (shared kernel with HERO)."""
+
+    def __post_init__(self) -> None:
+        if self.images_per_epoch < 1:
+            raise ConfigError(f"ddpo.images_per_epoch must be >= 1, got {self.images_per_epoch}")
+        if self.stat_buffer_size < 1 or self.stat_min_count < 0:
+            raise ConfigError("ddpo.stat_buffer_size must be >= 1 and ddpo.stat_min_count >= 0")
+
+
+class DDPO(Method):
+    name = "ddpo"
+
+    def __init__(self, ctx: RunContext):
+        super().__init__(ctx)
+        self.cfg: DDPOConfig = ctx.cfg.ddpo
+        ppo = self.cfg.ppo
+        self.optimizer = make_adamw(ctx.lora_params, ppo.lr, ppo.weight_decay, (ppo.adam_beta1, ppo.adam_beta2),
+                                    ppo.adam_eps)
+        self.tracker = PerPromptStatTracker(self.cfg.stat_buffer_size, self.cfg.stat_min_count)
+
+    def images_per_epoch(self) -> int:
+        return self.cfg.images_per_epoch
+
+    def optimizer_steps(self, n_images: int) -> str:
+        return str(ppo_optimizer_steps(n_images, self.cfg.ppo))
+
+    # 1. sample ---------------------------------------------------------------------------------
+    def sample(self, epoch: int, n: int) -> Batch:
+        return self.sample_batch(epoch, self.draw_prompts(epoch, n), self.gaussian_noise(epoch, n))
+
+    # 2. label ----------------------------------------------------------------------------------
+    def label(self, epoch: int, batch: Batch) -> np.ndarray:
+        return self.ctx.evaluator.ddpo(batch.traj.images, batch.texts, batch.metadata, epoch)
+
+    # 3. update ---------------------------------------------------------------------------------
+    def update(self, epoch: int, batch: Batch, rewards: np.ndarray) -> dict[str, float]:
+        if self.cfg.per_prompt_stat_tracking:
+            advantages = self.tracker.update(batch.texts, rewards)
+        else:
+            advantages = standardize(rewards)
+        advantages = clip_advantages(advantages, self.cfg.ppo.adv_clip)
+        metrics = ppo_update(self.ctx.backbone, batch.traj, torch.from_numpy(advantages).float(),
+                             self.ctx.lora_params, self.optimizer, self.cfg.ppo, self.ctx.cfg.sampler,
+                             self.ctx.generator(epoch, "ppo"))
+        metrics["reward_mean"] = float(np.mean(rewards))
+        if self.ctx.evaluator.config.ddpo_reward == "success":
+            metrics["train_success"] = float(np.mean(rewards))
+        return metrics
+
+    # checkpoint ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "tracker": self.tracker.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.tracker.load_state_dict(state["tracker"])

@@ -1,0 +1,36 @@
+"""`hero-bench evaluate`: recompute a run's eval.csv from its saved adapters."""
+
+from __future__ import annotations
+
+HELP = "recompute a run's held-out evaluation (eval.csv) from its saved LoRA adapters"
+DESCRIPTION = """\
+Re-evaluate every saved adapter of a run (RUN_DIR/lora/epoch_XXXX.safetensors) on the task's
+held-out eval prompts with the fixed eval noise, judged by the noise-free oracle, and rewrite
+RUN_DIR/eval.csv (or write --out).  With the run's own settings the result equals the eval.csv
+written during training.  Feedback counters of each row come from RUN_DIR/train_log.csv.
+
+Only eval.* settings can change (training is fixed by the run), e.g. a larger eval set:
+
+examples:
+  hero-bench evaluate runs/counting/hero/seed0
+  hero-bench evaluate runs/counting/hero/seed0 --set eval.n_images=1024 --out /tmp/eval-1024.csv
+"""
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `hero-bench train`")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE",
+                        help="override an eval setting: eval.n_images, eval.seed, eval.batch_size (repeatable)")
+    parser.add_argument("--out", default=None, metavar="CSV", help="write here instead of RUN_DIR/eval.csv")
+    parser.add_argument("--device", default=None, help="evaluate on this device instead of the run's")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def run(args) -> int:
+    from hero_bench.evaluate import evaluate_run
+
+    path = evaluate_run(args.run_dir, overrides=args.overrides, out=args.out, device=args.device,
+                        progress=not args.quiet)
+    if not args.quiet:
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,81 @@
+"""`hero-bench train`: finetune with one method under a feedback budget, or resume an interrupted run."""
+
+from __future__ import annotations
+
+HELP = "finetune with HERO, DDPO or D3PO under a feedback budget (resumes an interrupted run)"
+DESCRIPTION = """\
+Finetune a text-to-image diffusion model (LoRA) on one task with one method, asking the simulated
+evaluator for feedback until the budget is spent (one feedback = one image labelled), and evaluate
+held-out success along the way.
+
+Settings come from the tier's preset for the method (hero_bench/presets.py; every field is
+documented in docs/methods.md), then the flags below, then --set overrides.  The resolved config
+is written to OUT/config.yaml.
+
+Methods:
+  hero   good/bad + best labels -> learned embedding -> similarity-to-best reward -> PPO,
+         next noise from the best/good mixture (spec §4)
+  ddpo   PPO-clip on the evaluator's per-image reward, per-prompt normalised (spec §2)
+  d3po   per-step DPO on preferences within groups of images sharing noise and prompt (spec §3)
+  base   no training: evaluates the pretrained model once (feedback 0)
+
+Outputs in OUT: config.yaml, ledger.jsonl (every label), checkpoint.pt (latest epoch),
+lora/epoch_XXXX.safetensors, train_log.csv, eval.csv (one row per evaluated epoch) and DONE.json.
+
+Resume: rerunning the same command continues from OUT/checkpoint.pt; labels already given are
+replayed from the ledger, and the results equal those of an uninterrupted run.  A finished run
+(DONE.json present) is left alone.  A different config in an existing OUT is an error.
+
+examples:
+  hero-bench train --tier smoke --task anomaly --method hero --seed 0 --budget 16 --out runs/smoke-hero
+  hero-bench train --tier toy --task counting --method d3po --seed 1 --out runs/counting/d3po/seed1
+  hero-bench train --tier toy --task anomaly --method hero --out runs/x --set hero.triplet_passes=50 \\
+      --set hero.ppo.lr=3e-4 --set evaluator.flip_prob=0.1
+"""
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--tier", choices=("smoke", "toy", "paper"), default="toy",
+                        help="preset family: smoke (tiny random model, seconds), toy (ShapesWorld, minutes on a "
+                             "CPU; default), paper (Stable Diffusion 1.5, GPU)")
+    parser.add_argument("--task", default=None,
+                        help="task name (`hero-bench tasks` lists them); default: anomaly (smoke, toy), hand (paper)")
+    parser.add_argument("--method", default="hero", metavar="{hero,ddpo,d3po,base}",
+                        help="finetuning method (default: hero)")
+    parser.add_argument("--seed", type=int, default=0, help="run seed: every training draw derives from it (default: 0)")
+    parser.add_argument("--budget", type=int, default=None,
+                        help="feedback budget in labelled images (default: the preset's: smoke 16, toy 512, "
+                             "paper per task and method, e.g. hand 1152 for HERO, 5000 for D3PO)")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (created; resumed if it holds a run)")
+    parser.add_argument("--backbone", default=None, metavar="PATH_OR_ID",
+                        help="diffusers folder or hub id (default: smoke results/models/tiny-sd, toy the shipped "
+                             "ShapesWorld model, paper stable-diffusion-v1-5/stable-diffusion-v1-5)")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda, cuda:N or mps (default: cpu; paper tier: cuda when available)")
+    parser.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
+                        help="dtype of the frozen backbone; LoRA weights stay float32 "
+                             "(default: float32; paper tier on CUDA: float16)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config field, e.g. hero.ppo.lr=1e-4, sampler.steps=10, eval.n_images=64, "
+                             "evaluator.flip_prob=0.1 (repeatable; unknown keys are errors)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML and exit without training")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def run(args) -> int:
+    from hero_bench.presets import build_run_config
+    from hero_bench.runner import config_yaml, train
+
+    cfg = build_run_config(args.tier, task=args.task, method=args.method, seed=args.seed, budget=args.budget,
+                           backbone=args.backbone, device=args.device, dtype=args.dtype, overrides=args.overrides)
+    if args.print_config:
+        print(config_yaml(cfg), end="")
+        return 0
+    state = train(cfg, args.out, progress=not args.quiet)
+    if state is not None and not args.quiet:
+        final = state.eval_rows[-1] if state.eval_rows else None
+        summary = f"; final eval success {final['success_rate']:.3f}" if final else ""
+        print(f"{cfg.run_id}: done after {state.epoch} epoch(s), feedback {state.feedback_used}/{cfg.budget}"
+              f"{summary} -> {args.out}")
+    return 0

@@ -1,0 +1,201 @@
+"""Held-out evaluation: success rate of a model on the task's eval prompts, judged by the noise-free oracle.
+
+Protocol (DESIGN.md step 8):
+- ``n_images`` images; image i uses eval prompt ``i mod len(eval_prompts)`` (prompts cycled).
+- The initial noises and the sampler's per-step noises come from generators seeded only by
+  ``eval.seed`` (never by the run seed), so at a given eval seed every method, every training seed
+  and every checkpoint is evaluated on the SAME noise and prompts: comparisons between them are
+  paired, and the base model's row is the common starting point of every curve.
+- The judge is the task's oracle itself, without the simulated evaluator's noise models (label
+  flips, bias): the evaluation measures true success even when training feedback is noisy.
+- ``diversity`` = mean pairwise L2 distance between the eval images in a fixed feature space:
+  each image area-averaged to 8×8 RGB, scaled to [0, 1] and flattened (192 values).  It drops
+  when a method collapses onto a few images (a concern the HERO reviewers raised, spec §6.4).
+
+``hero-bench evaluate RUN_DIR`` recomputes a run's eval.csv from its saved adapters
+(``lora/epoch_XXXX.safetensors``) with :func:`evaluate_run`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from hero_bench.errors import ConfigError, HeroBenchError
+from hero_bench.results import EVAL_COLUMNS
+
+DIVERSITY_SIDE = 8
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """When and how a run is evaluated on held-out prompts."""
+
+    n_images: int = 256
+    """Images generated per evaluation (eval prompts cycled)."""
+    every_epochs: int = 1
+    """Evaluate after every k-th training epoch; the last epoch is always evaluated."""
+    at_start: bool = True
+    """Also evaluate the pretrained model before any training (epoch 0, feedback 0)."""
+    seed: int = 20250
+    """Eval noise seed: the same for every method and training seed, so comparisons are paired."""
+    batch_size: int = 64
+    """Images per sampler forward during evaluation (memory only; does not change the draws)."""
+
+    def __post_init__(self) -> None:
+        if self.n_images < 1:
+            raise ConfigError(f"eval.n_images must be >= 1, got {self.n_images}")
+        if self.every_epochs < 1:
+            raise ConfigError(f"eval.every_epochs must be >= 1, got {self.every_epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+        if self.seed < 0:
+            raise ConfigError(f"eval.seed must be >= 0, got {self.seed}")
+
+
+def diversity(images: np.ndarray) -> float:
+    """Mean pairwise L2 distance of ``uint8 [N, H, W, 3]`` images, each pooled to 8×8 in [0, 1]."""
+    if len(images) < 2:
+        return 0.0
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).double() / 255.0
+    feats = torch.nn.functional.adaptive_avg_pool2d(x, DIVERSITY_SIDE).flatten(1)
+    return float(torch.pdist(feats).mean())
+
+
+def eval_prompts(task, n: int) -> list[Any]:
+    prompts = task.eval_prompts
+    if not prompts:
+        raise HeroBenchError(f"task {task.name!r} has no eval prompts")
+    return [prompts[i % len(prompts)] for i in range(n)]
+
+
+@torch.no_grad()
+def evaluate_model(backbone, task, oracle, sampler_cfg, eval_cfg: EvalConfig) -> dict[str, float]:
+    """Sample the eval set with the backbone's current weights and judge it with ``oracle``."""
+    from hero_bench.algorithms.base import derive_seed
+    from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
+
+    n = eval_cfg.n_images
+    prompts = eval_prompts(task, n)
+    noise_gen = torch.Generator(device="cpu").manual_seed(derive_seed(eval_cfg.seed, 0, "eval-noise"))
+    step_gen = torch.Generator(device="cpu").manual_seed(derive_seed(eval_cfg.seed, 0, "eval-sampler"))
+    z_T = initial_noise(backbone, n, noise_gen)
+    cfg = dataclasses.replace(sampler_cfg, batch_size=eval_cfg.batch_size)
+    traj = sample_trajectories(backbone, [p.text for p in prompts], z_T, cfg, step_gen)
+    results = []
+    for start in range(0, n, eval_cfg.batch_size):
+        sl = slice(start, start + eval_cfg.batch_size)
+        results += list(oracle(traj.images[sl], [p.text for p in prompts[sl]], [p.metadata for p in prompts[sl]]))
+    success = np.array([bool(r.success) for r in results], dtype=np.float64)
+    score = np.array([float(r.score) for r in results], dtype=np.float64)
+    return {
+        "success_rate": float(success.mean()),
+        "mean_score": float(score.mean()),
+        "n_eval": int(n),
+        "diversity": diversity(traj.images),
+    }
+
+
+def eval_row(cfg, epoch: int, feedback_used: int, queries: int, images_generated: int,
+             result: dict[str, float], oracle, config_hash: str, git_sha: str) -> dict[str, Any]:
+    """One eval.csv row (columns: ``hero_bench.results.EVAL_COLUMNS``)."""
+    row = {
+        "tier": cfg.tier,
+        "task": cfg.task,
+        "method": cfg.method,
+        "seed": int(cfg.seed),
+        "epoch": int(epoch),
+        "feedback_used": int(feedback_used),
+        "queries": int(queries),
+        "images_generated": int(images_generated),
+        **result,
+        "oracle": str(getattr(oracle, "name", type(oracle).__name__)),
+        "oracle_version": str(getattr(oracle, "version", "")),
+        "label_noise": float(cfg.evaluator.flip_prob),
+        "backbone": str(cfg.backbone),
+        "config_hash": config_hash,
+        "git_sha": git_sha,
+    }
+    return {k: row[k] for k in EVAL_COLUMNS}
+
+
+def rows_to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """CSV text; floats written with repr (shortest exact form), so equal numbers give equal bytes."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="raise", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+_LORA_FILE = re.compile(r"^epoch_(\d{4,})\.safetensors$")
+
+
+def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None,
+                 device: str | None = None, progress: bool = True) -> Path:
+    """Recompute a run's eval.csv from its saved adapters; returns the CSV path written.
+
+    ``overrides`` may change ``eval.*`` keys only (e.g. ``eval.n_images=1024``): training settings
+    are fixed by the run.  The feedback counters of each row come from ``train_log.csv``.
+    """
+    from hero_bench.config import apply_overrides, from_dict
+    from hero_bench.diffusion.backbone import load_backbone
+    from hero_bench.diffusion.lora import add_lora, load_lora
+    from hero_bench.io import atomic_write_text
+    from hero_bench.provenance import git_sha, run_config_hash
+    from hero_bench.runner import CONFIG_FILE, TRAIN_LOG_FILE, RunConfig, load_config_file
+    from hero_bench.tasks import get_task
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise HeroBenchError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
+    cfg = load_config_file(run_dir / CONFIG_FILE)
+    bad = [o for o in overrides if not o.strip().startswith("eval.")]
+    if bad:
+        raise ConfigError(f"evaluate accepts only eval.* overrides (training is fixed by the run); got {', '.join(bad)}")
+    cfg = apply_overrides(RunConfig, cfg, list(overrides))
+    if device is not None:
+        cfg = dataclasses.replace(cfg, device=device)
+
+    files = sorted(
+        (int(m.group(1)), p) for p in (run_dir / "lora").glob("epoch_*.safetensors") if (m := _LORA_FILE.match(p.name))
+    )
+    if not files:
+        raise HeroBenchError(f"{run_dir / 'lora'} holds no epoch_XXXX.safetensors adapters to evaluate")
+    counters = {0: (0, 0, 0)}
+    if (run_dir / TRAIN_LOG_FILE).is_file():
+        for r in read_csv_rows(run_dir / TRAIN_LOG_FILE):
+            counters[int(r["epoch"])] = (int(r["feedback_used"]), int(r["queries"]), int(r["images_generated"]))
+    missing = [e for e, _ in files if e not in counters]
+    if missing:
+        raise HeroBenchError(f"{run_dir / TRAIN_LOG_FILE} has no row for epoch(s) {missing}; cannot label their feedback")
+
+    task = get_task(cfg.task)
+    oracle = task.oracle_factory()
+    backbone = load_backbone(cfg.backbone, cfg.device, cfg.dtype)
+    add_lora(backbone.unet, cfg.lora)
+    chash, sha = run_config_hash(cfg), git_sha()
+    rows = []
+    for epoch, path in files:
+        load_lora(backbone.unet, path)
+        result = evaluate_model(backbone, task, oracle, cfg.sampler, cfg.eval)
+        rows.append(eval_row(cfg, epoch, *counters[epoch], result, oracle, chash, sha))
+        if progress:
+            print(f"epoch {epoch}: success {result['success_rate']:.3f} (n={result['n_eval']})", flush=True)
+    target = Path(out) if out is not None else run_dir / "eval.csv"
+    atomic_write_text(target, rows_to_csv(rows, EVAL_COLUMNS))
+    return target

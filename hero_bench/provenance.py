@@ -1,0 +1,69 @@
+"""Where a result came from: the code version (git sha) and the run's config hash.
+
+Both go into every eval.csv row, so a table can always be traced to the code and settings that
+produced it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from hero_bench.config import config_hash, to_dict
+
+_REPO = Path(__file__).resolve().parent.parent
+METHOD_SECTIONS = ("hero", "ddpo", "d3po")
+
+
+@functools.lru_cache(maxsize=1)
+def git_sha() -> str:
+    """The checkout's commit (``+dirty`` when tracked files differ from it), or "unknown".
+
+    ``HERO_BENCH_GIT_SHA`` overrides it (for installs without a .git folder, e.g. a wheel in a
+    container built from a known commit).
+    """
+    if os.environ.get("HERO_BENCH_GIT_SHA"):
+        return os.environ["HERO_BENCH_GIT_SHA"]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "") if sha else "unknown"
+
+
+def relevant_config(cfg) -> dict[str, Any]:
+    """The run config as a dict without the sections of the methods the run does not use."""
+    data = to_dict(cfg)
+    for section in METHOD_SECTIONS:
+        if section != cfg.method:
+            data.pop(section, None)
+    return data
+
+
+def run_config_hash(cfg) -> str:
+    """Hash of the settings that can change this run's results (unused methods' sections excluded)."""
+    return config_hash(relevant_config(cfg))
+
+
+def environment() -> dict[str, str]:
+    """Versions of the pieces that determine the numbers."""
+    import diffusers
+    import numpy
+    import peft
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "peft": peft.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }

@@ -1,0 +1,487 @@
+"""One training run: the resolved config, the epoch loop, checkpoint/resume and scheduled evaluation.
+
+RUN_DIR layout (docs/architecture.md):
+
+    config.yaml                  the resolved RunConfig (written first; a resume must match it)
+    ledger.jsonl                 every label, fsync'ed before use (hero_bench.feedback)
+    checkpoint.pt                the latest epoch's complete state (atomic)
+    lora/epoch_XXXX.safetensors  adapter weights of every evaluated epoch (0 = pretrained)
+    train_log.csv                per-epoch losses, diagnostics, counters and timings
+    eval.csv                     held-out evaluation rows (hero_bench.results.EVAL_COLUMNS)
+    DONE.json                    written last: the run is complete
+
+The loop (DESIGN.md "The flow of one run"):
+
+    evaluate the pretrained model (epoch 0), checkpoint
+    while the budget left admits a batch:
+        sample → label (ledger first) → update          (the method's three phases)
+        evaluate if scheduled (every k epochs, and always the last), save the adapter
+        checkpoint: LoRA weights, optimizers, method state, counters, eval and log rows
+        rewrite eval.csv and train_log.csv from the checkpointed rows
+    DONE.json
+
+Resume: when checkpoint.pt exists the run continues after its epoch.  Labels the crashed process
+already obtained are in the ledger; the resumed process re-samples the same epoch (every random
+draw is a function of (seed, epoch, purpose), and the weights are those of the checkpoint), so the
+evaluator finds the same image ids and replays their labels without asking again.  The outputs
+are rewritten from the checkpoint, so a crash between the checkpoint and the CSV writes loses
+nothing.  A run killed at any moment and restarted with the same command therefore ends with the
+same eval.csv and ledger.jsonl, bitwise on CPU, as an uninterrupted run.  A finished run
+(DONE.json) restarted does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from hero_bench.algorithms.d3po import D3POConfig
+from hero_bench.algorithms.ddpo import DDPOConfig
+from hero_bench.algorithms.hero import HeroConfig
+from hero_bench.config import from_dict, to_dict
+from hero_bench.diffusion.lora import LoraConfig
+from hero_bench.diffusion.sampler import SamplerConfig
+from hero_bench.errors import ConfigError, HeroBenchError
+from hero_bench.evaluate import EvalConfig
+from hero_bench.feedback import EvaluatorConfig
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "checkpoint.pt"
+LEDGER_FILE = "ledger.jsonl"
+EVAL_FILE = "eval.csv"
+TRAIN_LOG_FILE = "train_log.csv"
+DONE_FILE = "DONE.json"
+CHECKPOINT_FORMAT = 1
+
+# Crash injection for the resume tests: HERO_BENCH_CRASH_AT=<point> ends the process with
+# os._exit(CRASH_EXIT_CODE) (no cleanup, like a kill) when the loop reaches <point>; with
+# HERO_BENCH_CRASH_MODE=raise it raises InjectedCrash instead (in-process tests).  Points:
+# "start.after_checkpoint", "epoch<E>.<phase>" with phase in CRASH_PHASES, "end.before_done".
+CRASH_ENV = "HERO_BENCH_CRASH_AT"
+CRASH_MODE_ENV = "HERO_BENCH_CRASH_MODE"
+CRASH_EXIT_CODE = 75
+CRASH_PHASES = ("after_sampling", "after_feedback", "after_update", "after_eval", "after_checkpoint")
+
+
+class InjectedCrash(RuntimeError):
+    """Raised at a crash-injection point when HERO_BENCH_CRASH_MODE=raise."""
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get(CRASH_ENV) == name:
+        if os.environ.get(CRASH_MODE_ENV) == "raise":
+            raise InjectedCrash(name)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(CRASH_EXIT_CODE)
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+TIERS = ("smoke", "toy", "paper")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run, composed of the components' own configs.
+
+    Built by ``hero_bench.presets.build_run_config`` from the tier+method preset, then ``--set``
+    overrides (unknown keys are errors).  Only the section of the selected method is used (and
+    hashed); the others are kept so a resolved config.yaml is complete.
+    """
+
+    tier: Literal["smoke", "toy", "paper"] = "toy"
+    """Which preset family the run belongs to (recorded in every result row)."""
+    task: str = "anomaly"
+    """Task name (``hero-bench tasks`` lists them)."""
+    method: str = "hero"
+    """hero | ddpo | d3po | base."""
+    seed: int = 0
+    """Run seed: every training draw (prompts, noise, shuffles, network init) derives from it."""
+    budget: int = 512
+    """Feedback budget: images the evaluator may label (one feedback = one image)."""
+    backbone: str = ""
+    """Diffusers folder or hub id of the pretrained model."""
+    device: str = "cpu"
+    """torch device: cpu, cuda, cuda:N, mps."""
+    dtype: str = "float32"
+    """Weights dtype of the frozen backbone: float32, float16, bfloat16 (LoRA stays float32)."""
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    """Sampling (DDIM steps, η, CFG) for training batches and evaluation."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """The trained LoRA adapter on the UNet."""
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    """The simulated human evaluator's noise models."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Held-out evaluation schedule and size."""
+    hero: HeroConfig = field(default_factory=HeroConfig)
+    """HERO's settings (used when method = hero)."""
+    ddpo: DDPOConfig = field(default_factory=DDPOConfig)
+    """DDPO's settings (used when method = ddpo)."""
+    d3po: D3POConfig = field(default_factory=D3POConfig)
+    """D3PO's settings (used when method = d3po)."""
+
+    def __post_init__(self) -> None:
+        from hero_bench.algorithms import ALGORITHMS
+
+        if self.method not in ALGORITHMS:
+            raise ConfigError(f"unknown method {self.method!r}; accepted: {', '.join(ALGORITHMS)}")
+        if self.tier not in TIERS:
+            raise ConfigError(f"unknown tier {self.tier!r}; accepted: {', '.join(TIERS)}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
+        if self.budget < 0:
+            raise ConfigError(f"budget must be a non-negative integer, got {self.budget}")
+        if not self.backbone:
+            raise ConfigError("backbone must name a diffusers folder or hub id")
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.tier}/{self.task}/{self.method}/seed{self.seed}"
+
+
+def load_config_file(path: str | Path) -> RunConfig:
+    with open(path) as fh:
+        data = yaml.safe_load(fh)
+    return from_dict(RunConfig, data)
+
+
+def config_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# --------------------------------------------------------------------------------------------
+# State
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """The run-level counters and rows (the method's own state is checkpointed next to it)."""
+
+    epoch: int = 0
+    feedback_used: int = 0
+    queries: int = 0
+    images_generated: int = 0
+    eval_rows: list[dict] = field(default_factory=list)
+    train_rows: list[dict] = field(default_factory=list)
+
+
+TRAIN_LOG_FIRST = ("epoch", "n_images", "feedback_used", "queries", "images_generated")
+TRAIN_LOG_TIMES = ("sample_s", "label_s", "update_s", "eval_s", "epoch_s")
+
+
+def train_log_columns(rows: list[dict]) -> list[str]:
+    metrics = sorted({k for r in rows for k in r} - set(TRAIN_LOG_FIRST) - set(TRAIN_LOG_TIMES))
+    return [*TRAIN_LOG_FIRST, *metrics, *TRAIN_LOG_TIMES]
+
+
+def epochs_to_budget(method, budget: int) -> list[int]:
+    """The batch size of every epoch until the budget is spent (or no longer admits a batch)."""
+    sizes, used = [], 0
+    while method.trains:
+        n = method.batch_size(budget - used)
+        if n == 0:
+            break
+        sizes.append(n)
+        used += n
+    return sizes
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+class Run:
+    """A run directory being trained (``train`` below is the entry point)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = True):
+        self.cfg = cfg
+        self.dir = Path(run_dir)
+        self.progress = progress
+
+    # -- setup --------------------------------------------------------------------------------
+    def check_config(self) -> None:
+        """Write config.yaml, or check that an existing one is this config (a resume)."""
+        from hero_bench.io import atomic_write_text
+
+        path = self.dir / CONFIG_FILE
+        if path.exists():
+            with open(path) as fh:
+                existing = yaml.safe_load(fh)
+            current = to_dict(self.cfg)
+            if existing != current:
+                diff = sorted(_diff_keys(existing or {}, current))
+                raise ConfigError(
+                    f"{self.dir} already holds a run with a different config (differs in: {', '.join(diff)}); "
+                    "rerun with the original settings to resume it, or choose another --out"
+                )
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, config_yaml(self.cfg))
+
+    def setup(self) -> None:
+        import torch
+
+        from hero_bench.algorithms import get_algorithm
+        from hero_bench.algorithms.base import RunContext, derive_seed
+        from hero_bench.diffusion.backbone import load_backbone
+        from hero_bench.diffusion.lora import add_lora
+        from hero_bench.feedback import FeedbackLedger, SimulatedEvaluator
+        from hero_bench.provenance import git_sha, run_config_hash
+        from hero_bench.tasks import TASK_TIER_OF_RUN_TIER, get_task, list_tasks
+
+        cfg = self.cfg
+        self.task = get_task(cfg.task)
+        if self.task.tier != TASK_TIER_OF_RUN_TIER[cfg.tier]:
+            names = ", ".join(t.name for t in list_tasks(cfg.tier))
+            raise ConfigError(f"task {cfg.task!r} belongs to the {self.task.tier} tier; tier {cfg.tier} runs: {names}")
+        self.backbone = load_backbone(cfg.backbone, cfg.device, cfg.dtype)
+        lora_params = add_lora(self.backbone.unet, cfg.lora, seed=derive_seed(cfg.seed, 0, "lora-init"))
+        self.oracle = self.task.oracle_factory()
+        self.ledger = FeedbackLedger(self.dir / LEDGER_FILE, cfg.budget, cfg.run_id)
+        self.evaluator = SimulatedEvaluator(self.oracle, cfg.evaluator, self.ledger, cfg.seed)
+        ctx = RunContext(cfg=cfg, backbone=self.backbone, task=self.task, evaluator=self.evaluator,
+                         lora_params=lora_params)
+        self.method = get_algorithm(cfg.method)(ctx)
+        self.config_hash = run_config_hash(cfg)
+        self.git_sha = git_sha()
+        self.torch = torch
+
+    # -- checkpoint -----------------------------------------------------------------------------
+    def save_checkpoint(self, state: RunState) -> None:
+        from hero_bench.diffusion.lora import lora_state_dict
+        from hero_bench.io import atomic_torch_save
+
+        atomic_torch_save(self.dir / CHECKPOINT_FILE, {
+            "format": CHECKPOINT_FORMAT,
+            "run_id": self.cfg.run_id,
+            "config_hash": self.config_hash,
+            # no generator states: every draw of epoch e comes from a fresh generator seeded by
+            # (seed, e, purpose) (hero_bench.algorithms.base), so (seed, epoch) IS the RNG state
+            "rng": {"scheme": "derived-per-epoch", "seed": self.cfg.seed, "next_epoch": state.epoch + 1},
+            "epoch": state.epoch,
+            "feedback_used": state.feedback_used,
+            "queries": state.queries,
+            "images_generated": state.images_generated,
+            "ledger": {"feedback_used": self.ledger.feedback_used, "queries": self.ledger.queries},
+            "lora": {k: v.cpu() for k, v in lora_state_dict(self.backbone.unet).items()},
+            "method": self.method.state_dict(),
+            "eval_rows": state.eval_rows,
+            "train_rows": state.train_rows,
+        })
+
+    def load_checkpoint(self) -> RunState:
+        from hero_bench.diffusion.lora import load_lora_state_dict
+
+        path = self.dir / CHECKPOINT_FILE
+        try:
+            ckpt = self.torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means the same to the user
+            raise HeroBenchError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
+                                 "delete it to restart the run from its ledger") from None
+        if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("config_hash") != self.config_hash:
+            raise HeroBenchError(f"checkpoint {path} was written by a different run or version "
+                                 f"(config hash {ckpt.get('config_hash')} vs {self.config_hash})")
+        if self.ledger.used_before(ckpt["epoch"] + 1) != ckpt["feedback_used"]:
+            raise HeroBenchError(
+                f"ledger {self.ledger.path} holds {self.ledger.used_before(ckpt['epoch'] + 1)} labels up to epoch "
+                f"{ckpt['epoch']} but the checkpoint counted {ckpt['feedback_used']}; the run directory is inconsistent"
+            )
+        load_lora_state_dict(self.backbone.unet, ckpt["lora"])
+        self.method.load_state_dict(ckpt["method"])
+        return RunState(epoch=ckpt["epoch"], feedback_used=ckpt["feedback_used"], queries=ckpt["queries"],
+                        images_generated=ckpt["images_generated"], eval_rows=ckpt["eval_rows"],
+                        train_rows=ckpt["train_rows"])
+
+    def write_tables(self, state: RunState) -> None:
+        """eval.csv and train_log.csv, rewritten whole (atomically) from the checkpointed rows."""
+        from hero_bench.evaluate import rows_to_csv
+        from hero_bench.io import atomic_write_text
+        from hero_bench.results import EVAL_COLUMNS
+
+        atomic_write_text(self.dir / EVAL_FILE, rows_to_csv(state.eval_rows, EVAL_COLUMNS))
+        atomic_write_text(self.dir / TRAIN_LOG_FILE, rows_to_csv(state.train_rows, train_log_columns(state.train_rows)))
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, state: RunState) -> dict:
+        from hero_bench.diffusion.lora import save_lora
+        from hero_bench.evaluate import eval_row, evaluate_model
+
+        save_lora(self.backbone.unet, self.dir / "lora" / f"epoch_{state.epoch:04d}.safetensors")
+        result = evaluate_model(self.backbone, self.task, self.oracle, self.cfg.sampler, self.cfg.eval)
+        row = eval_row(self.cfg, state.epoch, state.feedback_used, state.queries, state.images_generated, result,
+                       self.oracle, self.config_hash, self.git_sha)
+        state.eval_rows.append(row)
+        return row
+
+    # -- the loop -------------------------------------------------------------------------------
+    def train(self) -> RunState | None:
+        self.check_config()
+        if (self.dir / DONE_FILE).exists():
+            self.say(f"{self.dir}: run already complete ({DONE_FILE} exists); nothing to do")
+            return None
+        t_start = time.perf_counter()
+        self.setup()
+        cfg, method = self.cfg, self.method
+        sizes = epochs_to_budget(method, cfg.budget)
+        self.print_sizes(sizes)
+
+        if (self.dir / CHECKPOINT_FILE).exists():
+            state = self.load_checkpoint()
+            self.say(f"resuming {self.dir} after epoch {state.epoch} (feedback used {state.feedback_used}/{cfg.budget})")
+        else:
+            state = RunState()
+            if cfg.eval.at_start or not method.trains:
+                t0 = time.perf_counter()
+                row = self.evaluate(state)
+                self.say(f"epoch 0 (pretrained): eval success {row['success_rate']:.3f} "
+                         f"({time.perf_counter() - t0:.1f}s)")
+            self.save_checkpoint(state)
+            crash_point("start.after_checkpoint")
+        self.write_tables(state)
+
+        bar = self.progress_bar(state)
+        try:
+            while True:
+                n = method.batch_size(cfg.budget - state.feedback_used) if method.trains else 0
+                if n == 0:
+                    break
+                self.run_epoch(state, n, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+        crash_point("end.before_done")
+        from hero_bench.io import atomic_write_json
+        from hero_bench.provenance import environment
+
+        final = state.eval_rows[-1] if state.eval_rows else {}
+        atomic_write_json(self.dir / DONE_FILE, {
+            "run_id": cfg.run_id,
+            "epochs": state.epoch,
+            "feedback_used": state.feedback_used,
+            "queries": state.queries,
+            "images_generated": state.images_generated,
+            "final_success_rate": final.get("success_rate"),
+            "config_hash": self.config_hash,
+            "git_sha": self.git_sha,
+            "wall_s_this_process": round(time.perf_counter() - t_start, 3),
+            "environment": environment(),
+        })
+        return state
+
+    def run_epoch(self, state: RunState, n: int, bar) -> None:
+        cfg, method = self.cfg, self.method
+        epoch = state.epoch + 1
+        t0 = time.perf_counter()
+        batch = method.sample(epoch, n)
+        t1 = time.perf_counter()
+        crash_point(f"epoch{epoch}.after_sampling")
+        feedback = method.label(epoch, batch)
+        t2 = time.perf_counter()
+        crash_point(f"epoch{epoch}.after_feedback")
+        metrics = method.update(epoch, batch, feedback)
+        t3 = time.perf_counter()
+        crash_point(f"epoch{epoch}.after_update")
+
+        state.epoch = epoch
+        state.feedback_used += n
+        state.images_generated += len(batch.traj)
+        state.queries = self.ledger.queries
+        if self.ledger.feedback_used != state.feedback_used:
+            raise HeroBenchError(f"ledger counts {self.ledger.feedback_used} labels after epoch {epoch}, "
+                                 f"the run counts {state.feedback_used}; refusing to continue")
+        last = method.batch_size(cfg.budget - state.feedback_used) == 0
+        eval_s = 0.0
+        if epoch % cfg.eval.every_epochs == 0 or last:
+            self.evaluate(state)
+            eval_s = time.perf_counter() - t3
+        crash_point(f"epoch{epoch}.after_eval")
+        row = {"epoch": epoch, "n_images": n, "feedback_used": state.feedback_used, "queries": state.queries,
+               "images_generated": state.images_generated, **metrics,
+               "sample_s": round(t1 - t0, 3), "label_s": round(t2 - t1, 3), "update_s": round(t3 - t2, 3),
+               "eval_s": round(eval_s, 3), "epoch_s": round(time.perf_counter() - t0, 3)}
+        state.train_rows.append(row)
+        self.save_checkpoint(state)
+        crash_point(f"epoch{epoch}.after_checkpoint")
+        self.write_tables(state)
+        self.report_epoch(state, row, bar)
+
+    # -- printing -------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(text, file=sys.stderr)
+
+    def print_sizes(self, sizes: list[int]) -> None:
+        cfg, method = self.cfg, self.method
+        if not method.trains:
+            self.say(f"{cfg.run_id}: no training; evaluating the pretrained model on {cfg.eval.n_images} images")
+            return
+        left = cfg.budget - sum(sizes)
+        self.say(
+            f"{cfg.run_id}: {method.images_per_epoch()} images per epoch, {len(sizes)} epoch(s) to the budget of "
+            f"{cfg.budget} (batches {_runs(sizes)}{f'; {left} label(s) left unspent' if left else ''}), "
+            f"{method.optimizer_steps(method.images_per_epoch())} optimizer step(s) per epoch, "
+            f"{cfg.sampler.steps} sampling steps; eval of {cfg.eval.n_images} images every "
+            f"{cfg.eval.every_epochs} epoch(s) -> {self.dir}"
+        )
+
+    def progress_bar(self, state: RunState):
+        if not self.progress or not self.method.trains:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.cfg.budget, initial=state.feedback_used, unit="fb", desc=self.cfg.run_id,
+                    file=sys.stderr, dynamic_ncols=True, leave=True)
+
+    def report_epoch(self, state: RunState, row: dict, bar) -> None:
+        shown = {"success": row.get("train_success"), "loss": row.get("loss"), "kl": row.get("approx_kl"),
+                 "triplet": row.get("triplet_loss")}
+        post = {k: f"{v:.3g}" for k, v in shown.items() if v is not None}
+        if state.eval_rows and state.eval_rows[-1]["epoch"] == state.epoch:
+            post["eval"] = f"{state.eval_rows[-1]['success_rate']:.3f}"
+        if bar is not None:
+            bar.update(row["n_images"])
+            bar.set_postfix(post, refresh=True)
+        self.say(f"epoch {state.epoch}: feedback {state.feedback_used}/{self.cfg.budget} "
+                 + " ".join(f"{k}={v}" for k, v in post.items()) + f" ({row['epoch_s']:.1f}s)")
+
+
+def _runs(sizes: list[int]) -> str:
+    """[64, 64, 64, 20] -> '3×64 + 20'."""
+    out: list[str] = []
+    i = 0
+    while i < len(sizes):
+        j = i
+        while j < len(sizes) and sizes[j] == sizes[i]:
+            j += 1
+        out.append(f"{j - i}×{sizes[i]}" if j - i > 1 else str(sizes[i]))
+        i = j
+    return " + ".join(out) if out else "none"
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for k in set(a) | set(b):
+            out |= _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return set() if a == b else {prefix.rstrip(".")}
+
+
+def train(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunState | None:
+    """Train (or resume, or skip if complete) the run ``cfg`` in ``run_dir``."""
+    return Run(cfg, run_dir, progress=progress).train()

@@ -1,0 +1,139 @@
+"""ShapesWorld pretraining: determinism from the seed, exact resume, checkpoint safety, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hero_bench.cli import main as cli_main
+from hero_bench.config import from_dict, to_dict
+from hero_bench.errors import ConfigError
+from hero_bench.toyworld import scenes
+from hero_bench.toyworld.model import ModelConfig, TextEncoderConfig, UNetConfig, load_components
+from hero_bench.toyworld.pretrain import PretrainConfig, learning_rate, pretrain, step_batch
+
+TINY_MODEL = ModelConfig(
+    text_encoder=TextEncoderConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+    unet=UNetConfig(block_out_channels=(8, 16), attention_head_dim=2, norm_num_groups=4),
+)
+TINY = PretrainConfig(model=TINY_MODEL, steps=3, batch_size=4, warmup_steps=1, checkpoint_every=1, log_every=1,
+                      ema_decay=0.9)
+
+
+def _weights(folder):
+    comps = load_components(folder)
+    return {**{"unet." + k: v for k, v in comps.unet.state_dict().items()},
+            **{"te." + k: v for k, v in comps.text_encoder.state_dict().items()}}
+
+
+def _same(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain") / "ref"
+    result = pretrain(TINY, out, resume=False, progress=False, preview=False)
+    return out, result
+
+
+def test_run_writes_model_log_and_record(reference_run):
+    out, result = reference_run
+    assert result.steps_done == 3 and result.model_dir == out / "model"
+    assert np.isfinite(result.final_loss)
+    record = json.loads((out / "model" / "training_config.json").read_text())
+    assert record["generator_version"] == scenes.GENERATOR_VERSION
+    assert record["steps"] == 3 and record["data_seed"] == 0 and record["weights"] == "ema"
+    assert from_dict(PretrainConfig, record["pretrain_config"]) == TINY
+    assert record["final_loss_mean_last_100"] == pytest.approx(result.final_loss)
+    log = (out / "train_log.csv").read_text().splitlines()
+    assert log[0] == "step,loss,loss_mean_window,lr,elapsed_s" and len(log) == 4
+    assert (out / "model_raw" / "unet").is_dir()  # EMA on: the raw weights are kept for comparison
+    assert not _same(_weights(out / "model"), _weights(out / "model_raw"))
+
+
+def test_same_seed_gives_identical_weights(reference_run, tmp_path):
+    out, _ = reference_run
+    pretrain(TINY, tmp_path / "again", resume=False, progress=False, preview=False)
+    assert _same(_weights(out / "model"), _weights(tmp_path / "again" / "model"))
+
+
+def test_other_seed_gives_other_weights(reference_run, tmp_path):
+    out, _ = reference_run
+    cfg = PretrainConfig(**{**TINY.__dict__, "data_seed": 1})
+    pretrain(cfg, tmp_path / "other", resume=False, progress=False, preview=False)
+    assert not _same(_weights(out / "model"), _weights(tmp_path / "other" / "model"))
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(reference_run, tmp_path):
+    out, ref = reference_run
+    first = pretrain(TINY, tmp_path / "r", resume=False, stop_after=2, progress=False, preview=False)
+    assert first.model_dir is None and first.steps_done == 2
+    assert not (tmp_path / "r" / "model").exists()
+    assert torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["step"] == 2
+    second = pretrain(TINY, tmp_path / "r", resume=True, progress=False, preview=False)
+    assert second.steps_done == 3
+    assert _same(_weights(out / "model"), _weights(tmp_path / "r" / "model"))
+    assert _same(_weights(out / "model_raw"), _weights(tmp_path / "r" / "model_raw"))
+    assert second.final_loss == pytest.approx(ref.final_loss, abs=0, rel=0)
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    pretrain(TINY, tmp_path / "r", resume=False, stop_after=1, progress=False, preview=False)
+    other = PretrainConfig(**{**TINY.__dict__, "learning_rate": 5e-4})
+    with pytest.raises(ConfigError, match="learning_rate"):
+        pretrain(other, tmp_path / "r", resume=True, progress=False, preview=False)
+
+
+def test_step_batches_are_a_pure_function_of_seeds_and_step():
+    a = step_batch(TINY, 5)
+    b = step_batch(TINY, 5)
+    c = step_batch(TINY, 6)
+    for x, y in zip(a, b):
+        assert x == y if isinstance(x, list) else torch.equal(x, y)
+    assert not torch.equal(a[0], c[0])
+    assert a[0].shape == (4, 3, 16, 16) and a[0].min() >= -1 and a[0].max() <= 1
+
+
+def test_caption_dropout_rate():
+    cfg = PretrainConfig(model=TINY_MODEL, batch_size=2000, caption_dropout=0.1)
+    _, captions, _, _ = step_batch(cfg, 0)
+    assert 0.07 < sum(c == "" for c in captions) / len(captions) < 0.13
+
+
+def test_learning_rate_schedule():
+    cfg = PretrainConfig(steps=100, warmup_steps=10, learning_rate=1e-3, lr_final_fraction=0.1)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-4)
+    assert learning_rate(cfg, 9) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 99) == pytest.approx(1e-4, rel=0.05)
+    lrs = [learning_rate(cfg, s) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_config_rejects_bad_values_and_unknown_keys():
+    with pytest.raises(ConfigError, match="caption_dropout"):
+        PretrainConfig(caption_dropout=1.0)
+    with pytest.raises(ConfigError, match="stepz"):
+        from_dict(PretrainConfig, {"stepz": 3})
+    assert from_dict(PretrainConfig, to_dict(TINY)) == TINY
+
+
+def test_cli_runs_resumes_and_writes_preview(tmp_path, capsys):
+    out = tmp_path / "cli"
+    sets = []
+    for key, value in to_dict(TINY_MODEL).items():
+        if isinstance(value, dict):
+            sets += [f"model.{key}.{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in value.items()]
+    args = ["pretrain-toy", "--out", str(out), "--steps", "2", "--batch-size", "2", "--checkpoint-every", "1",
+            "--no-progress", "--threads", "1"] + [a for s in sets for a in ("--set", s)]
+    assert cli_main(args) == 0
+    assert "2 steps" in capsys.readouterr().out
+    assert (out / "model" / "model_index.json").exists()
+    assert sorted(p.name for p in (out / "preview").iterdir()) == ["step_000001.png", "step_000002.png"]
+    # a finished run resumed again only rewrites the model
+    assert cli_main(args) == 0
+    assert cli_main(["pretrain-toy", "--out", str(out), "--set", "no_such_key=1"]) == 2
+    assert "no_such_key" in capsys.readouterr().err

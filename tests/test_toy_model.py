@@ -1,0 +1,172 @@
+"""ShapesWorld tokenizer and model: round trips, unknown words, the diffusers folder, the shipped weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hero_bench.toyworld import scenes
+from hero_bench.toyworld.model import (
+    ModelConfig,
+    TextEncoderConfig,
+    UNetConfig,
+    build_components,
+    encode_prompts,
+    save_components,
+)
+from hero_bench.toyworld.tokenizer import (
+    BOS,
+    EOS,
+    PAD,
+    SPECIAL_TOKENS,
+    UNK,
+    build_tokenizer,
+    load_tokenizer,
+    save_tokenizer,
+    unknown_words,
+)
+
+SHIPPED = Path(__file__).resolve().parents[1] / "hero_bench" / "toyworld" / "pretrained" / "shapesworld"
+
+TINY = ModelConfig(
+    text_encoder=TextEncoderConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+    unet=UNetConfig(block_out_channels=(8, 16), attention_head_dim=2, norm_num_groups=4),
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+def test_vocabulary_is_specials_then_every_caption_word(tokenizer):
+    vocab = tokenizer.get_vocab()
+    assert [vocab[t] for t in SPECIAL_TOKENS] == [0, 1, 2, 3]
+    assert set(vocab) == set(SPECIAL_TOKENS) | set(scenes.VOCAB)
+    assert tokenizer.pad_token == PAD and tokenizer.unk_token == UNK
+
+
+def test_every_training_caption_round_trips_without_unk(tokenizer):
+    _, captions = scenes.training_batch(np.random.default_rng(0), 256)
+    for text in captions:
+        ids = tokenizer(text)["input_ids"]
+        assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+        assert tokenizer.unk_token_id not in ids, text
+        assert len(ids) <= tokenizer.model_max_length, text
+        assert tokenizer.decode(ids, skip_special_tokens=True) == text
+
+
+def test_case_and_punctuation_are_normalised(tokenizer):
+    assert tokenizer("A Red circle, LEFT of a blue square.")["input_ids"] == tokenizer(
+        "a red circle left of a blue square"
+    )["input_ids"]
+
+
+def test_unknown_words_become_unk(tokenizer):
+    ids = tokenizer("a pink circle")["input_ids"]
+    assert ids == [tokenizer.bos_token_id, tokenizer.convert_tokens_to_ids("a"), tokenizer.unk_token_id,
+                   tokenizer.convert_tokens_to_ids("circle"), tokenizer.eos_token_id]
+    assert unknown_words(tokenizer, "a pink circle, wobbly!") == ["pink", "wobbly"]
+    assert unknown_words(tokenizer, "two red circles at night") == []
+
+
+def test_padding_and_truncation_to_model_max_length(tokenizer):
+    enc = tokenizer(["", "a " * 40], padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
+    empty, long = enc["input_ids"]
+    assert len(empty) == len(long) == tokenizer.model_max_length
+    assert empty[:3] == [tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id]
+    assert long[-1] == tokenizer.eos_token_id  # truncation keeps the closing <eos>
+
+
+def test_saved_tokenizer_loads_through_autotokenizer(tmp_path, tokenizer):
+    from transformers import AutoTokenizer
+
+    save_tokenizer(tokenizer, tmp_path / "tokenizer")
+    loaded = AutoTokenizer.from_pretrained(str(tmp_path), subfolder="tokenizer", local_files_only=True)
+    assert load_tokenizer(tmp_path, "tokenizer").get_vocab() == tokenizer.get_vocab()
+    assert loaded.model_max_length == tokenizer.model_max_length
+    for text in ["a red circle above a blue square", "three yellow triangles at night", "a pink circle", ""]:
+        assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert (loaded.bos_token, loaded.eos_token) == (BOS, EOS)
+
+
+def test_text_encoder_positions_cover_the_tokenizer_length():
+    comps = build_components(TINY, seed=0)
+    assert comps.text_encoder.config.max_position_embeddings == comps.tokenizer.model_max_length
+    assert comps.text_encoder.config.vocab_size == len(comps.tokenizer.get_vocab())
+    assert comps.unet.config.cross_attention_dim == comps.text_encoder.config.hidden_size
+    emb = encode_prompts(comps.tokenizer, comps.text_encoder, ["a red circle", ""])
+    assert emb.shape == (2, comps.tokenizer.model_max_length, 16)
+
+
+def test_build_is_deterministic_from_seed_and_leaves_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a, b, c = (build_components(TINY, seed=s) for s in (3, 3, 4))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    sa, sb, sc = (x.unet.state_dict() for x in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def tiny_toy_dir(tmp_path_factory):
+    return save_components(build_components(TINY, seed=0), tmp_path_factory.mktemp("toy") / "model",
+                           extra_files={"note.txt": "hello\n"})
+
+
+def test_saved_folder_is_diffusers_layout_without_vae(tiny_toy_dir):
+    names = {p.name for p in tiny_toy_dir.iterdir()}
+    assert {"unet", "text_encoder", "tokenizer", "scheduler", "model_index.json", "note.txt"} <= names
+    assert "vae" not in names
+    index = json.loads((tiny_toy_dir / "model_index.json").read_text())
+    assert index["vae"] == [None, None] and index["unet"] == ["diffusers", "UNet2DConditionModel"]
+    assert (tiny_toy_dir / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    assert not list(tiny_toy_dir.parent.glob(".model.*")), "temporary folders left behind"
+
+
+def test_saving_again_replaces_the_folder_atomically(tmp_path):
+    target = save_components(build_components(TINY, seed=0), tmp_path / "m")
+    (target / "stale.txt").write_text("old")
+    save_components(build_components(TINY, seed=1), target)
+    assert not (target / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def _check_backbone_samples(folder: Path, n: int = 3) -> np.ndarray:
+    from hero_bench.diffusion.backbone import load_backbone
+    from hero_bench.diffusion.sampler import SamplerConfig, initial_noise, sample_trajectories
+
+    bb = load_backbone(str(folder))
+    assert bb.vae is None and bb.latent_shape == (3, 16, 16) and bb.image_size == 16
+    gen = torch.Generator().manual_seed(0)
+    cfg = SamplerConfig(steps=3, batch_size=n)
+    z = initial_noise(bb, n, gen)
+    traj = sample_trajectories(bb, ["a red circle"] * n, z, cfg, gen)
+    assert traj.images.shape == (n, 16, 16, 3) and traj.images.dtype == np.uint8
+    assert torch.isfinite(traj.log_probs).all()
+    return traj.images
+
+
+def test_saved_folder_loads_through_load_backbone_and_samples(tiny_toy_dir):
+    _check_backbone_samples(tiny_toy_dir)
+
+
+def test_shipped_weights_load_through_the_standard_loader():
+    if not (SHIPPED / "model_index.json").exists():
+        pytest.skip(f"shipped ShapesWorld weights not built yet ({SHIPPED}); `hero-bench pretrain-toy` builds them")
+    record = json.loads((SHIPPED / "training_config.json").read_text())
+    assert record["generator_version"] == scenes.GENERATOR_VERSION, (
+        "the shipped weights were trained on another scene generator version; rebuild them"
+    )
+    assert (SHIPPED / "MODEL_CARD.md").exists()
+    size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
+    assert size < 20e6, f"shipped weights are {size / 1e6:.1f} MB; keep them a few MB"
+    images = _check_backbone_samples(SHIPPED, n=4)
+    # a trained model draws a background, not noise: most pixels lie close to a palette colour
+    palette = np.array(list(scenes.PALETTE.values()), dtype=np.int32)
+    dist = np.abs(images[..., None, :].astype(np.int32) - palette).sum(-1).min(-1)
+    assert (dist < 90).mean() > 0.5
