@@ -43,7 +43,8 @@ class Prompt:
         if not isinstance(self.text, str) or not self.text.strip():
             raise TaskDefinitionError(f"a prompt's text must be a non-empty string, got {self.text!r}")
         if not isinstance(self.metadata, Mapping):
-            raise TaskDefinitionError(f"prompt {self.text!r}: metadata must be a mapping, got {type(self.metadata).__name__}")
+            raise TaskDefinitionError(
+                f"prompt {self.text!r}: metadata must be a mapping, got {type(self.metadata).__name__}")
         # a private copy, so that editing the dict a task was built from cannot change the task
         object.__setattr__(self, "metadata", dict(self.metadata))
 

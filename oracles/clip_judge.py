@@ -47,6 +47,7 @@ from oracles.paper_prompts import (
     HIKER_PROMPT,
     MOUNTAIN_PROMPT,
     NARCISSUS_PROMPT,
+    TRAIN_PROMPT_EVAL_NOTE,
     resolve_device,
     settings_from,
     validate_batch,
@@ -456,6 +457,7 @@ def _register() -> None:
                 eval_prompts=prompts(*evals, task=name),
                 oracle_factory=_factory(name),
                 oracle_name=ORACLE_NAME,
+                eval_note="" if set(evals).isdisjoint({train}) else TRAIN_PROMPT_EVAL_NOTE,
             )
         )
 

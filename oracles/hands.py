@@ -42,7 +42,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from oracles.paper_prompts import HAND_PROMPT, settings_from, validate_batch
+from oracles.paper_prompts import HAND_PROMPT, TRAIN_PROMPT_EVAL_NOTE, settings_from, validate_batch
 
 ORACLE_NAME = "hands"
 ORACLE_VERSION = "1"
@@ -353,6 +353,7 @@ def _register() -> None:
             eval_prompts=(prompt,),
             oracle_factory=make_hands_oracle,
             oracle_name=ORACLE_NAME,
+            eval_note=TRAIN_PROMPT_EVAL_NOTE + " (the paper's Hand Normalcy Rate is measured on '1 hand')",
         )
     )
 

@@ -70,6 +70,12 @@ NSFW_SUBJECTS: Mapping[str, str] = {
 """Per NSFW prompt, the subject a safe image must still show (our choice; the paper's is NOT FOUND).
 It travels to the oracle as ``Prompt.metadata["subject"]``."""
 
+TRAIN_PROMPT_EVAL_NOTE = (
+    "the paper gives no held-out prompt for this task and reports its success rate on the training "
+    "prompt, so evaluation uses the training prompt with fresh evaluation noise seeds"
+)
+"""``Task.eval_note`` of the paper tasks that evaluate on their training prompt."""
+
 # -- feedback budgets (spec/algorithms.md §4.0, §4.9) -----------------------------------------
 PAPER_BUDGETS: Mapping[str, Mapping[str, int]] = {
     "hand": {"hero": 1152, "d3po": 5000, "ddpo": 5000},

@@ -36,6 +36,7 @@ from oracles.paper_prompts import (
     BLACK_CAT_PROMPT,
     BLUE_ROSE_PROMPT,
     NARCISSUS_PROMPT,
+    TRAIN_PROMPT_EVAL_NOTE,
     resolve_device,
     settings_from,
     validate_batch,
@@ -281,6 +282,7 @@ def _register() -> None:
                 eval_prompts=(prompt,),
                 oracle_factory=_factory(name),
                 oracle_name=ORACLE_NAME,
+                eval_note=TRAIN_PROMPT_EVAL_NOTE,
             )
         )
 

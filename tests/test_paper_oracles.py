@@ -88,6 +88,14 @@ def tiny_vlm(tmp_path_factory):
     return str(folder)
 
 
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_clip):
+    """The tiny CLIP loaded once through the real loader, shared by tests of decision settings."""
+    from oracles.clip_judge import ClipJudgeSettings, load_clip
+
+    return load_clip(ClipJudgeSettings(**tiny_clip))
+
+
 # -- CLIP judge ---------------------------------------------------------------------------------
 def test_clip_judge_runs_the_real_path_on_a_tiny_model(tiny_clip):
     from oracles.clip_judge import make_clip_judge
@@ -110,21 +118,25 @@ def test_clip_judge_runs_the_real_path_on_a_tiny_model(tiny_clip):
     np.testing.assert_allclose([r.score for r in again], [r.score for r in results], atol=1e-5)
 
 
-def test_clip_margin_threshold_decides_success(tiny_clip):
-    from oracles.clip_judge import make_clip_judge
+def test_clip_margin_threshold_decides_success(tiny_bundle):
+    from oracles.clip_judge import TASK_QUESTIONS, ClipJudge, ClipJudgeSettings
 
     images = random_images(2)
-    lenient = make_clip_judge("black_cat", tiny_clip, margin_threshold=-1.0)(images, ["p"] * 2, None)
-    strict = make_clip_judge("black_cat", tiny_clip, margin_threshold=0.999)(images, ["p"] * 2, None)
-    assert all(r.success for r in lenient) and not any(r.success for r in strict)
+
+    def judge(threshold):
+        settings = ClipJudgeSettings(margin_threshold=threshold)
+        return ClipJudge(tiny_bundle, TASK_QUESTIONS["black_cat"], settings, "black_cat")(images, ["p"] * 2, None)
+
+    assert all(r.success for r in judge(-1.0)) and not any(r.success for r in judge(0.999))
 
 
-def test_mountain_preference_is_a_setting_that_flips_the_verdict(tiny_clip):
-    from oracles.clip_judge import make_clip_judge
+def test_mountain_preference_is_a_setting_that_flips_the_verdict(tiny_clip, tiny_bundle):
+    from oracles.clip_judge import ClipJudge, ClipJudgeSettings, make_clip_judge, mountain_questions
 
     images = random_images(4, seed=1)
     green = make_clip_judge("mountain", tiny_clip)(images, ["p"] * 4, None)
-    snowy = make_clip_judge("mountain", tiny_clip, preference="snowy")(images, ["p"] * 4, None)
+    snowy = ClipJudge(tiny_bundle, mountain_questions("snowy"), ClipJudgeSettings(preference="snowy"),
+                      "mountain")(images, ["p"] * 4, None)
     for g, s in zip(green, snowy):  # two captions: the margins are exact opposites
         assert g.score == pytest.approx(-s.score, abs=1e-9)
         assert not (g.success and s.success)
@@ -251,11 +263,11 @@ def test_nsfw_judge_tiny_model(tiny_clip):
     assert judge.name == "nsfw_judge" and judge.version.endswith("+zeroshot")
 
 
-def test_nsfw_linear_probe_decides_safety(tiny_clip, tmp_path):
+def test_nsfw_linear_probe_decides_safety(tiny_clip, tiny_bundle, tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from oracles.nsfw import make_nsfw_judge
+    from oracles.nsfw import NsfwJudge, NsfwSettings, make_nsfw_judge
 
     images = random_images(3)
     prompts, meta = ["sexy man"] * 3, [{"subject": "a man"}] * 3
@@ -267,18 +279,21 @@ def test_nsfw_linear_probe_decides_safety(tiny_clip, tmp_path):
 
     unsafe = probe("unsafe.safetensors", torch.zeros(1, 64), torch.tensor([10.0]))
     safe = probe("safe.safetensors", torch.zeros(2, 64), torch.tensor([5.0, -5.0]))
-    flagged = make_nsfw_judge(tiny_clip, probe_path=unsafe)(images, prompts, meta)
+    flagged_judge = make_nsfw_judge(tiny_clip, probe_path=unsafe)
+    assert flagged_judge.version.endswith("+probe-unsafe.safetensors")
+    flagged = flagged_judge(images, prompts, meta)
     assert all(not r.success and not r.details["safe"] and r.details["p_unsafe"] > 0.99 for r in flagged)
     assert all(r.score < 0 for r in flagged)
-    cleared = make_nsfw_judge(tiny_clip, probe_path=safe, subject_margin_threshold=-1.0)(images, prompts, meta)
+    settings = NsfwSettings(probe_path=safe, subject_margin_threshold=-1.0)
+    cleared = NsfwJudge(tiny_bundle, settings)(images, prompts, meta)
     assert all(r.success and r.details["p_unsafe"] < 0.01 for r in cleared)
     assert min(r.score for r in cleared) > max(r.score for r in flagged)
 
     wrong = probe("wrong.safetensors", torch.zeros(1, 63), torch.zeros(1))
     with pytest.raises(ConfigError, match=r"embedding of size 64"):
-        make_nsfw_judge(tiny_clip, probe_path=wrong)
+        NsfwJudge(tiny_bundle, NsfwSettings(probe_path=wrong))
     with pytest.raises(ModelNotFoundError, match="probe"):
-        make_nsfw_judge(tiny_clip, probe_path=str(tmp_path / "missing.safetensors"))
+        NsfwJudge(tiny_bundle, NsfwSettings(probe_path=str(tmp_path / "missing.safetensors")))
 
 
 def test_nsfw_subject_fallback_and_settings():
@@ -334,7 +349,9 @@ def test_vlm_yes_probability_and_token_helpers(tiny_vlm):
     logits[0, 1] = 5.0  # a yes token dominates
     logits[1, 3] = 5.0  # a no token dominates
     p = yes_probability(logits, [0, 1], [2, 3])
-    assert p[0] > 0.99 and p[1] < 0.01 and p[2] == pytest.approx(0.5)
+    e5 = float(np.exp(5.0))
+    assert p[0] == pytest.approx((1 + e5) / (1 + e5 + 2)) and p[1] == pytest.approx(2 / (2 + 1 + e5))
+    assert p[2] == pytest.approx(0.5)
     assert yes_probability(torch.tensor([[0.0, 0.0, 0.0, 9.0]]), [0, 1], [2])[0] == pytest.approx(2 / 3)
     mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     assert last_token_index(mask).tolist() == [2, 4, 4]
@@ -355,10 +372,10 @@ def test_vlm_missing_model_raises_model_not_found(tmp_path):
 
 
 # -- shared input checks and registrations --------------------------------------------------------
-def test_inputs_are_validated(tiny_clip):
-    from oracles.clip_judge import make_clip_judge
+def test_inputs_are_validated(tiny_bundle):
+    from oracles.clip_judge import TASK_QUESTIONS, ClipJudge, ClipJudgeSettings
 
-    judge = make_clip_judge("blue_rose", tiny_clip)
+    judge = ClipJudge(tiny_bundle, TASK_QUESTIONS["blue_rose"], ClipJudgeSettings(), "blue_rose")
     with pytest.raises(ValueError, match=r"uint8 array \[N, H, W, 3\]"):
         judge(random_images(1)[..., 0], ["p"], None)
     with pytest.raises(ValueError, match="expected 2 prompts"):

@@ -129,11 +129,16 @@ def test_cli_runs_resumes_and_writes_preview(tmp_path, capsys):
             sets += [f"model.{key}.{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in value.items()]
     args = ["pretrain-toy", "--out", str(out), "--steps", "2", "--batch-size", "2", "--checkpoint-every", "1",
             "--no-progress", "--threads", "1"] + [a for s in sets for a in ("--set", s)]
-    assert cli_main(args) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert cli_main(args) == 0
+    finally:
+        torch.set_num_threads(threads)  # --threads is process-wide; later tests expect the default
     assert "2 steps" in capsys.readouterr().out
     assert (out / "model" / "model_index.json").exists()
     assert sorted(p.name for p in (out / "preview").iterdir()) == ["step_000001.png", "step_000002.png"]
     # a finished run resumed again only rewrites the model
+    args.remove("--threads"), args.remove("1")
     assert cli_main(args) == 0
     assert cli_main(["pretrain-toy", "--out", str(out), "--set", "no_such_key=1"]) == 2
     assert "no_such_key" in capsys.readouterr().err

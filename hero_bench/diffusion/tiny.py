@@ -3,8 +3,8 @@
 Same classes as SD 1.5 (UNet2DConditionModel with cross-attention, AutoencoderKL, CLIPTextModel, a
 CLIP BPE tokenizer, DDIMScheduler with SD 1.5's beta schedule), scaled down to 16×16×4 latents and
 32 px images, saved in diffusers format so it loads through the same ``load_backbone`` as SD 1.5.
-Everything is built offline: the tokenizer's merges are learned with the ``tokenizers`` library
-from a small built-in word list.  Weights are deterministic from ``seed``.
+Everything is built offline: the tokenizer's vocabulary is the byte alphabet plus a small
+built-in word list.  Weights are deterministic from ``seed``.
 """
 
 from __future__ import annotations
@@ -64,32 +64,36 @@ _CORPUS_WORDS = (
 
 
 def build_tokenizer():
-    """A CLIP BPE tokenizer (byte-level alphabet + merges learned from ``_CORPUS_WORDS``)."""
-    from tokenizers import pre_tokenizers, trainers
+    """A CLIP BPE tokenizer: the byte-level alphabet plus merges that spell each corpus word.
+
+    Every byte is in the vocabulary (alone and at a word end), so any text tokenises without unknown
+    tokens.  The merges join each word of ``_CORPUS_WORDS`` left to right into one token; they are
+    written out rather than learned because the ``tokenizers`` BPE trainer breaks frequency ties
+    in hash order, which would make the build non-deterministic.
+    """
+    from tokenizers import pre_tokenizers
     from transformers import CLIPTokenizer
 
     bos, eos = "<|startoftext|>", "<|endoftext|>"
-    scratch = CLIPTokenizer()  # only for its normaliser and pre-tokeniser, used by the trainer
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=[bos, eos],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    backend = scratch.backend_tokenizer
-    backend.train_from_iterator([" ".join(_CORPUS_WORDS)] * 4, trainer=trainer)
-    merges = [tuple(m) for m in json.loads(backend.to_str())["model"]["merges"]]
-    # every byte alone and at a word end, so any text tokenises without unknown tokens
-    vocab = {bos: 0, eos: 1}
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {bos: 0, eos: 1}
     for symbol in alphabet + [a + "</w>" for a in alphabet]:
         vocab[symbol] = len(vocab)
-    for left, right in merges:
-        if len(vocab) >= VOCAB_SIZE:
+    merges: list[tuple[str, str]] = []
+    for word in dict.fromkeys(_CORPUS_WORDS):
+        chain = []
+        prefix = word[0]
+        for i, char in enumerate(word[1:], start=1):
+            right = char + ("</w>" if i == len(word) - 1 else "")
+            chain.append((prefix, right))
+            prefix += right
+        new_tokens = [a + b for a, b in chain if a + b not in vocab]
+        if len(vocab) + len(new_tokens) > VOCAB_SIZE:
             break
-        vocab.setdefault(left + right, len(vocab))
-    merges = [(a, b) for a, b in merges if a in vocab and b in vocab and a + b in vocab]
+        for left, right in chain:
+            if left + right not in vocab:
+                vocab[left + right] = len(vocab)
+                merges.append((left, right))
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH)
 
 

@@ -1,0 +1,80 @@
+"""Speed of our trajectory sampler against diffusers' own StableDiffusionPipeline.__call__.
+
+Same tiny backbone components, 20 DDIM steps, CFG 5, eta 1, batch 8, 32 px images.  Ours does
+more work (it records every latent and the per-step log-probs) and must stay within 10% of the
+pipeline.  Both live in one benchmark group, so `pytest tests/benchmarks --benchmark-enable`
+prints them side by side; the ratio test times them interleaved (robust to load changes on a
+shared machine) and prints ours/pipeline.  Normal test runs (--benchmark-disable) run each once.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+import torch
+
+from hero_bench.diffusion.sampler import SamplerConfig, initial_noise, sample_trajectories
+
+STEPS, GUIDANCE, ETA, BATCH = 20, 5.0, 1.0, 8
+PROMPTS = ["a red circle next to a blue square", "three green triangles"] * (BATCH // 2)
+CFG = SamplerConfig(steps=STEPS, eta=ETA, guidance_scale=GUIDANCE, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_backbone):
+    from diffusers import StableDiffusionPipeline
+
+    bb = tiny_backbone
+    pipe = StableDiffusionPipeline(
+        vae=bb.vae, text_encoder=bb.text_encoder, tokenizer=bb.tokenizer, unet=bb.unet,
+        scheduler=bb.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run_ours(backbone):
+    generator = torch.Generator().manual_seed(0)
+    z_T = initial_noise(backbone, BATCH, generator)
+    return sample_trajectories(backbone, PROMPTS, z_T, CFG, generator)
+
+
+def run_pipeline(pipe):
+    generator = torch.Generator().manual_seed(0)
+    return pipe(PROMPTS, num_inference_steps=STEPS, guidance_scale=GUIDANCE, eta=ETA,
+                generator=generator, output_type="np").images
+
+
+@pytest.mark.benchmark(group="sampler-tiny-b8-20steps")
+def test_bench_ours_sample_trajectories(benchmark, tiny_backbone):
+    traj = benchmark.pedantic(run_ours, args=(tiny_backbone,), rounds=5, warmup_rounds=1)
+    assert traj.images.shape == (BATCH, 32, 32, 3) and traj.log_probs.shape == (BATCH, STEPS)
+
+
+@pytest.mark.benchmark(group="sampler-tiny-b8-20steps")
+def test_bench_diffusers_pipeline(benchmark, pipeline):
+    images = benchmark.pedantic(run_pipeline, args=(pipeline,), rounds=5, warmup_rounds=1)
+    assert images.shape == (BATCH, 32, 32, 3)
+
+
+def test_ratio_ours_over_pipeline(request, tiny_backbone, pipeline):
+    """Interleaved timing; the bound is only enforced when benchmarks are enabled."""
+    enabled = not request.config.getoption("benchmark_disable", default=True)
+    rounds = 7 if enabled else 1
+    ours, theirs = [], []
+    run_ours(tiny_backbone), run_pipeline(pipeline)  # warm-up
+    for _ in range(rounds):
+        start = time.perf_counter()
+        run_ours(tiny_backbone)
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        run_pipeline(pipeline)
+        theirs.append(time.perf_counter() - start)
+    ratio = min(ours) / min(theirs)
+    ratio_median = statistics.median(o / t for o, t in zip(ours, theirs))
+    print(f"\nours/pipeline: min-time ratio {ratio:.3f} (ours {min(ours):.3f} s, pipeline {min(theirs):.3f} s), "
+          f"median paired ratio {ratio_median:.3f}, {rounds} rounds")
+    if enabled:
+        assert ratio <= 1.10, f"our sampler is {ratio:.2f}x diffusers' pipeline (target <= 1.10)"

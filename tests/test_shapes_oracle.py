@@ -1,0 +1,316 @@
+"""The toy tier's exact oracle agrees with the generator's ground truth.
+
+For every toy task, scenes are built from the task's own prompts so that success is known by
+construction (positive cases and the near misses a model makes: debris, an extra or missing
+object, the wrong colour or shape, the relation reversed, the hazard present, daylight). The
+oracle judges only the rendered pixels; it must agree with the construction on >= 99 %.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from hero_bench.errors import ConfigError, HeroBenchError
+from hero_bench.tasks import list_tasks
+from hero_bench.toyworld import scenes
+from hero_bench.toyworld.scenes import Scene, Shape
+from oracles.base import Oracle, OracleResult
+from oracles.shapes import ShapesOracle, parse_requirement
+
+N_SCENES = 1000
+
+
+# -- building scenes with a known verdict ---------------------------------------------------------
+def pick(rng, options, exclude=()):
+    options = [o for o in options if o not in exclude]
+    return options[rng.integers(len(options))]
+
+
+def build(rng, specs, background=scenes.DAY, n_debris=0):
+    shapes = scenes.place_shapes(rng, specs)
+    debris = scenes.add_debris(rng, shapes, n_debris) if n_debris else ()
+    return Scene(background, shapes, debris)
+
+
+def other_object(rng, color, kind):
+    """(kind, color) differing from (kind, color) in colour, shape or both."""
+    while True:
+        k, c = pick(rng, scenes.SHAPES), pick(rng, scenes.COLORS)
+        if (k, c) != (kind, color):
+            return k, c
+
+
+def make_case(task_name, meta, rng):
+    """-> (scene, success by construction) for a prompt of ``task_name`` with metadata ``meta``."""
+    first = meta["objects"][0]
+    C, K = first["color"], first["shape"]
+    side = pick(rng, (6, 8))
+    if task_name == "anomaly":
+        case = pick(rng, ["clean", "clean", "clean_night", "debris", "extra", "twin", "wrong_color", "wrong_shape"])
+        if case in ("clean", "clean_night"):
+            bg = scenes.NIGHT if case == "clean_night" else scenes.DAY
+            return build(rng, [(K, C, pick(rng, scenes.SIZES))], bg), True
+        if case == "debris":
+            scene = build(rng, [(K, C, side)], n_debris=int(rng.integers(1, 3)))
+            return scene, not scene.debris
+        if case == "extra":
+            return build(rng, [(K, C, 6), (*other_object(rng, C, K), 6)]), False
+        if case == "twin":
+            return build(rng, [(K, C, 6), (K, C, 6)]), False
+        if case == "wrong_color":
+            return build(rng, [(K, pick(rng, scenes.COLORS, [C]), side)]), False
+        return build(rng, [(pick(rng, scenes.SHAPES, [K]), C, side)]), False
+
+    if task_name == "counting":
+        n = first["count"]
+        case = pick(rng, ["exact", "exact_with_others", "fewer", "off_color", "off_shape", "more"])
+        if case == "more" and n >= 4:
+            case = "fewer"
+        if case == "exact":
+            return build(rng, [(K, C, 6)] * n), True
+        if case == "exact_with_others":
+            others = [(*other_object(rng, C, K), 6)] if n < 4 else []
+            return build(rng, [(K, C, 6)] * n + others, n_debris=2), True
+        if case == "fewer":
+            return build(rng, [(K, C, 6)] * int(rng.integers(0, n)) or [(*other_object(rng, C, K), 6)]), False
+        if case == "more":
+            return build(rng, [(K, C, 6)] * (n + 1)), False
+        if case == "off_color":
+            return build(rng, [(K, C, 6)] * (n - 1) + [(K, pick(rng, scenes.COLORS, [C]), 6)]), False
+        return build(rng, [(K, C, 6)] * (n - 1) + [(pick(rng, scenes.SHAPES, [K]), C, 6)]), False
+
+    if task_name == "rare_binding":
+        case = pick(rng, ["alone", "with_other", "halves", "wrong_color", "wrong_shape"])
+        if case == "alone":
+            return build(rng, [(K, C, pick(rng, scenes.SIZES))], n_debris=int(rng.integers(0, 2))), True
+        if case == "with_other":
+            return build(rng, [(K, C, 6), (*other_object(rng, C, K), 6)]), True
+        if case == "halves":  # the colour and the shape, but never together
+            return build(rng, [(K, pick(rng, scenes.COLORS, [C]), 6), (pick(rng, scenes.SHAPES, [K]), C, 6)]), False
+        if case == "wrong_color":
+            return build(rng, [(K, pick(rng, scenes.COLORS, [C]), side)]), False
+        return build(rng, [(pick(rng, scenes.SHAPES, [K]), C, side)]), False
+
+    if task_name == "relation":
+        second = meta["objects"][1]
+        C2, K2 = second["color"], second["shape"]
+        rel = meta["relation"]["relation"]
+        case = pick(rng, ["holds", "holds", "fails", "fails", "wrong_color", "missing"])
+        if case in ("holds", "fails"):
+            while True:
+                scene = build(rng, [(K, C, 6), (K2, C2, 6)])
+                a, b = scene.shapes
+                if scenes.relation_holds(a.box, b.box, rel) == (case == "holds"):
+                    return scene, case == "holds"
+        if case == "wrong_color":
+            while True:
+                scene = build(rng, [(K, pick(rng, scenes.COLORS, [C, C2]), 6), (K2, C2, 6)])
+                if scenes.relation_holds(scene.shapes[0].box, scene.shapes[1].box, rel):
+                    return scene, False
+        return build(rng, [(K, C, 6), (*other_object(rng, C2, K2), 6)] if (K, C) != (K2, C2) else [(K, C, 6)]), False
+
+    if task_name == "preference":
+        liked = meta["preference"]["color"]
+        case = pick(rng, ["liked", "liked_with_other", "other_color", "liked_wrong_shape"])
+        if case == "liked":
+            return build(rng, [(K, liked, pick(rng, scenes.SIZES))]), True
+        if case == "liked_with_other":
+            return build(rng, [(K, liked, 6), (pick(rng, scenes.SHAPES, [K]), pick(rng, scenes.COLORS), 6)]), True
+        if case == "other_color":
+            return build(rng, [(K, pick(rng, scenes.COLORS, [liked]), side)]), False
+        return build(rng, [(pick(rng, scenes.SHAPES, [K]), liked, side)]), False
+
+    if task_name == "safety":
+        hazard = (scenes.HAZARD[1], scenes.HAZARD[0], 6)
+        case = pick(rng, ["safe", "safe_with_debris", "hazard", "red_square", "daylight", "wrong_shape"])
+        if case == "safe":
+            return build(rng, [(K, C, pick(rng, (6, 8, 10)))], scenes.NIGHT), True
+        if case == "safe_with_debris":  # red specks are debris-sized: not the hazard
+            return build(rng, [(K, C, side)], scenes.NIGHT, n_debris=2), True
+        if case == "hazard":
+            return build(rng, [(K, C, side), hazard], scenes.NIGHT), False
+        if case == "red_square":
+            return build(rng, [(K, C, 6), ("square", "red", 6)], scenes.NIGHT), False
+        if case == "daylight":
+            return build(rng, [(K, C, side)], scenes.DAY), False
+        return build(rng, [(pick(rng, scenes.SHAPES, [K]), C, side)], scenes.NIGHT), False
+    raise AssertionError(f"no case builder for toy task {task_name!r}")
+
+
+def scene_truth(scene: Scene, meta) -> bool:
+    """The requirement evaluated on the scene description itself (no pixels involved)."""
+    shapes = scene.shapes
+    found = [[s for s in shapes if s.kind == o["shape"] and o["color"] in (None, s.color)] for o in meta["objects"]]
+    ok = all((len(f) == o["count"]) if o["exact"] else (len(f) >= o["count"]) for f, o in zip(found, meta["objects"]))
+    if meta.get("exclusive"):
+        ok &= len(shapes) + len(scene.debris) == sum(o["count"] for o in meta["objects"])
+    if meta.get("relation"):
+        r = meta["relation"]
+        ok &= any(scenes.relation_holds(a.box, b.box, r["relation"])
+                  for a in found[r["subject"]] for b in found[r["object"]] if a is not b)
+    if meta.get("background"):
+        ok &= scene.background == meta["background"]
+    if meta.get("forbidden"):
+        ok &= not any(s.color == meta["forbidden"]["color"] for s in shapes)
+    if meta.get("preference"):
+        ok &= any(s.color == meta["preference"]["color"] for s in found[0])
+    return bool(ok)
+
+
+TOY_TASKS = list_tasks("toy")
+
+
+def cases_for(task, n, seed):
+    rng = np.random.default_rng(seed)
+    prompts = task.train_prompts + task.eval_prompts
+    out = []
+    for i in range(n):
+        prompt = prompts[i % len(prompts)]
+        scene, expected = make_case(task.name, prompt.metadata, rng)
+        out.append((prompt, scene, expected))
+    return out
+
+
+@pytest.fixture(scope="module", params=[t.name for t in TOY_TASKS])
+def judged(request):
+    task = next(t for t in TOY_TASKS if t.name == request.param)
+    cases = cases_for(task, N_SCENES, seed=zlib.crc32(task.name.encode()))
+    images = scenes.render_batch([scene for _, scene, _ in cases])
+    results = task.oracle_factory()(images, [p.text for p, _, _ in cases], [p.metadata for p, _, _ in cases])
+    return task, cases, results
+
+
+def test_toy_tasks_cover_the_six_categories():
+    assert {t.name for t in TOY_TASKS} >= {"anomaly", "counting", "rare_binding", "relation", "preference", "safety"}
+
+
+def test_construction_matches_scene_truth(judged):
+    _, cases, _ = judged
+    for prompt, scene, expected in cases:
+        assert scene_truth(scene, prompt.metadata) == expected, (prompt.text, scene)
+
+
+def test_oracle_agrees_with_ground_truth(judged):
+    task, cases, results = judged
+    expected = np.array([e for _, _, e in cases])
+    got = np.array([r.success for r in results])
+    assert 0.3 < expected.mean() < 0.7, "both positive and negative cases are exercised"
+    agreement = (expected == got).mean()
+    assert agreement >= 0.99, f"{task.name}: oracle agrees with ground truth on {agreement:.1%}"
+
+
+def test_every_success_outscores_every_failure_of_the_same_prompt(judged):
+    _, cases, results = judged
+    for prompt in {p.text for p, _, _ in cases}:
+        scores = [(r.success, r.score) for (p, _, _), r in zip(cases, results) if p.text == prompt]
+        wins = [s for ok, s in scores if ok]
+        losses = [s for ok, s in scores if not ok]
+        assert wins and losses
+        assert min(wins) > max(losses), prompt
+        assert all(0.0 <= s <= 1.0 for _, s in scores)
+
+
+def test_results_have_the_contract_types(judged):
+    _, cases, results = judged
+    assert len(results) == len(cases)
+    for r in results[:50]:
+        assert isinstance(r, OracleResult)
+        assert isinstance(r.success, bool) and isinstance(r.score, float) and isinstance(r.details, dict)
+        assert {"background", "objects", "debris", "conditions"} <= set(r.details)
+        for obj in r.details["objects"]:
+            assert set(obj) >= {"color", "shape", "box", "well_formed"}
+
+
+@pytest.mark.parametrize("size", [32, 48])
+def test_oracle_agrees_at_other_image_sizes(size):
+    oracle = ShapesOracle()
+    for task in TOY_TASKS:
+        cases = cases_for(task, 120, seed=size)
+        images = scenes.render_batch([s for _, s, _ in cases], size)
+        results = oracle(images, [p.text for p, _, _ in cases], [p.metadata for p, _, _ in cases])
+        agreement = np.mean([r.success == e for r, (_, _, e) in zip(results, cases)])
+        assert agreement >= 0.99, f"{task.name} at {size} px: {agreement:.1%}"
+
+
+# -- hand-made cases -------------------------------------------------------------------------------
+def judge_one(image, meta):
+    return ShapesOracle()(image[None], ["prompt"], [meta])[0]
+
+
+COUNT_THREE_RED_CIRCLES = {"objects": [{"color": "red", "shape": "circle", "count": 3, "exact": True}]}
+ONE_RED_CIRCLE_ALONE = {"objects": [{"color": "red", "shape": "circle", "count": 1, "exact": True}], "exclusive": True}
+
+
+def test_score_orders_success_near_miss_and_nothing():
+    rng = np.random.default_rng(0)
+    three = scenes.render(build(rng, [("circle", "red", 6)] * 3))
+    two = scenes.render(build(rng, [("circle", "red", 6)] * 2))
+    blank = scenes.render(Scene("white", ()))
+    r3, r2, r0 = (judge_one(im, COUNT_THREE_RED_CIRCLES) for im in (three, two, blank))
+    assert r3.success and not r2.success and not r0.success
+    assert r3.score > r2.score > r0.score
+
+
+def test_malformed_objects_fail_the_anomaly_check_but_score_above_nothing():
+    clean = scenes.render(Scene("white", (Shape("circle", "red", 8.0, 8.0, 8.0),)))
+    assert judge_one(clean, ONE_RED_CIRCLE_ALONE).success
+    split = clean.copy()
+    split[:, 7:9] = scenes.PALETTE["white"]  # cut in two halves
+    bumped = clean.copy()
+    bumped[6:10, 12:15] = scenes.PALETTE["red"]  # a growth on the right side
+    notched = clean.copy()
+    notched[4:8, 4:8] = scenes.PALETTE["white"]  # a quarter bitten out
+    nothing = judge_one(scenes.render(Scene("white", ())), ONE_RED_CIRCLE_ALONE)
+    for image in (split, bumped, notched):
+        result = judge_one(image, ONE_RED_CIRCLE_ALONE)
+        assert not result.success
+        assert result.score > nothing.score
+
+
+def test_blurred_object_edges_are_not_debris():
+    image = scenes.render(Scene("white", (Shape("square", "blue", 8.0, 8.0, 8.0),))).astype(float)
+    # soften the left edge: a column halfway between the object and the background
+    image[4:12, 3] = (np.array(scenes.PALETTE["blue"]) + np.array(scenes.PALETTE["white"])) / 2
+    meta = {"objects": [{"color": "blue", "shape": "square", "count": 1, "exact": True}], "exclusive": True}
+    result = judge_one(image.round().astype(np.uint8), meta)
+    assert result.details["debris"] == []
+    assert result.success
+
+
+def test_random_noise_images_are_judged_without_error():
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(8, 32, 32, 3), dtype=np.uint8)
+    task = next(t for t in TOY_TASKS if t.name == "counting")
+    prompt = task.train_prompts[0]
+    results = ShapesOracle()(images, [prompt.text] * 8, [prompt.metadata] * 8)
+    assert len(results) == 8
+    assert all(np.isfinite(r.score) and 0 <= r.score <= 1 and not r.success for r in results)
+
+
+def test_oracle_contract_attributes():
+    oracle = ShapesOracle()
+    assert isinstance(oracle, Oracle)
+    assert oracle.name == "shapes" and oracle.version
+
+
+def test_bad_inputs_raise_clear_errors():
+    oracle = ShapesOracle()
+    image = scenes.render(Scene("white", ()))[None]
+    with pytest.raises(HeroBenchError, match=r"uint8"):
+        oracle(image.astype(np.float32), ["p"], [COUNT_THREE_RED_CIRCLES])
+    with pytest.raises(HeroBenchError, match=r"\[N, S, S, 3\]"):
+        oracle(np.zeros((1, 16, 20, 3), np.uint8), ["p"], [COUNT_THREE_RED_CIRCLES])
+    with pytest.raises(ConfigError, match="one prompt and one metadata"):
+        oracle(image, ["p", "q"], [COUNT_THREE_RED_CIRCLES])
+    with pytest.raises(ConfigError, match=r"'colour'.*accepted keys"):
+        parse_requirement({"objects": [{"shape": "circle"}], "colour": "red"})
+    with pytest.raises(ConfigError, match=r"'pink' is not one of \['red'"):
+        parse_requirement({"objects": [{"color": "pink", "shape": "circle"}]})
+    with pytest.raises(ConfigError, match=r"'hexagon' is not one of \['circle'"):
+        parse_requirement({"objects": [{"color": "red", "shape": "hexagon"}]})
+    with pytest.raises(ConfigError, match="relation 'inside' is not one of"):
+        parse_requirement({"objects": [{"color": "red", "shape": "circle"}, {"color": None, "shape": "square"}],
+                           "relation": {"subject": 0, "relation": "inside", "object": 1}})

@@ -1,0 +1,433 @@
+"""The Snakemake workflow: lint, the planned DAG of every shipped config, fast config errors,
+what reruns when a setting changes, and the GPU slot wrapper of the local profile.
+
+Everything here is quick: dry runs, plus small real runs against a fake `hero-bench` command
+(the real CLI is exercised by the smoke DAG in CI, `.ci/run`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+CONFIG_DIR = REPO / "workflows" / "config"
+SCHEMA = REPO / "workflows" / "schemas" / "config.schema.yaml"
+GPU_SLOT = REPO / "workflows" / "profiles" / "local" / "gpu_slot.py"
+CONFIGS = ["smoke", "toy", "toy-full", "paper"]
+TIMEOUT = 120
+
+
+def snakemake_exe() -> str:
+    exe = Path(sys.executable).with_name("snakemake")
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("snakemake")
+    if not found:
+        pytest.skip("snakemake is not installed")
+    return found
+
+
+def snakemake(*args, cwd=REPO, env=None, check=True) -> subprocess.CompletedProcess:
+    """Run snakemake; returns the process (stdout and stderr merged in .stdout)."""
+    proc = subprocess.run(
+        [snakemake_exe(), "--snakefile", str(SNAKEFILE), *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(map(str, args))} failed:\n{proc.stdout[-4000:]}")
+    return proc
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run ({} if nothing to do)."""
+    if "Nothing to be done" in output:
+        return {}
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
+    counts = {}
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        if parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def load_config(name: str) -> dict:
+    return yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+
+
+def dry_run(tmp_path, *args) -> str:
+    """Dry run of the whole DAG in an empty working directory."""
+    return snakemake("--dry-run", "--printshellcmds", "--directory", tmp_path, *args).stdout
+
+
+# ---- lint and shipped configs ----------------------------------------------------------------
+def test_lint_passes():
+    proc = snakemake("--lint", check=False)
+    assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_dry_run_plans_the_configured_grid(tmp_path, name):
+    cfg = load_config(name)
+    out = dry_run(tmp_path, "--configfile", CONFIG_DIR / f"{name}.yaml")
+    runs = len(cfg["tasks"]) * len(cfg["methods"]) * len(cfg["seeds"])
+    expected = {"train": runs, "gather": 1, "report": 1, "all": 1}
+    if cfg["tier"] == "smoke":
+        expected["build_tiny_backbone"] = 1
+    assert planned_jobs(out) == expected
+    # every run of the grid is planned, under the configured tier
+    for task in cfg["tasks"]:
+        for method in cfg["methods"]:
+            for seed in cfg["seeds"]:
+                assert f"results/runs/{cfg['tier']}/{task}/{method}/seed{seed}/eval.csv" in out
+
+
+def test_default_config_is_toy():
+    out = snakemake("--dry-run", "--forceall").stdout
+    cfg = load_config("toy")
+    assert cfg["tier"] == "toy"
+    assert planned_jobs(out)["train"] == len(cfg["tasks"]) * len(cfg["methods"]) * len(cfg["seeds"])
+    assert "results/runs/toy/" in out
+
+
+def test_toy_default_grid_is_meaningful():
+    cfg = load_config("toy")
+    assert len(cfg["tasks"]) >= 3 and len(cfg["seeds"]) >= 5
+    assert set(cfg["methods"]) == {"base", "hero", "ddpo", "d3po"}
+
+
+def _train_commands(out: str) -> dict[tuple[str, str], str]:
+    """(task, method) -> the shell command of its seed-0 training job, from a -p dry run."""
+    cmds = {}
+    for line in out.splitlines():
+        m = re.search(r"hero-bench train --tier \S+ --task (\S+) --method (\S+) --seed 0 ", line)
+        if m:
+            cmds[(m.group(1), m.group(2))] = line
+    return cmds
+
+
+def test_paper_tier_budgets_gpus_and_devices(tmp_path):
+    out = dry_run(tmp_path, "--configfile", CONFIG_DIR / "paper.yaml")
+    cmds = _train_commands(out)
+    assert "--budget 1152 " in cmds[("hand", "hero")]
+    assert "--budget 5000 " in cmds[("hand", "d3po")]
+    assert "--set evaluation.every=1000" in cmds[("hand", "d3po")]
+    assert "--budget 512 " in cmds[("mountain", "hero")]
+    assert "--budget 0 " in cmds[("hand", "base")]
+    assert all("--device cuda" in c and "gpu_slot.py -- " in c for c in cmds.values())
+    train_resources = re.findall(r"rule train:.*?resources: ([^\n]*)", out, flags=re.S)
+    assert train_resources and all("gpu=1" in r for r in train_resources)
+    other = re.findall(r"rule (?:gather|report):.*?resources: ([^\n]*)", out, flags=re.S)
+    assert other and not any("gpu=" in r for r in other)
+
+
+@pytest.mark.parametrize("name", ["smoke", "toy"])
+def test_cpu_tiers_request_no_gpu(tmp_path, name):
+    out = dry_run(tmp_path, "--configfile", CONFIG_DIR / f"{name}.yaml")
+    assert "gpu=" not in out
+    assert "gpu_slot.py" not in out
+    cmds = _train_commands(out)
+    backbone = "--backbone results/models/tiny-sd" if name == "smoke" else "--backbone"
+    for cmd in cmds.values():
+        assert "--device cpu" in cmd
+        assert (backbone in cmd) == (name == "smoke")
+
+
+def test_profiles_load(tmp_path):
+    for profile in ["local", "slurm"]:
+        out = dry_run(
+            tmp_path,
+            "--profile",
+            REPO / "workflows" / "profiles" / profile,
+            "--configfile",
+            CONFIG_DIR / "smoke.yaml",
+        )
+        assert planned_jobs(out)["train"] == 16
+
+
+# ---- schema ----------------------------------------------------------------------------------
+def _schema_properties(node, path=""):
+    """Yield (path, schema) for every named property in the schema (recursively)."""
+    for key, sub in node.get("properties", {}).items():
+        yield f"{path}{key}", sub
+        yield from _schema_properties(sub, f"{path}{key}.")
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        yield from _schema_properties(extra, f"{path}<name>.")
+
+
+def test_schema_documents_every_key():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    readme = (CONFIG_DIR / "README.md").read_text()
+    props = list(_schema_properties(schema))
+    assert len(props) > 15
+    for path, sub in props:
+        assert sub.get("description") or "$ref" in sub, f"schema key {path} has no description"
+        leaf = path.split(".")[-1]
+        if leaf != "<name>":
+            assert f"`{leaf}`" in readme, f"workflows/config/README.md does not document {path}"
+
+
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        ("seeds=[-1]", ["seeds", "-1"]),
+        ("seeds=[0,0]", ["seeds", "non-unique"]),
+        ("methods=[hero,ppo]", ["methods", "ppo"]),
+        ("tier=huge", ["tier", "huge"]),
+        ("budget=0", ["budget"]),
+        ("evaluation={every: 0}", ["evaluation", "every"]),
+        ("tasks=[Counting]", ["tasks", "Counting"]),
+        ("device=tpu", ["device", "tpu"]),
+        ("report={threshold: 1.5}", ["report", "threshold"]),
+        ("per_task={anomaly: {budget: {ppo: 3}}}", ["per_task", "ppo"]),
+        ("set={hero: [no_equals_sign]}", ["set", "no_equals_sign"]),
+        ("budgett=5", ["budgett"]),
+    ],
+)
+def test_bad_config_fails_fast_naming_the_key(tmp_path, override, names):
+    start = time.monotonic()
+    proc = snakemake(
+        "--dry-run", "--directory", tmp_path, "--configfile", CONFIG_DIR / "toy.yaml",
+        "--config", override, check=False,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode != 0, proc.stdout
+    assert "Error validating config" in proc.stdout, proc.stdout
+    for name in names:
+        assert name in proc.stdout, f"{name!r} not in:\n{proc.stdout}"
+    assert "rule train" not in proc.stdout  # nothing was planned
+    # the check itself takes milliseconds; the bound covers snakemake's start on a busy machine
+    assert elapsed < 30
+
+
+def test_config_numbers_given_as_strings_are_read(tmp_path):
+    """`--config seeds=[0,1]` reaches the workflow as strings; it must still work."""
+    out = dry_run(tmp_path, "--config", "seeds=[0,1]", "tasks=[counting]",
+                  "--configfile", CONFIG_DIR / "toy.yaml")
+    assert planned_jobs(out)["train"] == 4 * 2
+    assert "seed1/eval.csv" in out
+
+
+# ---- real runs against a fake hero-bench: what reruns when a setting changes -----------------
+FAKE_CLI = r'''#!/usr/bin/env python3
+"""Stand-in for the hero-bench CLI: writes the files each command promises, records its argv."""
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_HERO_LOG"], "a") as f:
+    f.write(json.dumps(args) + "\n")
+cmd = args[0]
+opt = lambda name: args[args.index(name) + 1]
+if cmd == "build-tiny":
+    os.makedirs(opt("--out"), exist_ok=True)
+    open(os.path.join(opt("--out"), "model_index.json"), "w").write("{}")
+elif cmd == "train":
+    out = opt("--out")
+    os.makedirs(out, exist_ok=True)
+    open(os.path.join(out, "checkpoint.pt"), "w").write("ckpt")
+    if os.environ.get("FAKE_HERO_FAIL") == opt("--method"):
+        sys.exit("simulated crash")
+    open(os.path.join(out, "eval.csv"), "w").write(
+        "task,method,seed,feedback_used,success_rate\n"
+        f"{opt('--task')},{opt('--method')},{opt('--seed')},{opt('--budget')},0.5\n")
+    open(os.path.join(out, "DONE.json"), "w").write("{}")
+elif cmd == "gather":
+    rows = [open(p).read().splitlines() for p in args[3:]]
+    open(opt("--out"), "w").write("\n".join([rows[0][0]] + [r[1] for r in rows]) + "\n")
+elif cmd == "report":
+    d = opt("--out-dir")
+    for sub in ("summary", "tables", "figures"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    for p in ("summary/summary.csv", "tables/summary.md", "figures/success_vs_feedback.png",
+              "figures/final_success.png"):
+        open(os.path.join(d, p), "w").write(" ".join(args))
+else:
+    sys.exit(f"fake hero-bench: unknown command {cmd}")
+'''
+
+SMALL_GRID = ["tasks=[counting,anomaly]", "seeds=[0]"]
+
+
+@pytest.fixture
+def fake_env(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    cli = bindir / "hero-bench"
+    cli.write_text(FAKE_CLI.replace("/usr/bin/env python3", sys.executable, 1))
+    cli.chmod(0o755)
+    env = dict(os.environ)
+    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+    env["FAKE_HERO_LOG"] = str(tmp_path / "calls.jsonl")
+    env.pop("FAKE_HERO_FAIL", None)
+    work = tmp_path / "work"
+    work.mkdir()
+    return work, env
+
+
+def smoke_run(work, env, *config, dry=False, check=True):
+    args = ["--cores", "2", "--directory", work, "--configfile", CONFIG_DIR / "smoke.yaml",
+            "--config", *SMALL_GRID, *config]
+    if dry:
+        args.insert(0, "--dry-run")
+    return snakemake(*args, env=env, check=check)
+
+
+def calls(env) -> list[list[str]]:
+    path = Path(env["FAKE_HERO_LOG"])
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_rules_pass_the_documented_cli_arguments(fake_env):
+    work, env = fake_env
+    smoke_run(work, env)
+    got = calls(env)
+    by_cmd = {}
+    for c in got:
+        by_cmd.setdefault(c[0], []).append(c)
+    assert [c[0] for c in got].count("train") == 2 * 4
+    assert by_cmd["build-tiny"] == [["build-tiny", "--out", "results/models/tiny-sd", "--seed", "0"]]
+    cfg = load_config("smoke")
+    for c in by_cmd["train"]:
+        method = c[c.index("--method") + 1]
+        assert c[c.index("--tier") + 1] == "smoke"
+        assert c[c.index("--budget") + 1] == ("0" if method == "base" else str(cfg["budget"]))
+        assert c[c.index("--backbone") + 1] == "results/models/tiny-sd"
+        assert c[c.index("--device") + 1] == "cpu"
+        assert f"evaluation.every={cfg['evaluation']['every']}" in c
+        assert f"evaluation.images={cfg['evaluation']['images']}" in c
+        assert c[c.index("--out") + 1].endswith(f"/{method}/seed0")
+    (gather,) = by_cmd["gather"]
+    assert gather[:3] == ["gather", "--out", "results/summary/runs.csv"]
+    assert len(gather[3:]) == 8 and all(p.endswith("/eval.csv") for p in gather[3:])
+    (report,) = by_cmd["report"]
+    assert report[report.index("--budgets") + 1] == ",".join(map(str, cfg["report"]["budgets"]))
+    assert report[report.index("--out-dir") + 1] == "results"
+    for name in ("summary/summary.csv", "tables/summary.md", "figures/final_success.png"):
+        assert (work / "results" / name).exists()
+    # a second call has nothing to do
+    assert planned_jobs(smoke_run(work, env, dry=True).stdout) == {}
+
+
+def test_report_change_reruns_only_the_report(fake_env):
+    work, env = fake_env
+    smoke_run(work, env)
+    out = smoke_run(work, env, "report={threshold: 0.9, bootstrap_reps: 500}", dry=True).stdout
+    assert planned_jobs(out) == {"report": 1, "all": 1}, out
+    assert "params have changed" in out.lower() or "Params have changed" in out
+
+
+def test_method_override_reruns_only_that_method(fake_env):
+    work, env = fake_env
+    smoke_run(work, env)
+    out = smoke_run(work, env, "set={hero: [hero.best_latent_ratio=0.25]}", dry=True).stdout
+    assert planned_jobs(out) == {"train": 2, "gather": 1, "report": 1, "all": 1}, out
+    planned_methods = set(re.findall(r"wildcards: tier=smoke, task=\w+, method=(\w+)", out))
+    assert planned_methods == {"hero"}, out
+    out = smoke_run(work, env, "evaluation={images: 4}", dry=True).stdout
+    assert planned_jobs(out)["train"] == 8
+
+
+def test_failed_training_job_keeps_its_checkpoint(fake_env):
+    work, env = fake_env
+    env["FAKE_HERO_FAIL"] = "hero"
+    proc = smoke_run(work, env, "--keep-going", check=False)
+    assert proc.returncode != 0
+    run = work / "results" / "runs" / "smoke" / "counting" / "hero" / "seed0"
+    assert (run / "checkpoint.pt").exists()  # the run folder survives for the resume
+    assert not (run / "eval.csv").exists() and not (run / "DONE.json").exists()
+    assert (work / "results" / "runs" / "smoke" / "counting" / "ddpo" / "seed0" / "DONE.json").exists()
+    del env["FAKE_HERO_FAIL"]
+    out = smoke_run(work, env, dry=True).stdout
+    assert planned_jobs(out) == {"train": 2, "gather": 1, "report": 1, "all": 1}, out
+
+
+# ---- gpu_slot.py: distinct devices for concurrent local GPU jobs -----------------------------
+def slot(lock_dir, *args, env_extra=None, command=("sh", "-c", "echo $CUDA_VISIBLE_DEVICES")):
+    env = {k: v for k, v in os.environ.items() if k not in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES")}
+    env["HERO_GPU_LOCK_DIR"] = str(lock_dir)
+    env.pop("HERO_GPU_DEVICES", None)
+    env.update(env_extra or {})
+    return subprocess.Popen(
+        [sys.executable, str(GPU_SLOT), *args, "--", *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_file(path: Path, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+    return path.read_text().strip()
+
+
+def test_gpu_slots_are_distinct_and_released(tmp_path):
+    locks = tmp_path / "locks"
+    holders = []
+    for i in range(2):
+        marker = tmp_path / f"m{i}"
+        release = tmp_path / f"release{i}"
+        cmd = ("sh", "-c", f'echo $CUDA_VISIBLE_DEVICES > {marker}; while [ ! -e {release} ]; do sleep 0.05; done')
+        holders.append((slot(locks, "--devices", "2", command=cmd), marker, release))
+    devices = {wait_for_file(m) for _, m, _ in holders}
+    assert devices == {"0", "1"}
+
+    # every slot is held: a third job waits, then gives up with EX_TEMPFAIL and a clear message
+    busy = slot(locks, "--devices", "2", "--timeout", "0.5")
+    _, err = busy.communicate(timeout=20)
+    assert busy.returncode == 75 and "busy" in err
+
+    # a waiting job gets the slot that is freed first
+    waiter = slot(locks, "--devices", "2")
+    time.sleep(0.3)
+    assert waiter.poll() is None
+    proc0, marker0, release0 = holders[0]
+    release0.touch()
+    proc0.wait(timeout=20)
+    out, _ = waiter.communicate(timeout=20)
+    assert out.strip() == marker0.read_text().strip()
+    holders[1][2].touch()
+    holders[1][0].wait(timeout=20)
+
+
+def test_gpu_slot_picks_from_visible_devices_and_passes_exit_code(tmp_path):
+    proc = slot(tmp_path, env_extra={"CUDA_VISIBLE_DEVICES": "5,7"})
+    assert proc.communicate(timeout=20)[0].strip() == "5"
+    proc = slot(tmp_path, "--devices", "2", command=("sh", "-c", "exit 3"))
+    proc.wait(timeout=20)
+    assert proc.returncode == 3
+
+
+def test_gpu_slot_leaves_slurm_allocations_alone(tmp_path):
+    proc = slot(tmp_path, "--devices", "4", env_extra={"SLURM_JOB_ID": "12", "CUDA_VISIBLE_DEVICES": "3"})
+    assert proc.communicate(timeout=20)[0].strip() == "3"
+    assert not (tmp_path / "gpu-0.lock").exists()
+
+
+def test_gpu_slot_without_gpus_runs_the_command(tmp_path):
+    proc = slot(tmp_path, env_extra={"PATH": "/usr/bin:/bin", "HERO_GPU_DEVICES": "0"})
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and out.strip() == "" and "no GPU" in err
