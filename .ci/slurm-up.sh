@@ -73,19 +73,14 @@ if ! timeout -k 2 10 bash -c 'munge -n | unmunge' >/dev/null 2>&1; then
     wait_for 15 "munge credentials" bash -c 'munge -n | unmunge'
 fi
 
-# ---- 3. reuse a running cluster --------------------------------------------------------------
-if alive "$SLURM_DIR/run/slurmctld.pid" && alive "$SLURM_DIR/run/slurmd.pid"; then
-    if timeout -k 2 10 sinfo -h -o %t 2>/dev/null | grep -Eq '^(idle|mix|alloc)'; then
-        log "cluster already up ($SLURM_DIR), reusing it"
-        exit 0
-    fi
-fi
-
-# ---- 4. slurm.conf ---------------------------------------------------------------------------
+# ---- 3. slurm.conf ---------------------------------------------------------------------------
 NODE=$(hostname -s)
 CPUS=$(nproc)
 MEM_MB=$(awk '/^MemTotal:/ {printf "%d", $2 / 1024 * 0.85}' /proc/meminfo)
-cat >"$SLURM_DIR/slurm.conf" <<EOF
+# squeue-based job status needs finished jobs to stay listed: the plugin falls back to sacct
+# (which hangs without accounting storage) when MinJobAge < 3 x its status-check interval
+MIN_JOB_AGE=${HERO_SLURM_MIN_JOB_AGE:-300}
+cat >"$SLURM_DIR/slurm.conf.new" <<EOF
 # written by hero-bench .ci/slurm-up.sh: single-node loopback cluster for CI
 ClusterName=ci
 SlurmctldHost=localhost
@@ -105,9 +100,7 @@ JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 AccountingStorageType=accounting_storage/none
-# squeue-based status needs finished jobs to stay visible (the plugin falls back to sacct,
-# which hangs without accounting, when MinJobAge < 3 x the status-check interval)
-MinJobAge=300
+MinJobAge=$MIN_JOB_AGE
 ReturnToService=2
 MpiDefault=none
 SlurmctldTimeout=30
@@ -115,9 +108,19 @@ SlurmdTimeout=30
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
+
+# ---- 4. reuse a running cluster of ours with the same configuration --------------------------
+if alive "$SLURM_DIR/run/slurmctld.pid" && alive "$SLURM_DIR/run/slurmd.pid" \
+    && cmp -s "$SLURM_DIR/slurm.conf.new" "$CONF" \
+    && timeout -k 2 10 sinfo -h -o %t 2>/dev/null | grep -Eq '^(idle|mix|alloc)'; then
+    rm -f "$SLURM_DIR/slurm.conf.new"
+    log "cluster already up ($SLURM_DIR), reusing it"
+    exit 0
+fi
+mv "$SLURM_DIR/slurm.conf.new" "$SLURM_DIR/slurm.conf"
 mkdir -p /etc/slurm
-if [ -f "$CONF" ] && ! cmp -s "$CONF" "$SLURM_DIR/slurm.conf" && [ ! -f "$SLURM_DIR/slurm.conf.orig" ]; then
-    cp "$CONF" "$SLURM_DIR/slurm.conf.orig"   # slurm-down restores it
+if [ -f "$CONF" ] && [ ! -f "$SLURM_DIR/slurm.conf.orig" ] && ! grep -q "hero-bench .ci/slurm-up.sh" "$CONF"; then
+    cp "$CONF" "$SLURM_DIR/slurm.conf.orig"   # someone else's config: slurm-down restores it
 fi
 cp "$SLURM_DIR/slurm.conf" "$CONF"
 
@@ -126,8 +129,10 @@ cp "$SLURM_DIR/slurm.conf" "$CONF"
 for d in slurmd slurmctld; do
     if alive "$SLURM_DIR/run/$d.pid"; then
         log "stopping stale $d (pid $(cat "$SLURM_DIR/run/$d.pid"))"
-        kill "$(cat "$SLURM_DIR/run/$d.pid")" || true
-        sleep 1
+        pid=$(cat "$SLURM_DIR/run/$d.pid")
+        kill "$pid" || true
+        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+        kill -0 "$pid" 2>/dev/null && { kill -9 "$pid" || true; }
     fi
 done
 

@@ -30,6 +30,8 @@ local folder (an ``open_clip_config.json`` folder, or any folder holding one che
 open_clip pretrained tag for ``model_name`` that is looked up in the local Hugging Face cache only
 (``HF_HOME``/``HF_HUB_CACHE`` or ``hf_cache_dir``). Missing weights raise ``ModelNotFoundError``
 naming the model, where it was looked for and how to provide it. ``nsfw.py`` reuses the loader.
+Training and evaluation call the factory bare; they take settings from the ``clip_judge`` section
+of ``$HERO_BENCH_ORACLE_SETTINGS`` (see ``docs/paper_tier.md``).
 """
 
 from __future__ import annotations
@@ -132,7 +134,11 @@ TASK_QUESTIONS: Mapping[str, tuple[ClipQuestion, ...]] = {
         ClipQuestion(
             "count",
             "a photo of a single rose in a vase",
-            ("a photo of two roses in a vase", "a photo of a bouquet of many roses", "a photo of a rose without a vase"),
+            (
+                "a photo of two roses in a vase",
+                "a photo of a bouquet of many roses",
+                "a photo of a rose without a vase",
+            ),
         ),
     ),
     "black_cat": (
@@ -219,15 +225,16 @@ class ClipBundle:
             return float(min(float(self.model.logit_scale.exp()), 100.0))
 
 
-def _not_found(settings: ClipModelSettings, looked: str) -> Exception:
+def _not_found(settings: ClipModelSettings, looked: str, repo: str = "<repo>") -> Exception:
     from hero_bench.errors import ModelNotFoundError
 
     return ModelNotFoundError(
         f"open_clip weights for model {settings.model_name!r} (pretrained={settings.pretrained!r}) not found: "
-        f"{looked}. Nothing is downloaded at run time. Provide them by setting the oracle setting "
-        "'pretrained' to a local checkpoint file or model folder, or by putting the tagged weights in the "
-        "Hugging Face cache beforehand (on a machine with network: `huggingface-cli download <repo> "
-        "open_clip_model.safetensors`, then copy the cache or point HF_HOME/HF_HUB_CACHE or "
+        f"{looked}. Nothing is downloaded at run time. Provide them by setting 'pretrained' (in the "
+        "clip_judge or nsfw_judge section of $HERO_BENCH_ORACLE_SETTINGS, or the factory's settings) to a "
+        "local checkpoint file or model folder, or by putting the tagged weights in the "
+        f"Hugging Face cache beforehand (on a machine with network: `huggingface-cli download {repo}`, "
+        "then copy the cache or point HF_HOME/HF_HUB_CACHE or "
         "'hf_cache_dir' at it)."
     )
 
@@ -278,6 +285,7 @@ def resolve_clip_weights(settings: ClipModelSettings) -> tuple[str, str | None, 
             f"(known tags: {', '.join(tags) if tags else 'none'})",
         )
     looked = []
+    repo_id = "<repo>"
     hub = tag_cfg.get("hf_hub", "")
     if hub:
         from huggingface_hub import constants, try_to_load_from_cache
@@ -300,7 +308,7 @@ def resolve_clip_weights(settings: ClipModelSettings) -> tuple[str, str | None, 
         if local.is_file():
             return settings.model_name, str(local), dict(tag_cfg)
         looked.append(f"no {local}")
-    raise _not_found(settings, "; ".join(looked) or "the tag names no source")
+    raise _not_found(settings, "; ".join(looked) or "the tag names no source", repo=repo_id)
 
 
 def load_clip(settings: ClipModelSettings) -> ClipBundle:
@@ -344,7 +352,10 @@ def load_clip(settings: ClipModelSettings) -> ClipBundle:
         ) from exc
     model.eval().requires_grad_(False)
     tokenizer = open_clip.get_tokenizer(model_name)
-    source = f"{settings.model_name}@{Path(settings.pretrained).name or settings.pretrained}"
+    if model_name.startswith("local-dir:"):
+        source = Path(model_name[len("local-dir:"):]).name
+    else:
+        source = f"{settings.model_name}@{Path(settings.pretrained).name or settings.pretrained}"
     return ClipBundle(model=model, preprocess=preprocess, tokenizer=tokenizer, device=device, source=source)
 
 
@@ -406,8 +417,10 @@ class ClipJudge:
 def make_clip_judge(task: str, settings: ClipJudgeSettings | Mapping[str, Any] | None = None,
                     **overrides: Any) -> ClipJudge:
     """Load the CLIP model once and return the judge of ``task`` (a key of ``TASK_QUESTIONS`` or
-    ``mountain``). ``settings`` is a ``ClipJudgeSettings``, a mapping of its fields or None."""
-    cfg = settings_from(ClipJudgeSettings, settings, overrides)
+    ``mountain``). Settings: defaults, then the ``clip_judge`` section of
+    ``$HERO_BENCH_ORACLE_SETTINGS``, then ``settings`` (a mapping of ``ClipJudgeSettings`` fields,
+    strictly checked, or a complete ``ClipJudgeSettings``), then keyword overrides."""
+    cfg = settings_from(ClipJudgeSettings, settings, overrides, section=ORACLE_NAME)
     if task == "mountain":
         questions = mountain_questions(cfg.preference)
     elif task in TASK_QUESTIONS:

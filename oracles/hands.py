@@ -31,8 +31,12 @@ published as a rule), evaluated on the world landmarks of the most confident han
 bones / joints / order relations / finger pairs that pass); ``normalcy`` is their mean. The
 continuous score lies in [0, 1] and puts every success above every failure, as the oracle
 contract requires: a success scores ``0.5 + 0.5 * confidence``; a failure scores
-``0.5 * confidence * normalcy / n_hands`` (0 with no hand), which stays below 0.5. Limits: mediapipe always returns five fingers, so an extra or
-missing finger is seen only through failed detection, low confidence or distorted geometry.
+``0.5 * confidence * normalcy / n_hands`` (0 with no hand), which stays below 0.5.
+
+Why not "monotone joint chains": a clenched fist is a normal hand whose fingertips curl back
+towards the palm, so the chain check is a bend limit per joint instead. Limits: mediapipe always
+returns five fingers, so an extra or missing finger is seen only through failed detection, low
+confidence or distorted geometry; the predicate says nothing about skin, nails or texture.
 """
 
 from __future__ import annotations
@@ -272,12 +276,21 @@ class HandsOracle:
             )
         self.settings = settings
         self.version = f"{ORACLE_VERSION}+mediapipe{getattr(mp, '__version__', '?')}-c{settings.model_complexity}"
-        self._hands = mp.solutions.hands.Hands(
-            static_image_mode=True,
-            max_num_hands=settings.max_num_hands,
-            model_complexity=settings.model_complexity,
-            min_detection_confidence=settings.min_detection_confidence,
-        )
+        try:
+            self._hands = mp.solutions.hands.Hands(
+                static_image_mode=True,
+                max_num_hands=settings.max_num_hands,
+                model_complexity=settings.model_complexity,
+                min_detection_confidence=settings.min_detection_confidence,
+            )
+        except Exception as exc:  # noqa: BLE001 - e.g. a mediapipe build without the bundled .tflite files
+            from hero_bench.errors import ModelNotFoundError
+
+            raise ModelNotFoundError(
+                f"mediapipe {getattr(mp, '__version__', '?')} could not load its bundled hand models "
+                f"({type(exc).__name__}: {exc}); install mediapipe==0.10.21, which ships "
+                "hand_landmark_*.tflite and palm_detection_*.tflite"
+            ) from None
 
     def detect(self, image: np.ndarray) -> list[tuple[float, str, np.ndarray, np.ndarray]]:
         """``(confidence, handedness, world [21, 3], image landmarks [21, 3])`` per detected hand."""
@@ -329,10 +342,11 @@ class HandsOracle:
 def make_hands_oracle(settings: HandsSettings | Mapping[str, Any] | None = None, **overrides: Any) -> HandsOracle:
     """Factory of the ``hand`` task: load mediapipe's hand models once and return the oracle.
 
-    ``settings`` is a ``HandsSettings``, a mapping of its fields (strictly checked) or None for
-    the defaults; keyword overrides win.
+    Settings: defaults, then the ``hands`` section of ``$HERO_BENCH_ORACLE_SETTINGS``, then
+    ``settings`` (a mapping of ``HandsSettings`` fields, strictly checked, or a complete
+    ``HandsSettings``), then keyword overrides.
     """
-    return HandsOracle(settings_from(HandsSettings, settings, overrides))
+    return HandsOracle(settings_from(HandsSettings, settings, overrides, section=ORACLE_NAME))
 
 
 def _register() -> None:

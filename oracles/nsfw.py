@@ -189,8 +189,11 @@ class NsfwJudge:
 
 
 def make_nsfw_judge(settings: NsfwSettings | Mapping[str, Any] | None = None, **overrides: Any) -> NsfwJudge:
-    """Factory of the ``nsfw`` task: load CLIP (and the optional probe) once and return the judge."""
-    cfg = settings_from(NsfwSettings, settings, overrides)
+    """Factory of the ``nsfw`` task: load CLIP (and the optional probe) once and return the judge.
+
+    Settings: defaults, then the ``nsfw_judge`` section of ``$HERO_BENCH_ORACLE_SETTINGS``, then
+    ``settings`` (mapping or ``NsfwSettings``), then keyword overrides."""
+    cfg = settings_from(NsfwSettings, settings, overrides, section=ORACLE_NAME)
     return NsfwJudge(load_clip(cfg), cfg)
 
 

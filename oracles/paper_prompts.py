@@ -133,27 +133,66 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def settings_from(cls, settings: Any, overrides: Mapping[str, Any]):
-    """Build settings dataclass ``cls`` from None, an instance or a mapping, plus keyword overrides.
+ORACLE_SETTINGS_ENV = "HERO_BENCH_ORACLE_SETTINGS"
+"""Environment variable with oracle settings for processes that call ``oracle_factory()`` bare
+(training and evaluation jobs): a YAML/JSON file path or inline JSON, one section per oracle."""
+ORACLE_SECTIONS = ("hands", "clip_judge", "nsfw_judge", "vlm_judge")
+"""The sections ``HERO_BENCH_ORACLE_SETTINGS`` accepts (the paper-tier oracle names)."""
+
+
+def env_settings(section: str) -> dict[str, Any]:
+    """The ``section`` of the settings named by ``$HERO_BENCH_ORACLE_SETTINGS`` ({} when unset).
+
+    Example: ``HERO_BENCH_ORACLE_SETTINGS='{"clip_judge": {"pretrained": "/models/clip.safetensors"}}'``.
+    """
+    import os
+    from pathlib import Path
+
+    from hero_bench.errors import ConfigError
+
+    raw = os.environ.get(ORACLE_SETTINGS_ENV, "").strip()
+    if not raw:
+        return {}
+    if raw.startswith("{"):
+        text, where = raw, f"${ORACLE_SETTINGS_ENV}"
+    elif Path(raw).expanduser().is_file():
+        text, where = Path(raw).expanduser().read_text(), str(Path(raw).expanduser())
+    else:
+        raise ConfigError(f"{ORACLE_SETTINGS_ENV}={raw!r} is neither an existing file nor inline JSON")
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML/JSON: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of oracle sections {list(ORACLE_SECTIONS)}")
+    unknown = sorted(set(data) - set(ORACLE_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown oracle section(s) {unknown}; accepted: {list(ORACLE_SECTIONS)}")
+    section_data = data.get(section) or {}
+    if not isinstance(section_data, Mapping):
+        raise ConfigError(f"{where}: section {section!r} must be a mapping of settings")
+    return dict(section_data)
+
+
+def settings_from(cls, settings: Any, overrides: Mapping[str, Any], section: str | None = None):
+    """Build settings dataclass ``cls``: defaults, then ``$HERO_BENCH_ORACLE_SETTINGS[section]``,
+    then ``settings`` (None, a mapping, or a complete ``cls`` instance that replaces both), then
+    keyword ``overrides``.
 
     Mappings go through ``hero_bench.config.from_dict`` (strict: an unknown key raises
     ``ConfigError`` naming it and the accepted keys).
     """
-    import dataclasses
-
     from hero_bench.config import from_dict, to_dict
 
-    if settings is None:
-        data: dict[str, Any] = {}
-    elif isinstance(settings, cls):
-        data = to_dict(settings)
-    elif isinstance(settings, Mapping):
-        data = dict(settings)
+    if isinstance(settings, cls):
+        data: dict[str, Any] = to_dict(settings)
+    elif settings is None or isinstance(settings, Mapping):
+        data = env_settings(section) if section else {}
+        data.update(settings or {})
     else:
         raise TypeError(f"settings must be None, a mapping or {cls.__name__}; got {type(settings).__name__}")
     data.update(overrides)
-    if not data and settings is None:
-        return cls()
-    obj = from_dict(cls, data)
-    assert dataclasses.is_dataclass(obj)
-    return obj
+    prefix = f"{section}." if section else ""
+    return from_dict(cls, data, prefix=prefix)

@@ -144,24 +144,29 @@ def load_vlm(settings: VlmJudgeSettings):
     kwargs: dict[str, Any] = {"local_files_only": True}
     if local.exists():
         if not local.is_dir():
-            raise ModelNotFoundError(f"VLM model path {local} is a file; give the model folder (config.json, weights, processor files)")
+            raise ModelNotFoundError(
+                f"VLM model path {local} is a file; give the model folder (config.json, weights, processor files)"
+            )
         source = str(local)
     elif settings.hf_cache_dir:
         kwargs["cache_dir"] = settings.hf_cache_dir
     device = resolve_device(settings.device)
     try:
         processor = AutoProcessor.from_pretrained(source, **kwargs)
-        model = AutoModelForImageTextToText.from_pretrained(source, dtype=_torch_dtype(settings.dtype, device), **kwargs)
+        dtype = _torch_dtype(settings.dtype, device)
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, **kwargs)
     except (OSError, ValueError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
         where = (
             f"folder {local}" if local.exists()
             else f"no local folder {local} and not in the Hugging Face cache"
             + (f" {settings.hf_cache_dir}" if settings.hf_cache_dir else " (HF_HOME/HF_HUB_CACHE)")
         )
         raise ModelNotFoundError(
-            f"VLM judge model {settings.model!r} could not be loaded offline ({where}): {str(exc).splitlines()[0]}. "
-            "Nothing is downloaded at run time. Provide it by setting the oracle setting 'model' to a local "
-            "folder saved with save_pretrained (model + processor), or by putting the hub repository in the "
+            f"VLM judge model {settings.model!r} could not be loaded offline ({where}): {reason}. "
+            "Nothing is downloaded at run time. Provide it by setting 'model' (in the vlm_judge section of "
+            "$HERO_BENCH_ORACLE_SETTINGS, or the factory's settings) to a local folder saved with "
+            "save_pretrained (model + processor), or by putting the hub repository in the "
             "Hugging Face cache beforehand (on a machine with network: `huggingface-cli download "
             f"{settings.model}`, then copy the cache or point HF_HOME/HF_HUB_CACHE or 'hf_cache_dir' at it)."
         ) from None
@@ -211,7 +216,8 @@ class VlmJudge:
         out = []
         dtype = next(self.model.parameters()).dtype
         for start in range(0, len(images), self.settings.batch_size):
-            chunk = [Image.fromarray(np.ascontiguousarray(im)) for im in images[start : start + self.settings.batch_size]]
+            stop = start + self.settings.batch_size
+            chunk = [Image.fromarray(np.ascontiguousarray(im)) for im in images[start:stop]]
             inputs = self.processor(images=chunk, text=[text] * len(chunk), return_tensors="pt", padding=True)
             inputs = {k: (v.to(self.device, dtype) if torch.is_floating_point(v) else v.to(self.device))
                       for k, v in inputs.items()}
@@ -244,10 +250,13 @@ class VlmJudge:
 
 def make_vlm_judge(task: str, settings: VlmJudgeSettings | Mapping[str, Any] | None = None,
                    **overrides: Any) -> VlmJudge:
-    """Load the VLM once and return the judge of ``task`` (a key of ``TASK_QUESTIONS``)."""
+    """Load the VLM once and return the judge of ``task`` (a key of ``TASK_QUESTIONS``).
+
+    Settings: defaults, then the ``vlm_judge`` section of ``$HERO_BENCH_ORACLE_SETTINGS``, then
+    ``settings`` (mapping or ``VlmJudgeSettings``), then keyword overrides."""
     if task not in TASK_QUESTIONS:
         raise ValueError(f"no VLM questions for task {task!r}; known: {', '.join(TASK_QUESTIONS)}")
-    cfg = settings_from(VlmJudgeSettings, settings, overrides)
+    cfg = settings_from(VlmJudgeSettings, settings, overrides, section=ORACLE_NAME)
     processor, model, device = load_vlm(cfg)
     return VlmJudge(processor, model, device, TASK_QUESTIONS[task], cfg, task)
 

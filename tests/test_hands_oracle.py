@@ -31,7 +31,8 @@ def draw_fan_hand(size=256, angle=0.0, scale=1.0, skin=SKIN, center_x=0.5, canva
     cx, cy = width * center_x, size * 0.5 + 0.275 * h
     pr = 0.22 * h
     w = 0.20 * h
-    arm = np.array([[cx - w, cy + 0.05 * h], [cx + w, cy + 0.05 * h], [cx + 1.15 * w, size + 5], [cx - 1.15 * w, size + 5]])
+    arm = np.array([[cx - w, cy + 0.05 * h], [cx + w, cy + 0.05 * h],
+                    [cx + 1.15 * w, size + 5], [cx - 1.15 * w, size + 5]])
     cv2.fillPoly(mask, [arm.astype(np.int32)], 255)
     cv2.ellipse(mask, (int(cx), int(cy)), (int(1.05 * pr), int(1.25 * pr)), 0, 0, 360, 255, -1)
     pivot = (cx, cy + 0.35 * h)

@@ -158,6 +158,16 @@ def test_clip_weights_from_a_folder_and_from_the_hugging_face_cache(tiny_clip, t
     from_folder = make_clip_judge("narcissus", {**tiny_clip, "pretrained": str(folder)})(images, ["p"] * 2, None)
     assert [r.score for r in from_folder] == pytest.approx(reference, abs=1e-6)
 
+    # an open_clip model folder (open_clip_config.json + weights) carries its own architecture
+    model_dir = tmp_path / "tiny-open-clip"
+    model_dir.mkdir()
+    model_cfg = json.loads((Path(tiny_clip["model_config_dir"]) / f"{TINY_CLIP}.json").read_text())
+    (model_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}}))
+    shutil.copy(tiny_clip["pretrained"], model_dir / "open_clip_model.safetensors")
+    from_model_dir = make_clip_judge("narcissus", {"pretrained": str(model_dir), "device": "cpu"})
+    assert from_model_dir.version == "1+tiny-open-clip"
+    assert [r.score for r in from_model_dir(images, ["p"] * 2, None)] == pytest.approx(reference, abs=1e-6)
+
     # a tag resolved through a (fake, local) Hugging Face cache: hub layout models--org--repo/snapshots/<rev>/
     cache = tmp_path / "hub"
     snapshot = cache / "models--hero-bench--tiny-clip" / "snapshots" / "0123abcd"
@@ -191,7 +201,8 @@ def test_clip_missing_weights_raise_model_not_found(tiny_clip, tmp_path):
     with pytest.raises(ModelNotFoundError, match="known tags"):
         make_clip_judge("blue_rose", {"pretrained": "no_such_tag", "device": "cpu"})
     # a real tag of the default model, looked up in an empty cache: nothing is downloaded
-    with pytest.raises(ModelNotFoundError, match=r"laion/CLIP-ViT-B-32-laion2B-s34B-b79K.*huggingface-cli download"):
+    repo = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+    with pytest.raises(ModelNotFoundError, match=rf"no {repo}/.*huggingface-cli download {repo}`"):
         make_clip_judge("blue_rose", {"hf_cache_dir": str(tmp_path), "device": "cpu"})
     empty = tmp_path / "empty_folder"
     empty.mkdir()
@@ -371,6 +382,38 @@ def test_vlm_missing_model_raises_model_not_found(tmp_path):
         make_vlm_judge("hand")
 
 
+def test_settings_from_the_environment(tiny_clip, monkeypatch, tmp_path):
+    """Runs call oracle_factory() bare, so model paths and thresholds can come from
+    $HERO_BENCH_ORACLE_SETTINGS (inline JSON or a YAML file); explicit settings win."""
+    from oracles.clip_judge import make_clip_judge
+    from oracles.hands import make_hands_oracle
+    from oracles.paper_prompts import ORACLE_SETTINGS_ENV
+
+    monkeypatch.setenv(ORACLE_SETTINGS_ENV, json.dumps({"clip_judge": {**tiny_clip, "margin_threshold": -1.0},
+                                                        "hands": {"max_joint_angle_deg": 100}}))
+    judge = make_clip_judge("black_cat")  # no arguments: everything from the environment
+    assert judge.settings.model_name == TINY_CLIP and judge.settings.margin_threshold == -1.0
+    assert all(r.success for r in judge(random_images(2), ["p"] * 2, None))
+    hands = make_hands_oracle()
+    assert hands.settings.max_joint_angle_deg == 100
+    hands.close()
+    file = tmp_path / "oracles.yaml"
+    file.write_text("hands:\n  max_joint_angle_deg: 90\n")
+    monkeypatch.setenv(ORACLE_SETTINGS_ENV, str(file))
+    hands = make_hands_oracle({"min_confidence": 0.7})
+    assert (hands.settings.max_joint_angle_deg, hands.settings.min_confidence) == (90, 0.7)
+    hands.close()
+    file.write_text("hand:\n  max_joint_angle_deg: 90\n")
+    with pytest.raises(ConfigError, match=r"unknown oracle section\(s\) \['hand'\]"):
+        make_hands_oracle()
+    file.write_text("hands:\n  max_joint_angel_deg: 90\n")
+    with pytest.raises(ConfigError, match="hands.max_joint_angel_deg"):
+        make_hands_oracle()
+    monkeypatch.setenv(ORACLE_SETTINGS_ENV, str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="neither an existing file nor inline JSON"):
+        make_hands_oracle()
+
+
 # -- shared input checks and registrations --------------------------------------------------------
 def test_inputs_are_validated(tiny_bundle):
     from oracles.clip_judge import TASK_QUESTIONS, ClipJudge, ClipJudgeSettings
@@ -402,7 +445,8 @@ def test_paper_tasks_are_registered_with_the_spec_prompts():
         task = get_task(name)
         assert [p.text for p in task.train_prompts] == [prompt] and task.category == category
         assert task.oracle_name == "clip_judge" and task.tier == "paper"
-    assert [p.text for p in get_task("mountain").eval_prompts] == ["hiker watching beautiful mountains from top of a hill"]
+    hiker = "hiker watching beautiful mountains from top of a hill"
+    assert [p.text for p in get_task("mountain").eval_prompts] == [hiker]
     nsfw = get_task("nsfw")
     assert tuple(p.text for p in nsfw.train_prompts) == SEXY_PROMPTS and len(SEXY_PROMPTS) == 5
     assert tuple(p.text for p in nsfw.eval_prompts) == UNSAFE_PROMPTS and len(UNSAFE_PROMPTS) == 14

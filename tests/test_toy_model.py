@@ -170,3 +170,34 @@ def test_shipped_weights_load_through_the_standard_loader():
     palette = np.array(list(scenes.PALETTE.values()), dtype=np.int32)
     dist = np.abs(images[..., None, :].astype(np.int32) - palette).sum(-1).min(-1)
     assert (dist < 90).mean() > 0.5
+
+
+def test_wilson_interval_known_values():
+    from hero_bench.toyworld.base_rates import wilson_interval
+
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+    lo, hi = wilson_interval(5, 10)
+    assert (lo, hi) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    lo, hi = wilson_interval(256, 256)
+    assert hi == 1.0 and lo == pytest.approx(0.9852, abs=1e-4)
+
+
+def test_base_rates_use_the_benchmarks_eval_protocol(tiny_toy_dir):
+    """base_rates must reproduce evaluate_model's epoch-0 numbers (same prompts, seeds and oracle)."""
+    from hero_bench.diffusion.backbone import load_backbone
+    from hero_bench.diffusion.sampler import SamplerConfig
+    from hero_bench.evaluate import EvalConfig, evaluate_model
+    from hero_bench.tasks import get_task
+    from hero_bench.toyworld.base_rates import measure_task, success_grid
+
+    bb = load_backbone(str(tiny_toy_dir))
+    task = get_task("relation")
+    cfg = SamplerConfig(steps=2)
+    row = measure_task(bb, task, cfg, n=6, seed=7, batch_size=4)
+    ref = evaluate_model(bb, task, task.oracle_factory(), cfg, EvalConfig(n_images=6, seed=7, batch_size=4))
+    assert row["success_rate"] == ref["success_rate"] and row["n"] == 6
+    assert sum(v["n"] for v in row["per_prompt"].values()) == 6
+    assert row["ci95"][0] <= row["success_rate"] <= row["ci95"][1]
+    grid = success_grid(row["_images"], row["_success"], columns=3)
+    assert grid.dtype == np.uint8 and grid.shape[2] == 3

@@ -80,6 +80,21 @@ def dry_run(tmp_path, *args) -> str:
     return snakemake("--dry-run", "--printshellcmds", "--directory", tmp_path, *args).stdout
 
 
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    """Dry-run output of each shipped config (computed once per module, on demand)."""
+    cache = {}
+
+    def get(name: str) -> str:
+        if name not in cache:
+            cache[name] = dry_run(
+                tmp_path_factory.mktemp(name), "--configfile", CONFIG_DIR / f"{name}.yaml"
+            )
+        return cache[name]
+
+    return get
+
+
 # ---- lint and shipped configs ----------------------------------------------------------------
 def test_lint_passes():
     proc = snakemake("--lint", check=False)
@@ -87,9 +102,9 @@ def test_lint_passes():
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_dry_run_plans_the_configured_grid(tmp_path, name):
+def test_dry_run_plans_the_configured_grid(planned, name):
     cfg = load_config(name)
-    out = dry_run(tmp_path, "--configfile", CONFIG_DIR / f"{name}.yaml")
+    out = planned(name)
     runs = len(cfg["tasks"]) * len(cfg["methods"]) * len(cfg["seeds"])
     expected = {"train": runs, "gather": 1, "report": 1, "all": 1}
     if cfg["tier"] == "smoke":
@@ -126,8 +141,8 @@ def _train_commands(out: str) -> dict[tuple[str, str], str]:
     return cmds
 
 
-def test_paper_tier_budgets_gpus_and_devices(tmp_path):
-    out = dry_run(tmp_path, "--configfile", CONFIG_DIR / "paper.yaml")
+def test_paper_tier_budgets_gpus_and_devices(planned):
+    out = planned("paper")
     cmds = _train_commands(out)
     assert "--budget 1152 " in cmds[("hand", "hero")]
     assert "--budget 5000 " in cmds[("hand", "d3po")]
@@ -142,8 +157,8 @@ def test_paper_tier_budgets_gpus_and_devices(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["smoke", "toy"])
-def test_cpu_tiers_request_no_gpu(tmp_path, name):
-    out = dry_run(tmp_path, "--configfile", CONFIG_DIR / f"{name}.yaml")
+def test_cpu_tiers_request_no_gpu(planned, name):
+    out = planned(name)
     assert "gpu=" not in out
     assert "gpu_slot.py" not in out
     cmds = _train_commands(out)
@@ -189,21 +204,38 @@ def test_schema_documents_every_key():
 
 
 @pytest.mark.parametrize(
-    "override, names",
+    "key, value, names",
     [
-        ("seeds=[-1]", ["seeds", "-1"]),
-        ("seeds=[0,0]", ["seeds", "non-unique"]),
-        ("methods=[hero,ppo]", ["methods", "ppo"]),
-        ("tier=huge", ["tier", "huge"]),
-        ("budget=0", ["budget"]),
-        ("evaluation={every: 0}", ["evaluation", "every"]),
-        ("tasks=[Counting]", ["tasks", "Counting"]),
-        ("device=tpu", ["device", "tpu"]),
-        ("report={threshold: 1.5}", ["report", "threshold"]),
-        ("per_task={anomaly: {budget: {ppo: 3}}}", ["per_task", "ppo"]),
-        ("set={hero: [no_equals_sign]}", ["set", "no_equals_sign"]),
-        ("budgett=5", ["budgett"]),
+        ("seeds", [-1], ["seeds", "-1"]),
+        ("seeds", [0, 0], ["seeds", "non-unique"]),
+        ("methods", ["hero", "ppo"], ["methods", "ppo"]),
+        ("tier", "huge", ["tier", "huge"]),
+        ("budget", 0, ["budget"]),
+        ("evaluation", {"every": 0, "images": 8}, ["evaluation", "every"]),
+        ("tasks", ["Counting"], ["tasks", "Counting"]),
+        ("device", "tpu", ["device", "tpu"]),
+        ("report", {"budgets": [8], "threshold": 1.5, "bootstrap_reps": 200, "bootstrap_seed": 0},
+         ["report", "threshold"]),
+        ("per_task", {"anomaly": {"budget": {"ppo": 3}}}, ["per_task", "ppo"]),
+        ("set", {"hero": ["no_equals_sign"]}, ["set", "no_equals_sign"]),
+        ("budgett", 5, ["budgett"]),
     ],
+)
+def test_schema_rejects_bad_values_naming_the_key(key, value, names):
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    config = load_config("toy")
+    config[key] = value
+    with pytest.raises(WorkflowError) as info:
+        validate(config, str(SCHEMA))
+    for name in names:
+        assert name in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "override, names",
+    [("seeds=[-1]", ["seeds", "-1"]), ("methods=[hero,ppo]", ["methods", "ppo"])],
 )
 def test_bad_config_fails_fast_naming_the_key(tmp_path, override, names):
     start = time.monotonic()
@@ -270,6 +302,10 @@ SMALL_GRID = ["tasks=[counting,anomaly]", "seeds=[0]"]
 
 @pytest.fixture
 def fake_env(tmp_path):
+    return _fake_env(tmp_path)
+
+
+def _fake_env(tmp_path):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     cli = bindir / "hero-bench"
@@ -282,6 +318,24 @@ def fake_env(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     return work, env
+
+
+@pytest.fixture(scope="module")
+def finished_fake_run(tmp_path_factory):
+    """A complete small smoke-config run against the fake CLI: (work dir, env), done once."""
+    base = tmp_path_factory.mktemp("fake-run")
+    work, env = _fake_env(base)
+    smoke_run(work, env)
+    return work, env
+
+
+@pytest.fixture
+def fake_done(finished_fake_run, tmp_path):
+    """A private copy of the finished run (mtimes and Snakemake metadata included)."""
+    work, env = finished_fake_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    return copy, env
 
 
 def smoke_run(work, env, *config, dry=False, check=True):
@@ -297,9 +351,9 @@ def calls(env) -> list[list[str]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_rules_pass_the_documented_cli_arguments(fake_env):
-    work, env = fake_env
-    smoke_run(work, env)
+@pytest.mark.slow
+def test_rules_pass_the_documented_cli_arguments(finished_fake_run):
+    work, env = finished_fake_run
     got = calls(env)
     by_cmd = {}
     for c in got:
@@ -328,17 +382,17 @@ def test_rules_pass_the_documented_cli_arguments(fake_env):
     assert planned_jobs(smoke_run(work, env, dry=True).stdout) == {}
 
 
-def test_report_change_reruns_only_the_report(fake_env):
-    work, env = fake_env
-    smoke_run(work, env)
+@pytest.mark.slow
+def test_report_change_reruns_only_the_report(fake_done):
+    work, env = fake_done
     out = smoke_run(work, env, "report={threshold: 0.9, bootstrap_reps: 500}", dry=True).stdout
     assert planned_jobs(out) == {"report": 1, "all": 1}, out
     assert "params have changed" in out.lower() or "Params have changed" in out
 
 
-def test_method_override_reruns_only_that_method(fake_env):
-    work, env = fake_env
-    smoke_run(work, env)
+@pytest.mark.slow
+def test_method_override_reruns_only_that_method(fake_done):
+    work, env = fake_done
     out = smoke_run(work, env, "set={hero: [hero.best_latent_ratio=0.25]}", dry=True).stdout
     assert planned_jobs(out) == {"train": 2, "gather": 1, "report": 1, "all": 1}, out
     planned_methods = set(re.findall(r"wildcards: tier=smoke, task=\w+, method=(\w+)", out))
@@ -347,6 +401,7 @@ def test_method_override_reruns_only_that_method(fake_env):
     assert planned_jobs(out)["train"] == 8
 
 
+@pytest.mark.slow
 def test_failed_training_job_keeps_its_checkpoint(fake_env):
     work, env = fake_env
     env["FAKE_HERO_FAIL"] = "hero"

@@ -1,0 +1,253 @@
+"""The shared kernels: PPO-clip and DPO losses on hand-computed examples, advantages, the stat
+tracker, and the PPO/DPO update passes (on a fake one-parameter policy, so no UNet is needed)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from hero_bench.algorithms import kernels
+from hero_bench.algorithms.kernels import (
+    PerPromptStatTracker,
+    PPOConfig,
+    clip_advantages,
+    dpo_step_loss,
+    ppo_clip_loss,
+    ppo_optimizer_steps,
+    standardize,
+    trained_timesteps,
+)
+from hero_bench.diffusion.sampler import SamplerConfig, Trajectory
+from hero_bench.errors import ConfigError
+
+# -- PPO-clip ------------------------------------------------------------------------------------
+
+
+def test_ppo_clip_loss_matches_hand_computation():
+    ratios = torch.tensor([1.5, 0.5, 1.5, 0.5, 1.1])
+    adv = torch.tensor([1.0, 1.0, -2.0, -2.0, 1.0])
+    old = torch.tensor([0.3, -0.2, 0.0, 1.0, 0.5])
+    new = (old + torch.log(ratios)).requires_grad_(True)
+    loss, info = ppo_clip_loss(new, old, adv, clip_range=0.2)
+    # per sample max(-A·ρ, -A·clip(ρ, 0.8, 1.2)):
+    #   ρ=1.5,A=1: max(-1.5,-1.2) = -1.2    ρ=0.5,A=1: max(-0.5,-0.8) = -0.5
+    #   ρ=1.5,A=-2: max(3.0, 2.4) = 3.0     ρ=0.5,A=-2: max(1.0, 1.6) = 1.6    ρ=1.1,A=1: -1.1
+    assert loss.item() == pytest.approx((-1.2 - 0.5 + 3.0 + 1.6 - 1.1) / 5, abs=1e-6)
+    logs = [math.log(r) for r in (1.5, 0.5, 1.5, 0.5, 1.1)]
+    assert info["approx_kl"].item() == pytest.approx(0.5 * sum(x * x for x in logs) / 5, rel=1e-5)
+    assert info["clipfrac"].item() == pytest.approx(4 / 5)
+    loss.backward()
+    # d/dlogp of -A·ρ is -A·ρ (ρ = exp(logp - old)); clipped branches have no gradient
+    expected = torch.tensor([0.0, -0.5, 3.0, 0.0, -1.1]) / 5
+    assert torch.allclose(new.grad, expected, atol=1e-6)
+
+
+def test_ppo_clip_loss_at_ratio_one_is_minus_mean_advantage():
+    lp = torch.tensor([0.1, -0.4, 2.0])
+    loss, info = ppo_clip_loss(lp, lp.clone(), torch.tensor([1.0, 2.0, -6.0]), 1e-4)
+    assert loss.item() == pytest.approx(1.0)
+    assert info["approx_kl"].item() == 0.0 and info["clipfrac"].item() == 0.0
+
+
+# -- DPO ------------------------------------------------------------------------------------------
+
+
+def test_dpo_step_loss_matches_hand_computation_and_clamps_gradients():
+    beta, eps = 0.1, 0.1
+    ref = torch.tensor([[0.0, 0.0], [1.0, 2.0], [0.5, 0.5]])
+    delta = torch.tensor([[0.05, -0.2], [0.3, 0.0], [0.01, 0.02]])  # log π_θ − log π_ref
+    lp = (ref + delta).requires_grad_(True)
+    signs = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [0.0, 0.0]])  # image 0 / image 1 preferred / tie
+    loss, info = dpo_step_loss(lp, ref, signs, beta, eps)
+
+    # pair 1: r_w = e^0.05 (inside [0.9, 1.1]), r_l = e^-0.2 = 0.819 -> clamped to 0.9
+    z1 = beta * (0.05 - math.log(0.9))
+    # pair 2: image 1 preferred; r_0 = e^0.3 -> clamped to 1.1, r_1 = 1
+    z2 = beta * (-math.log(1.1) + 0.0)
+    # tie: constant log 2
+    expected = (math.log1p(math.exp(-z1)) + math.log1p(math.exp(-z2)) + math.log(2)) / 3
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert info["pair_accuracy"].item() == pytest.approx(1 / 3)  # only pair 1 has a positive logit
+    assert info["clampfrac"].item() == pytest.approx(2 / 6)
+    loss.backward()
+    g = lp.grad
+    # clamped ratios have no gradient; the tie has none; the in-range preferred image is pushed up
+    assert g[0, 1] == 0 and g[1, 0] == 0 and torch.all(g[2] == 0)
+    sig = 1 / (1 + math.exp(-z1))
+    assert g[0, 0].item() == pytest.approx(-(1 - sig) * beta / 3, rel=1e-5)
+    assert g[1, 1].item() < 0  # image 1 preferred in pair 2: increasing its log-prob lowers the loss
+
+
+def test_dpo_loss_is_log2_when_policy_equals_reference():
+    lp = torch.randn(4, 2)
+    loss, _ = dpo_step_loss(lp, lp.clone(), torch.tensor([[1.0, -1.0]]).expand(4, 2), 0.1, 0.1)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-7)
+
+
+# -- advantages -------------------------------------------------------------------------------------
+
+
+def test_standardize_and_clip():
+    a = standardize(np.array([1.0, 2.0, 3.0]))
+    assert a == pytest.approx([-math.sqrt(1.5), 0.0, math.sqrt(1.5)], rel=1e-7)  # population std sqrt(2/3)
+    assert standardize(np.array([4.0, 4.0])) == pytest.approx([0.0, 0.0])  # std 0: no division by zero
+    assert clip_advantages(np.array([-7.0, 0.5, 9.0]), 5.0).tolist() == [-5.0, 0.5, 5.0]
+
+
+def test_per_prompt_stat_tracker_hand_values():
+    t = PerPromptStatTracker(buffer_size=3, min_count=2)
+    adv = t.update(["a", "a", "b"], np.array([1.0, 3.0, 5.0]))
+    # "a": buffer [1, 3] has min_count values -> its own mean 2, std 1
+    assert adv[:2] == pytest.approx([-1 / (1 + 1e-6), 1 / (1 + 1e-6)])
+    # "b": buffer [5] is short -> the whole epoch's mean 3 and std sqrt(8/3)
+    assert adv[2] == pytest.approx(2 / (math.sqrt(8 / 3) + 1e-6))
+    adv2 = t.update(["a", "a"], np.array([5.0, 7.0]))
+    # buffer of "a" keeps the last 3 values [3, 5, 7]: mean 5, std sqrt(8/3)
+    assert adv2 == pytest.approx([0.0, 2 / (math.sqrt(8 / 3) + 1e-6)])
+    restored = PerPromptStatTracker(3, 2)
+    restored.load_state_dict(t.state_dict())
+    assert restored.update(["a"], np.array([9.0])) == pytest.approx(t.update(["a"], np.array([9.0])))
+
+
+def test_trained_timesteps_and_step_counts():
+    assert trained_timesteps(50, 1.0) == 50
+    assert trained_timesteps(20, 0.25) == 5
+    assert trained_timesteps(50, 1.0, per_sample=5) == 5
+    assert trained_timesteps(4, 0.1) == 1  # never zero
+    # HERO's Table 7 setting: 64 samples, batch 2, grad-accum 4 -> 8 optimizer steps per epoch (§4.6)
+    assert ppo_optimizer_steps(64, PPOConfig(train_batch_size=2, grad_accum_steps=4)) == 8
+    assert ppo_optimizer_steps(256, PPOConfig(train_batch_size=4, grad_accum_steps=16)) == 4
+    assert ppo_optimizer_steps(10, PPOConfig(train_batch_size=4, grad_accum_steps=2)) == 2  # 3 chunks: 2 + 1
+
+
+@pytest.mark.parametrize("key,value", [("lr", 0.0), ("train_batch_size", 0), ("timestep_fraction", 1.5),
+                                       ("timesteps_per_sample", 0), ("clip_range", -1.0)])
+def test_ppo_config_rejects_bad_values(key, value):
+    with pytest.raises(ConfigError, match=key):
+        PPOConfig(**{key: value})
+
+
+# -- the update passes on a fake one-parameter policy ---------------------------------------------------
+
+
+@dataclass
+class _FakeBackbone:
+    w: torch.nn.Parameter
+    device: torch.device = torch.device("cpu")
+
+
+def _fake_step_log_prob(calls):
+    """log p = w · mean(next_latent): differentiable in the single parameter w; records each call."""
+
+    def fn(backbone, prompt_embeds, negative_embeds, latents_t, timesteps_t, next_latents, cfg):
+        calls.append((prompt_embeds[:, 0, 0].long().tolist(), torch.as_tensor(timesteps_t).tolist()))
+        return backbone.w * next_latents.flatten(1).mean(1)
+
+    return fn
+
+
+def _fake_traj(n: int, steps: int, w0: float, seed: int = 0) -> Trajectory:
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn((n, steps + 1, 1, 2, 2), generator=g)
+    return Trajectory(
+        prompts=[f"p{i}" for i in range(n)],
+        prompt_embeds=torch.arange(n, dtype=torch.float32).reshape(n, 1, 1),  # carries the sample index
+        negative_embeds=torch.zeros(1, 1, 1),
+        z_T=latents[:, 0].clone(),
+        latents=latents,
+        timesteps=torch.arange(steps - 1, -1, -1) * 10,
+        log_probs=w0 * latents[:, 1:].flatten(2).mean(2),  # the policy that sampled = the initial w
+        images=np.zeros((n, 2, 2, 3), dtype=np.uint8),
+    )
+
+
+def test_ppo_update_trains_k_distinct_timesteps_per_sample_in_chunks(monkeypatch):
+    calls = []
+    monkeypatch.setattr(kernels, "step_log_prob", _fake_step_log_prob(calls))
+    n, steps = 6, 5
+    w = torch.nn.Parameter(torch.tensor(0.7))
+    traj = _fake_traj(n, steps, 0.7)
+    cfg = PPOConfig(lr=1e-2, train_batch_size=4, grad_accum_steps=1, timesteps_per_sample=3)
+    opt = kernels.make_adamw([w], cfg.lr, cfg.weight_decay)
+    out = kernels.ppo_update(_FakeBackbone(w), traj, torch.ones(n), [w], opt, cfg, SamplerConfig(steps=steps),
+                             torch.Generator().manual_seed(1))
+    seen: dict[int, list[int]] = {}
+    for samples, ts in calls:
+        assert len(samples) <= 4
+        for s, t in zip(samples, ts):
+            seen.setdefault(s, []).append(t)
+    assert sorted(seen) == list(range(n))  # every sample trained
+    for ts in seen.values():
+        assert len(ts) == 3 and len(set(ts)) == 3  # K distinct timesteps each
+    # per-sample permutations: the samples do not all train the same timesteps
+    assert len({tuple(sorted(ts)) for ts in seen.values()}) > 1
+    assert out["optimizer_steps"] == 2 == ppo_optimizer_steps(n, cfg)  # chunks of 4 and 2
+    assert out["clipfrac"] >= 0 and math.isfinite(out["loss"])
+
+
+def test_ppo_update_accumulates_the_mean_gradient(monkeypatch):
+    """One optimizer step over every chunk and all timesteps: the gradient is the mean of −A·∂log p."""
+    calls = []
+    monkeypatch.setattr(kernels, "step_log_prob", _fake_step_log_prob(calls))
+    n, steps = 6, 4
+    w = torch.nn.Parameter(torch.tensor(0.3))
+    traj = _fake_traj(n, steps, 0.3, seed=3)
+    adv = torch.tensor([1.0, -2.0, 0.5, 3.0, 0.0, -1.0])
+    cfg = PPOConfig(train_batch_size=2, grad_accum_steps=3, timestep_fraction=1.0, max_grad_norm=1e9)
+    grads = []
+    opt = kernels.make_adamw([w], cfg.lr, cfg.weight_decay)
+    original_step = opt.step
+
+    def spy_step(*a, **k):
+        grads.append(w.grad.item())
+        return original_step(*a, **k)
+
+    opt.step = spy_step
+    kernels.ppo_update(_FakeBackbone(w), traj, adv, [w], opt, cfg, SamplerConfig(steps=steps),
+                       torch.Generator().manual_seed(0))
+    # ratio = 1 inside the clip range: ∂L/∂w = −(1/(N·K)) Σ_i A_i Σ_t mean(x_{i,t+1})
+    x = traj.latents[:, 1:].flatten(2).mean(2)  # [N, steps]
+    expected = -(adv[:, None] * x).sum().item() / (n * steps)
+    assert len(grads) == 1
+    assert grads[0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_ppo_update_is_deterministic_given_the_generator(monkeypatch):
+    monkeypatch.setattr(kernels, "step_log_prob", _fake_step_log_prob([]))
+    results = []
+    for _ in range(2):
+        w = torch.nn.Parameter(torch.tensor(0.5))
+        traj = _fake_traj(8, 5, 0.5)
+        cfg = PPOConfig(lr=0.05, train_batch_size=3, grad_accum_steps=2, clip_range=0.2, timesteps_per_sample=2)
+        opt = kernels.make_adamw([w], cfg.lr, cfg.weight_decay)
+        out = kernels.ppo_update(_FakeBackbone(w), traj, torch.linspace(-1, 1, 8), [w], opt, cfg,
+                                 SamplerConfig(steps=5), torch.Generator().manual_seed(7))
+        results.append((w.item(), out))
+    assert results[0] == results[1]
+
+
+def test_dpo_update_uses_each_pair_and_both_images_at_the_same_timesteps(monkeypatch):
+    calls = []
+    monkeypatch.setattr(kernels, "step_log_prob", _fake_step_log_prob(calls))
+    n, steps = 6, 4
+    w = torch.nn.Parameter(torch.tensor(0.2))
+    traj = _fake_traj(n, steps, 0.2)
+    pairs = torch.tensor([[0, 1], [2, 1], [3, 4], [5, 4]])
+    opt = kernels.make_adamw([w], 1e-3, 0.0)
+    out = kernels.dpo_update(_FakeBackbone(w), traj, pairs, traj.log_probs, [w], opt, beta=0.1, clamp_eps=0.1,
+                             train_batch_size=2, grad_accum_steps=1, timestep_fraction=1.0, max_grad_norm=1.0,
+                             sampler=SamplerConfig(steps=steps), generator=torch.Generator().manual_seed(0))
+    assert out["optimizer_steps"] == 2  # 4 pairs in chunks of 2
+    # every call evaluates the chunk's distinct images once, at one shared timestep
+    assert all(len(set(ts)) == 1 and len(set(s)) == len(s) for s, ts in calls)
+    assert len(calls) == 2 * steps
+    # at the first forward the policy equals the reference: loss log 2
+    assert out["loss"] == pytest.approx(math.log(2), abs=1e-3)
+    assert kernels.dpo_update(_FakeBackbone(w), traj, torch.empty(0, 2, dtype=torch.long), traj.log_probs, [w], opt,
+                              beta=0.1, clamp_eps=0.1, train_batch_size=1, grad_accum_steps=1, timestep_fraction=1.0,
+                              max_grad_norm=1.0, sampler=SamplerConfig(steps=steps),
+                              generator=torch.Generator())["optimizer_steps"] == 0
