@@ -12,6 +12,35 @@ from hero_bench.algorithms.d3po import D3PO, D3POConfig, group_layout
 from hero_bench.errors import ConfigError
 from hero_bench.presets import build_run_config
 from hero_bench.runner import train
+from oracles.base import OracleResult
+
+
+class BrightnessOracle:
+    """Score = mean brightness in [0, 1]; success = brighter than 0.5.  Distinct scores for distinct
+    images, so D3PO's score tie-break forms every pair of a group (the shapes oracle scores every
+    image of the tiny random model alike)."""
+
+    name = "brightness"
+    version = "test"
+
+    def __call__(self, images, prompts, metadata):
+        scores = images.reshape(len(images), -1).mean(axis=1) / 255.0
+        return [OracleResult(bool(s > 0.5), float(s)) for s in scores]
+
+
+@pytest.fixture
+def brightness_task(monkeypatch):
+    """Every task lookup returns the task with the brightness oracle."""
+    import dataclasses
+
+    import hero_bench.tasks as tasks
+
+    real = tasks.get_task
+
+    def get_task(name):
+        return dataclasses.replace(real(name), oracle_factory=BrightnessOracle, oracle_name="brightness")
+
+    monkeypatch.setattr(tasks, "get_task", get_task)
 
 
 def test_group_layout():
@@ -40,7 +69,7 @@ def _method(tmp_path, backbone_dir, overrides=()):
                                       "evaluator.d3po_tie_break_by_score=true", *overrides])
     backbone = load_backbone(cfg.backbone)
     params = add_lora(backbone.unet, cfg.lora)
-    task = get_task(cfg.task)
+    task = get_task(cfg.task)  # patched by the brightness_task fixture
     ledger = FeedbackLedger(tmp_path / "ledger.jsonl", cfg.budget, cfg.run_id)
     ctx = RunContext(cfg=cfg, backbone=backbone, task=task,
                      evaluator=SimulatedEvaluator(task.oracle_factory(), cfg.evaluator, ledger, cfg.seed),
@@ -48,7 +77,8 @@ def _method(tmp_path, backbone_dir, overrides=()):
     return D3PO(ctx)
 
 
-def test_groups_share_noise_and_prompt_and_the_previous_reference_is_the_sampling_policy(tmp_path, tiny_backbone_dir):
+def test_groups_share_noise_and_prompt_and_the_previous_reference_is_the_sampling_policy(tmp_path, tiny_backbone_dir,
+                                                                                         brightness_task):
     from hero_bench.diffusion.sampler import step_log_prob
 
     m = _method(tmp_path, tiny_backbone_dir)
@@ -75,7 +105,7 @@ def test_groups_share_noise_and_prompt_and_the_previous_reference_is_the_samplin
     assert metrics["optimizer_steps"] >= 1
 
 
-def test_pretrained_reference_ignores_the_adapter(tmp_path, tiny_backbone_dir):
+def test_pretrained_reference_ignores_the_adapter(tmp_path, tiny_backbone_dir, brightness_task):
     m = _method(tmp_path, tiny_backbone_dir, ["d3po.reference=pretrained"])
     batch = m.sample(1, 6)
     before = m.pretrained_log_probs(batch)
@@ -90,7 +120,7 @@ def test_pretrained_reference_ignores_the_adapter(tmp_path, tiny_backbone_dir):
     assert math.isfinite(metrics["loss"])
 
 
-def test_d3po_smoke_run_end_to_end(tmp_path, tiny_backbone_dir):
+def test_d3po_smoke_run_end_to_end(tmp_path, tiny_backbone_dir, brightness_task):
     cfg = build_run_config("smoke", "counting", "d3po", seed=1, budget=11, backbone=str(tiny_backbone_dir),
                            overrides=["evaluator.d3po_tie_break_by_score=true", "eval.n_images=4",
                                       "sampler.steps=3"])
@@ -100,7 +130,10 @@ def test_d3po_smoke_run_end_to_end(tmp_path, tiny_backbone_dir):
     with open(tmp_path / "train_log.csv", newline="") as fh:
         log = list(csv.DictReader(fh))
     assert all(float(r["n_pairs"]) > 0 and float(r["optimizer_steps"]) >= 1 for r in log)
+    assert all(float(r["grad_norm"]) > 0 for r in log)
     lines = (tmp_path / "ledger.jsonl").read_text().splitlines()
+    # all C(4,2) + C(4,2) pairs of epoch 1 and C(3,2) of epoch 2 (distinct scores: no ties)
+    assert [float(r["n_pairs"]) for r in log] == [12.0, 3.0]
     n_pairs = sum(float(r["n_pairs"]) for r in log)
     assert len(lines) == 11 + n_pairs  # 11 labels + one query per compared pair
     from safetensors.torch import load_file

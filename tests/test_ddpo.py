@@ -14,6 +14,29 @@ from hero_bench.errors import ConfigError
 from hero_bench.presets import build_run_config
 from hero_bench.results import EVAL_COLUMNS
 from hero_bench.runner import train
+from oracles.base import OracleResult
+
+
+class BrightnessOracle:
+    """Score = mean brightness in [0, 1]: a continuous reward the tiny random model varies in."""
+
+    name = "brightness"
+    version = "test"
+
+    def __call__(self, images, prompts, metadata):
+        scores = images.reshape(len(images), -1).mean(axis=1) / 255.0
+        return [OracleResult(bool(s > 0.5), float(s)) for s in scores]
+
+
+@pytest.fixture
+def brightness_task(monkeypatch):
+    import dataclasses
+
+    import hero_bench.tasks as tasks
+
+    real = tasks.get_task
+    monkeypatch.setattr(tasks, "get_task", lambda name: dataclasses.replace(
+        real(name), oracle_factory=BrightnessOracle, oracle_name="brightness"))
 
 
 def _rows(path):
@@ -21,8 +44,8 @@ def _rows(path):
         return list(csv.DictReader(fh))
 
 
-def test_ddpo_smoke_run_end_to_end(tmp_path, tiny_backbone_dir):
-    # the tiny random model never succeeds, so train on the continuous score to get non-zero advantages
+def test_ddpo_smoke_run_end_to_end(tmp_path, tiny_backbone_dir, brightness_task):
+    # train on the continuous score (the reward-model upper bound) to get non-zero advantages
     cfg = build_run_config("smoke", "counting", "ddpo", seed=3, budget=12, backbone=str(tiny_backbone_dir),
                            overrides=["evaluator.ddpo_reward=score", "eval.n_images=4", "sampler.steps=3",
                                       "ddpo.images_per_epoch=5"])
@@ -33,10 +56,12 @@ def test_ddpo_smoke_run_end_to_end(tmp_path, tiny_backbone_dir):
     for row in log:
         assert float(row["optimizer_steps"]) >= 1
         assert math.isfinite(float(row["loss"])) and float(row["approx_kl"]) >= 0
+        assert float(row["grad_norm"]) > 0
     evals = _rows(tmp_path / "eval.csv")
     assert [int(r["epoch"]) for r in evals] == [0, 1, 2, 3]
     assert [int(r["feedback_used"]) for r in evals] == [0, 5, 10, 12]
     assert list(evals[0]) == list(EVAL_COLUMNS)
+    assert {r["oracle"] for r in evals} == {"brightness"}
     # the adapter was trained: the last epoch's weights differ from the initial ones
     from safetensors.torch import load_file
 

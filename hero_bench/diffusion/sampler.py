@@ -135,6 +135,25 @@ def encode_unique(backbone: Backbone, prompts: Sequence[str]) -> torch.Tensor:
     return embeds[torch.tensor([where[p] for p in prompts], device=embeds.device)]
 
 
+def cfg_embeddings(prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """The UNet's encoder states: ``[uncond; cond]`` (2B rows) with guidance, ``cond`` alone at w = 1."""
+    if guidance_scale == 1.0:  # ε_u + 1·(ε_c − ε_u) = ε_c: the unconditional branch is not needed
+        return prompt_embeds
+    return torch.cat([negative_embeds.expand(prompt_embeds.shape[0], -1, -1), prompt_embeds])
+
+
+def _guided(backbone: Backbone, latents, timestep, embeds, guidance_scale: float) -> torch.Tensor:
+    dtype = backbone.dtype
+    if guidance_scale == 1.0:
+        return backbone.unet(latents.to(dtype), timestep, encoder_hidden_states=embeds.to(dtype), return_dict=False)[0].float()
+    model_in = torch.cat([latents, latents]).to(dtype)
+    t_in = torch.cat([timestep, timestep]) if timestep.ndim == 1 else timestep
+    # DDIM's scale_model_input is the identity, so the latents go to the UNet as they are
+    out = backbone.unet(model_in, t_in, encoder_hidden_states=embeds.to(dtype), return_dict=False)[0].float()
+    uncond, cond = out.chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
+
+
 def guided_noise_prediction(
     backbone: Backbone,
     latents: torch.Tensor,
@@ -144,19 +163,8 @@ def guided_noise_prediction(
     guidance_scale: float,
 ) -> torch.Tensor:
     """The UNet's CFG-combined prediction (float32) from ONE forward on the [uncond; cond] batch."""
-    unet = backbone.unet
-    dtype = unet.dtype
-    batch = latents.shape[0]
-    if guidance_scale == 1.0:  # ε_u + 1·(ε_c − ε_u) = ε_c: skip the unconditional branch
-        out = unet(latents.to(dtype), timestep, encoder_hidden_states=prompt_embeds.to(dtype), return_dict=False)[0]
-        return out.float()
-    model_in = torch.cat([latents, latents]).to(dtype)
-    embeds = torch.cat([negative_embeds.expand(batch, -1, -1), prompt_embeds]).to(dtype)
-    t_in = torch.cat([timestep, timestep]) if timestep.ndim == 1 else timestep
-    # DDIM's scale_model_input is the identity, so the latents go to the UNet as they are
-    out = unet(model_in, t_in, encoder_hidden_states=embeds, return_dict=False)[0].float()
-    uncond, cond = out.chunk(2)
-    return uncond + guidance_scale * (cond - uncond)
+    embeds = cfg_embeddings(prompt_embeds, negative_embeds, guidance_scale)
+    return _guided(backbone, latents, timestep, embeds, guidance_scale)
 
 
 @torch.no_grad()
@@ -192,12 +200,11 @@ def sample_trajectories(
         from tqdm.auto import tqdm
 
         iterator = tqdm(iterator, total=steps, desc="sampling", unit="step")
+    # the UNet's encoder states per chunk, built once rather than at every step
+    chunk_embeds = [cfg_embeddings(prompt_embeds[c], negative_embeds, cfg.guidance_scale) for c in chunks]
     for i, t in iterator:
         eps = torch.cat(
-            [
-                guided_noise_prediction(backbone, x[c], t, prompt_embeds[c], negative_embeds, cfg.guidance_scale)
-                for c in chunks
-            ]
+            [_guided(backbone, x[c], t, embeds, cfg.guidance_scale) for c, embeds in zip(chunks, chunk_embeds)]
         )
         noise = None
         if cfg.eta > 0:  # one draw for the whole batch: chunking never changes the random sequence

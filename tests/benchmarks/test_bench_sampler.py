@@ -3,8 +3,8 @@
 Same tiny backbone components, 20 DDIM steps, CFG 5, eta 1, batch 8, 32 px images.  Ours does
 more work (it records every latent and the per-step log-probs) and must stay within 10% of the
 pipeline.  Both live in one benchmark group, so `pytest tests/benchmarks --benchmark-enable`
-prints them side by side; the ratio test times them interleaved (robust to load changes on a
-shared machine) and prints ours/pipeline.  Normal test runs (--benchmark-disable) run each once.
+prints them side by side; the ratio test times them interleaved, in wall and CPU time, and
+prints ours/pipeline.  Normal test runs (--benchmark-disable) run each once.
 """
 
 from __future__ import annotations
@@ -49,32 +49,43 @@ def run_pipeline(pipe):
 
 @pytest.mark.benchmark(group="sampler-tiny-b8-20steps")
 def test_bench_ours_sample_trajectories(benchmark, tiny_backbone):
-    traj = benchmark.pedantic(run_ours, args=(tiny_backbone,), rounds=5, warmup_rounds=1)
+    traj = benchmark.pedantic(run_ours, args=(tiny_backbone,), rounds=3, warmup_rounds=1)
     assert traj.images.shape == (BATCH, 32, 32, 3) and traj.log_probs.shape == (BATCH, STEPS)
 
 
 @pytest.mark.benchmark(group="sampler-tiny-b8-20steps")
 def test_bench_diffusers_pipeline(benchmark, pipeline):
-    images = benchmark.pedantic(run_pipeline, args=(pipeline,), rounds=5, warmup_rounds=1)
+    images = benchmark.pedantic(run_pipeline, args=(pipeline,), rounds=3, warmup_rounds=1)
     assert images.shape == (BATCH, 32, 32, 3)
 
 
+def timed(fn, *args) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn(*args)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def test_ratio_ours_over_pipeline(request, tiny_backbone, pipeline):
-    """Interleaved timing; the bound is only enforced when benchmarks are enabled."""
-    enabled = not request.config.getoption("benchmark_disable", default=True)
-    rounds = 7 if enabled else 1
-    ours, theirs = [], []
+    """Interleaved timing of both; the 1.10 bound is enforced only when benchmarks are enabled.
+
+    The bound is on CPU time (this process, all threads): on a machine shared with other jobs the
+    wall time of a ~1 s run swings several-fold, while its CPU time stays put.
+    """
+    enabled = not request.config.getoption("benchmark_disable") or request.config.getoption("benchmark_enable")
+    rounds = 5 if enabled else 1
     run_ours(tiny_backbone), run_pipeline(pipeline)  # warm-up
+    ours, theirs = [], []
     for _ in range(rounds):
-        start = time.perf_counter()
-        run_ours(tiny_backbone)
-        ours.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        run_pipeline(pipeline)
-        theirs.append(time.perf_counter() - start)
-    ratio = min(ours) / min(theirs)
-    ratio_median = statistics.median(o / t for o, t in zip(ours, theirs))
-    print(f"\nours/pipeline: min-time ratio {ratio:.3f} (ours {min(ours):.3f} s, pipeline {min(theirs):.3f} s), "
-          f"median paired ratio {ratio_median:.3f}, {rounds} rounds")
+        ours.append(timed(run_ours, tiny_backbone))
+        theirs.append(timed(run_pipeline, pipeline))
+    wall_ratio = min(o[0] for o in ours) / min(t[0] for t in theirs)
+    cpu_ratio = min(o[1] for o in ours) / min(t[1] for t in theirs)
+    print(
+        f"\nours/pipeline over {rounds} interleaved rounds (min of each): "
+        f"CPU {cpu_ratio:.3f} (ours {min(o[1] for o in ours):.3f} s, pipeline {min(t[1] for t in theirs):.3f} s), "
+        f"wall {wall_ratio:.3f} (ours {min(o[0] for o in ours):.3f} s, pipeline {min(t[0] for t in theirs):.3f} s), "
+        f"median paired wall ratio {statistics.median(o[0] / t[0] for o, t in zip(ours, theirs)):.3f}"
+    )
     if enabled:
-        assert ratio <= 1.10, f"our sampler is {ratio:.2f}x diffusers' pipeline (target <= 1.10)"
+        assert cpu_ratio <= 1.10, f"our sampler takes {cpu_ratio:.2f}x the CPU time of diffusers' pipeline (target <= 1.10)"

@@ -15,7 +15,7 @@ TINY_BACKBONE = "results/models/tiny-sd"
 TINY_BACKBONE_SEED = 0
 
 # hero-bench train --set keys that receive the config's evaluation settings
-EVAL_SET_KEYS = {"every": "evaluation.every", "images": "evaluation.images"}
+EVAL_SET_KEYS = {"every_epochs": "eval.every_epochs", "images": "eval.n_images"}
 
 
 # ---- config ----------------------------------------------------------------------------------
@@ -51,8 +51,30 @@ def normalize_config(config):
     return config
 
 
+def _known_tasks():
+    """Task name -> tier from the library's registry (no torch import), or None if unavailable."""
+    try:
+        from hero_bench.tasks import list_tasks
+    except ImportError:
+        return None
+    return {task.name: task.tier for task in list_tasks()}
+
+
 def check_config(config):
-    """Cross-key checks the JSON schema cannot express (warnings: the grid still runs)."""
+    """Checks the JSON schema cannot express; an error names the key and the accepted values."""
+    known = _known_tasks()
+    if known is None:
+        logger.warning("config: hero_bench is not importable here; task names are not checked")
+    else:
+        task_tier = "paper" if config["tier"] == "paper" else "toy"
+        accepted = sorted(name for name, tier in known.items() if tier == task_tier)
+        for i, task in enumerate(config["tasks"]):
+            if known.get(task) != task_tier:
+                what = f"a {known[task]}-tier task" if task in known else "unknown"
+                raise ValueError(
+                    f"invalid workflow config: tasks[{i}] = {task!r} is {what}; tier "
+                    f"{config['tier']!r} accepts: {', '.join(accepted)}"
+                )
     for task in config["per_task"]:
         if task not in config["tasks"]:
             logger.warning(
@@ -134,13 +156,11 @@ def train_budget(wildcards):
 
 def train_overrides(wildcards):
     """`--set key=value` arguments of one run: evaluation settings, then `set.all`, then `set.<method>`."""
-    every = _per_task_value(
-        "eval_every", wildcards.task, wildcards.method, config["evaluation"]["every"]
-    )
-    items = [
-        f"{EVAL_SET_KEYS['every']}={every}",
-        f"{EVAL_SET_KEYS['images']}={config['evaluation']['images']}",
-    ]
+    evaluation = dict(config["evaluation"])
+    per_task = _per_task_value("eval_every_epochs", wildcards.task, wildcards.method, None)
+    if per_task is not None:
+        evaluation["every_epochs"] = per_task
+    items = [f"{EVAL_SET_KEYS[key]}={evaluation[key]}" for key in EVAL_SET_KEYS if key in evaluation]
     items += config["set"].get("all", [])
     items += config["set"].get(wildcards.method, [])
     return " ".join(f"--set {shlex.quote(item)}" for item in items)

@@ -1,0 +1,198 @@
+"""The run loop: presets and overrides, the CLI, budgets, the base method, determinism, re-evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from hero_bench.cli import main
+from hero_bench.config import from_dict
+from hero_bench.errors import ConfigError, UnknownTaskError
+from hero_bench.presets import build_run_config
+from hero_bench.results import EVAL_COLUMNS
+from hero_bench.runner import RunConfig, train
+
+# a HERO run small enough for a test: 4 images per epoch, 2 sampling steps, 4 eval images
+MICRO = ["sampler.steps=2", "eval.n_images=4", "eval.batch_size=4", "hero.images_per_epoch=4",
+         "hero.triplet_passes=2", "hero.ppo.timesteps_per_sample=1", "hero.ppo.train_batch_size=4"]
+
+
+def micro(backbone_dir, method="hero", seed=0, budget=8, extra=()):
+    return build_run_config("smoke", "anomaly", method, seed=seed, budget=budget, backbone=str(backbone_dir),
+                            overrides=MICRO + list(extra))
+
+
+def rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def hero_run(tmp_path_factory, tiny_backbone_dir):
+    """One finished micro HERO run (shared by the tests that only read it)."""
+    out = tmp_path_factory.mktemp("hero_run")
+    train(micro(tiny_backbone_dir), out, progress=False)
+    return out
+
+
+# -- config ----------------------------------------------------------------------------------------
+
+
+def test_presets_paper_values():
+    hero = build_run_config("paper", "hand", "hero", device="cpu")
+    assert hero.sampler.steps == 20 and hero.hero.images_per_epoch == 128 and hero.budget == 1152
+    p = hero.hero.ppo
+    assert (p.lr, p.train_batch_size, p.grad_accum_steps, p.clip_range, p.timesteps_per_sample) == (3e-4, 2, 4, 1e-4, 5)
+    assert (hero.hero.embedding_lr, hero.hero.triplet_passes, hero.hero.embedding_dim, hero.hero.triplet_margin) == (
+        1e-5, 500, 2048, 0.5)
+    assert (hero.hero.best_ratio, hero.hero.noise_scale, hero.sampler.guidance_scale, hero.sampler.eta) == (0.5, 0.1, 5.0, 1.0)
+    other = build_run_config("paper", "blue_rose", "hero", device="cpu")
+    assert other.sampler.steps == 50 and other.hero.images_per_epoch == 64 and other.budget == 512
+    d3po = build_run_config("paper", "hand", "d3po", device="cpu")
+    assert (d3po.sampler.steps, d3po.d3po.lr, d3po.d3po.beta, d3po.d3po.clamp_eps, d3po.budget) == (20, 3e-5, 0.1, 0.1, 5000)
+    ddpo = build_run_config("paper", "blue_rose", "ddpo", device="cpu")
+    assert (ddpo.sampler.steps, ddpo.ddpo.images_per_epoch, ddpo.ddpo.ppo.lr, ddpo.ddpo.stat_min_count) == (50, 256, 3e-4, 16)
+
+
+def test_toy_preset_sizes():
+    assert build_run_config("toy", "anomaly", "hero").hero.images_per_epoch == 64
+    d3po = build_run_config("toy", "anomaly", "d3po").d3po
+    assert d3po.group_size * d3po.groups_per_epoch == 63
+
+
+def test_overrides_are_strict_and_typed():
+    cfg = build_run_config("smoke", "anomaly", "hero", overrides=["hero.ppo.lr=1e-4", "sampler.steps=3",
+                                                                   "evaluator.flip_prob=0.2"])
+    assert (cfg.hero.ppo.lr, cfg.sampler.steps, cfg.evaluator.flip_prob) == (1e-4, 3, 0.2)
+    assert cfg.hero.triplet_passes == 5  # untouched smoke preset values survive
+    with pytest.raises(ConfigError, match=r"hero\.ppo\.lrr.*accepted keys under hero\.ppo: .*lr"):
+        build_run_config("smoke", "anomaly", "hero", overrides=["hero.ppo.lrr=1"])
+    with pytest.raises(ConfigError, match="sampler.steps"):
+        build_run_config("smoke", "anomaly", "hero", overrides=["sampler.steps=many"])
+    with pytest.raises(ConfigError, match="unknown method 'dpo'; accepted: hero, ddpo, d3po, base"):
+        build_run_config("smoke", "anomaly", "dpo")
+    with pytest.raises(ConfigError, match="unknown tier"):
+        build_run_config("huge", "anomaly", "hero")
+    with pytest.raises(ConfigError, match="reward_mode"):
+        build_run_config("smoke", "anomaly", "hero", overrides=["hero.reward_mode=classifier"])
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--tier", "smoke", "--method", "sgd", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "hero-bench train: error: unknown method 'sgd'; accepted: hero, ddpo, d3po, base"
+    assert main(["train", "--tier", "smoke", "--set", "nope=1", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown key nope" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_unknown_task_and_tier_mismatch(tmp_path, tiny_backbone_dir):
+    with pytest.raises(UnknownTaskError, match="unknown task 'juggling'"):
+        train(build_run_config("smoke", "juggling", "hero", backbone=str(tiny_backbone_dir)), tmp_path / "a",
+              progress=False)
+    with pytest.raises(ConfigError, match="task 'hand' belongs to the paper tier; tier smoke runs: anomaly"):
+        train(build_run_config("smoke", "hand", "hero", backbone=str(tiny_backbone_dir)), tmp_path / "b",
+              progress=False)
+
+
+def test_print_config_round_trips(capsys):
+    assert main(["train", "--tier", "toy", "--method", "d3po", "--out", "unused", "--print-config",
+                 "--set", "d3po.beta=0.2"]) == 0
+    data = yaml.safe_load(capsys.readouterr().out)
+    cfg = from_dict(RunConfig, data)
+    assert cfg.d3po.beta == 0.2 and cfg.method == "d3po" and cfg.tier == "toy"
+
+
+def test_train_help_documents_everything(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--tier", "--task", "--method", "--seed", "--budget", "--out", "--backbone", "--device", "--dtype",
+                 "--set", "hero", "ddpo", "d3po", "base", "Resume"):
+        assert flag in text
+
+
+# -- runs ------------------------------------------------------------------------------------------
+
+
+def test_hero_run_outputs(hero_run):
+    cfg = from_dict(RunConfig, yaml.safe_load((hero_run / "config.yaml").read_text()))
+    assert cfg.method == "hero" and cfg.budget == 8
+    evals = rows(hero_run / "eval.csv")
+    assert list(evals[0]) == list(EVAL_COLUMNS)
+    assert [(int(r["epoch"]), int(r["feedback_used"]), int(r["queries"]), int(r["images_generated"])) for r in evals] == [
+        (0, 0, 0, 0), (1, 4, 1, 4), (2, 8, 2, 8)]
+    assert {r["n_eval"] for r in evals} == {"4"} and {r["label_noise"] for r in evals} == {"0.0"}
+    assert len({r["config_hash"] for r in evals}) == 1 and evals[0]["git_sha"]
+    assert sorted(p.name for p in (hero_run / "lora").iterdir()) == [f"epoch_000{i}.safetensors" for i in range(3)]
+    log = rows(hero_run / "train_log.csv")
+    assert [int(r["epoch"]) for r in log] == [1, 2]
+    for key in ("loss", "approx_kl", "clipfrac", "triplet_loss", "train_success", "reward_mean", "sample_s"):
+        assert key in log[0]
+    done = json.loads((hero_run / "DONE.json").read_text())
+    assert done["feedback_used"] == 8 and done["epochs"] == 2
+
+
+def test_same_seed_twice_is_bitwise_identical_and_seeds_differ(hero_run, tmp_path, tiny_backbone_dir):
+    train(micro(tiny_backbone_dir), tmp_path / "again", progress=False)
+    for name in ("eval.csv", "ledger.jsonl", "lora/epoch_0002.safetensors"):
+        assert (hero_run / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+    train(micro(tiny_backbone_dir, seed=1), tmp_path / "seed1", progress=False)
+    assert (hero_run / "ledger.jsonl").read_bytes() != (tmp_path / "seed1" / "ledger.jsonl").read_bytes()
+    # the eval noise does not depend on the training seed: the pretrained rows are equal (paired)
+    assert rows(hero_run / "eval.csv")[0]["success_rate"] == rows(tmp_path / "seed1" / "eval.csv")[0]["success_rate"]
+    assert rows(hero_run / "eval.csv")[0]["diversity"] == rows(tmp_path / "seed1" / "eval.csv")[0]["diversity"]
+
+
+def test_finished_run_restarted_does_nothing(hero_run):
+    before = {p: p.stat().st_mtime_ns for p in hero_run.rglob("*") if p.is_file()}
+    assert train(micro_from(hero_run), hero_run, progress=False) is None
+    assert before == {p: p.stat().st_mtime_ns for p in hero_run.rglob("*") if p.is_file()}
+
+
+def micro_from(run_dir) -> RunConfig:
+    return from_dict(RunConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
+
+
+def test_a_different_config_in_the_same_directory_is_refused(hero_run, tiny_backbone_dir):
+    with pytest.raises(ConfigError, match="differs in: budget"):
+        train(micro(tiny_backbone_dir, budget=12), hero_run, progress=False)
+
+
+def test_evaluate_command_recomputes_the_same_eval_csv(hero_run, tmp_path, capsys):
+    out = tmp_path / "re.csv"
+    assert main(["evaluate", str(hero_run), "--out", str(out), "--quiet"]) == 0
+    assert out.read_bytes() == (hero_run / "eval.csv").read_bytes()
+    assert main(["evaluate", str(hero_run), "--set", "hero.ppo.lr=1"]) == 2
+    assert "only eval.* overrides" in capsys.readouterr().err
+
+
+def test_budget_is_never_exceeded_and_remainders(tmp_path, tiny_backbone_dir):
+    # 11 = 4 + 4 + 3: the last batch is sized to what is left
+    state = train(micro(tiny_backbone_dir, budget=11, extra=["eval.every_epochs=5"]), tmp_path / "a", progress=False)
+    assert [r["n_images"] for r in state.train_rows] == [4, 4, 3]
+    labels = [json.loads(x) for x in (tmp_path / "a" / "ledger.jsonl").read_text().splitlines()]
+    assert sum(r["type"] == "label" for r in labels) == 11
+    # eval.every_epochs=5: only the start and the last epoch are evaluated
+    assert [int(r["epoch"]) for r in rows(tmp_path / "a" / "eval.csv")] == [0, 3]
+    # 9 = 4 + 4 + 1: HERO needs one good and one bad image, so the last label is left unspent
+    state = train(micro(tiny_backbone_dir, budget=9, extra=["eval.at_start=false"]), tmp_path / "b", progress=False)
+    assert [r["n_images"] for r in state.train_rows] == [4, 4] and state.feedback_used == 8
+    assert [int(r["epoch"]) for r in rows(tmp_path / "b" / "eval.csv")] == [1, 2]
+
+
+def test_base_method_evaluates_the_pretrained_model_once(hero_run, tmp_path, tiny_backbone_dir):
+    assert main(["train", "--tier", "smoke", "--task", "anomaly", "--method", "base", "--backbone",
+                 str(tiny_backbone_dir), "--out", str(tmp_path / "base"), "--quiet", *sum((["--set", o] for o in MICRO), [])
+                 ]) == 0
+    evals = rows(tmp_path / "base" / "eval.csv")
+    assert len(evals) == 1 and evals[0]["feedback_used"] == "0" and evals[0]["method"] == "base"
+    # the same eval noise and the same (pretrained) weights as HERO's epoch-0 row
+    hero0 = rows(hero_run / "eval.csv")[0]
+    for key in ("success_rate", "mean_score", "diversity", "n_eval"):
+        assert evals[0][key] == hero0[key]
+    assert (tmp_path / "base" / "DONE.json").exists()
