@@ -152,7 +152,7 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
     ``overrides`` may change ``eval.*`` keys only (e.g. ``eval.n_images=1024``): training settings
     are fixed by the run.  The feedback counters of each row come from ``train_log.csv``.
     """
-    from hero_bench.config import apply_overrides, from_dict
+    from hero_bench.config import apply_overrides
     from hero_bench.diffusion.backbone import load_backbone
     from hero_bench.diffusion.lora import add_lora, load_lora
     from hero_bench.io import atomic_write_text

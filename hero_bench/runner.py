@@ -32,7 +32,6 @@ same eval.csv and ledger.jsonl, bitwise on CPU, as an uninterrupted run.  A fini
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time

@@ -15,6 +15,16 @@ from hero_bench.runner import train
 from oracles.base import OracleResult
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One torch thread while these tests run: on a shared machine two threads per process
+    oversubscribe the cores and a tiny UNet forward gets ~40x slower (measured 0.1 s vs 4.3 s)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 class BrightnessOracle:
     """Score = mean brightness in [0, 1]; success = brighter than 0.5.  Distinct scores for distinct
     images, so D3PO's score tie-break forms every pair of a group (the shapes oracle scores every

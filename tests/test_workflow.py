@@ -132,12 +132,12 @@ def test_toy_default_grid_is_meaningful():
 
 
 def _train_commands(out: str) -> dict[tuple[str, str], str]:
-    """(task, method) -> the shell command of its seed-0 training job, from a -p dry run."""
+    """(task, method) -> the dry-run block (incl. shell command) of its seed-0 training job."""
     cmds = {}
-    for line in out.splitlines():
-        m = re.search(r"hero-bench train --tier \S+ --task (\S+) --method (\S+) --seed 0 ", line)
+    for block in out.split("rule train:")[1:]:
+        m = re.search(r"wildcards: tier=\w+, task=(\w+), method=(\w+), seed=0\n", block)
         if m:
-            cmds[(m.group(1), m.group(2))] = line
+            cmds[(m.group(1), m.group(2))] = re.sub(r"\s+", " ", block)
     return cmds
 
 
@@ -146,7 +146,8 @@ def test_paper_tier_budgets_gpus_and_devices(planned):
     cmds = _train_commands(out)
     assert "--budget 1152 " in cmds[("hand", "hero")]
     assert "--budget 5000 " in cmds[("hand", "d3po")]
-    assert "--set evaluation.every=1000" in cmds[("hand", "d3po")]
+    assert "--set eval.every_epochs=1" in cmds[("hand", "d3po")]
+    assert "--set eval.every_epochs=2" in cmds[("mountain", "d3po")]
     assert "--budget 512 " in cmds[("mountain", "hero")]
     assert "--budget 0 " in cmds[("hand", "base")]
     assert all("--device cuda" in c and "gpu_slot.py -- " in c for c in cmds.values())
@@ -211,7 +212,8 @@ def test_schema_documents_every_key():
         ("methods", ["hero", "ppo"], ["methods", "ppo"]),
         ("tier", "huge", ["tier", "huge"]),
         ("budget", 0, ["budget"]),
-        ("evaluation", {"every": 0, "images": 8}, ["evaluation", "every"]),
+        ("evaluation", {"every_epochs": 0, "images": 8}, ["evaluation", "every_epochs"]),
+        ("evaluation", {"every": 2}, ["evaluation", "every"]),
         ("tasks", ["Counting"], ["tasks", "Counting"]),
         ("device", "tpu", ["device", "tpu"]),
         ("report", {"budgets": [8], "threshold": 1.5, "bootstrap_reps": 200, "bootstrap_seed": 0},
@@ -253,6 +255,25 @@ def test_bad_config_fails_fast_naming_the_key(tmp_path, override, names):
     assert elapsed < 30
 
 
+@pytest.mark.parametrize(
+    "config, override, message",
+    [
+        ("toy", "tasks=[counting,countng]", "tasks[1] = 'countng' is unknown"),
+        ("toy", "tasks=[hand]", "tasks[0] = 'hand' is a paper-tier task"),
+        ("paper", "tasks=[counting]", "tasks[0] = 'counting' is a toy-tier task"),
+    ],
+)
+def test_unknown_or_wrong_tier_task_fails_naming_it(tmp_path, config, override, message):
+    pytest.importorskip("hero_bench.tasks")
+    proc = snakemake(
+        "--dry-run", "--directory", tmp_path, "--configfile", CONFIG_DIR / f"{config}.yaml",
+        "--config", override, check=False,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stdout, proc.stdout
+    assert "accepts: " in proc.stdout
+
+
 def test_config_numbers_given_as_strings_are_read(tmp_path):
     """`--config seeds=[0,1]` reaches the workflow as strings; it must still work."""
     out = dry_run(tmp_path, "--config", "seeds=[0,1]", "tasks=[counting]",
@@ -275,7 +296,15 @@ if cmd == "build-tiny":
     open(os.path.join(opt("--out"), "model_index.json"), "w").write("{}")
 elif cmd == "train":
     out = opt("--out")
+    resolved = json.dumps([a for a in args if a not in ("--print-config", "--out", out)]) + "\n"
+    if "--print-config" in args:
+        sys.stdout.write(resolved)
+        sys.exit(0)
     os.makedirs(out, exist_ok=True)
+    config = os.path.join(out, "config.yaml")
+    if os.path.exists(config) and open(config).read() != resolved:
+        sys.exit(f"{out} already holds a run with a different config")
+    open(config, "w").write(resolved)
     open(os.path.join(out, "checkpoint.pt"), "w").write("ckpt")
     if os.environ.get("FAKE_HERO_FAIL") == opt("--method"):
         sys.exit("simulated crash")
@@ -367,8 +396,8 @@ def test_rules_pass_the_documented_cli_arguments(finished_fake_run):
         assert c[c.index("--budget") + 1] == ("0" if method == "base" else str(cfg["budget"]))
         assert c[c.index("--backbone") + 1] == "results/models/tiny-sd"
         assert c[c.index("--device") + 1] == "cpu"
-        assert f"evaluation.every={cfg['evaluation']['every']}" in c
-        assert f"evaluation.images={cfg['evaluation']['images']}" in c
+        assert f"eval.every_epochs={cfg['evaluation']['every_epochs']}" in c
+        assert f"eval.n_images={cfg['evaluation']['images']}" in c
         assert c[c.index("--out") + 1].endswith(f"/{method}/seed0")
     (gather,) = by_cmd["gather"]
     assert gather[:3] == ["gather", "--out", "results/summary/runs.csv"]
@@ -399,6 +428,35 @@ def test_method_override_reruns_only_that_method(fake_done):
     assert planned_methods == {"hero"}, out
     out = smoke_run(work, env, "evaluation={images: 4}", dry=True).stdout
     assert planned_jobs(out)["train"] == 8
+
+
+@pytest.mark.slow
+def test_changed_settings_restart_the_run_and_keep_the_old_one(fake_done):
+    work, env = fake_done
+    runs = work / "results" / "runs" / "smoke" / "counting"
+    smoke_run(work, env, "set={hero: [hero.best_latent_ratio=0.25]}")
+    hero = runs / "hero" / "seed0"
+    assert "hero.best_latent_ratio=0.25" in (hero / "config.yaml").read_text()
+    (replaced,) = list(runs.joinpath("hero").glob("seed0.replaced-*"))
+    assert "best_latent_ratio" not in (replaced / "config.yaml").read_text()
+    assert (replaced / "checkpoint.pt").exists()  # the old run is kept, not deleted
+    assert not list(runs.joinpath("ddpo").glob("seed0.replaced-*"))
+    log = (work / "results" / "logs" / "train" / "smoke" / "counting" / "hero" / "seed0.log").read_text()
+    assert "settings of" in log and "moved to" in log
+
+
+@pytest.mark.slow
+def test_missing_outputs_resume_the_existing_run(fake_done):
+    work, env = fake_done
+    run = work / "results" / "runs" / "smoke" / "anomaly" / "d3po" / "seed0"
+    (run / "eval.csv").unlink()
+    (run / "DONE.json").unlink()
+    out = smoke_run(work, env).stdout
+    log = (work / "results" / "logs" / "train" / "smoke" / "anomaly" / "d3po" / "seed0.log").read_text()
+    assert "resuming it" in log, out + log
+    assert (run / "DONE.json").exists()
+    assert not list(run.parent.glob("seed0.replaced-*"))
+    assert "1 of" in out or planned_jobs(out) == {}
 
 
 @pytest.mark.slow

@@ -30,7 +30,8 @@ class SamplerConfig:
     steps: int = 20
     """Number of DDIM denoising steps."""
     eta: float = 1.0
-    """DDIM η: 1.0 makes each step a DDPM-like Gaussian (needed for log-probs); 0 is deterministic."""
+    """DDIM η: 1.0 makes each step a DDPM-like Gaussian (needed for log-probs); 0 is deterministic
+    (the images are plain DDIM, the log-probs are undefined and come back as NaN)."""
     guidance_scale: float = 5.0
     """Classifier-free guidance weight w in ε_u + w (ε_c − ε_u); 1.0 = conditional prediction only."""
     batch_size: int = 64
@@ -145,7 +146,8 @@ def cfg_embeddings(prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor, g
 def _guided(backbone: Backbone, latents, timestep, embeds, guidance_scale: float) -> torch.Tensor:
     dtype = backbone.dtype
     if guidance_scale == 1.0:
-        return backbone.unet(latents.to(dtype), timestep, encoder_hidden_states=embeds.to(dtype), return_dict=False)[0].float()
+        out = backbone.unet(latents.to(dtype), timestep, encoder_hidden_states=embeds.to(dtype), return_dict=False)[0]
+        return out.float()
     model_in = torch.cat([latents, latents]).to(dtype)
     t_in = torch.cat([timestep, timestep]) if timestep.ndim == 1 else timestep
     # DDIM's scale_model_input is the identity, so the latents go to the UNet as they are
@@ -179,6 +181,8 @@ def sample_trajectories(
     """Sample one denoising chain per prompt from the given initial noise ``z_T`` ``[B, C, H, W]``."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     batch = len(prompts)
+    if batch == 0:
+        raise ValueError("sample_trajectories needs at least one prompt")
     if tuple(z_T.shape) != (batch, *backbone.latent_shape):
         raise ValueError(
             f"z_T has shape {tuple(z_T.shape)}, expected {(batch, *backbone.latent_shape)} "

@@ -4,7 +4,7 @@ Same tiny backbone components, 20 DDIM steps, CFG 5, eta 1, batch 8, 32 px image
 more work (it records every latent and the per-step log-probs) and must stay within 10% of the
 pipeline.  Both live in one benchmark group, so `pytest tests/benchmarks --benchmark-enable`
 prints them side by side; the ratio test times them interleaved, in wall and CPU time, and
-prints ours/pipeline.  Normal test runs (--benchmark-disable) run each once.
+prints ours/pipeline (shown with `-s`).  Normal test runs (--benchmark-disable) run each sampler once and skip the ratio.
 """
 
 from __future__ import annotations
@@ -67,18 +67,27 @@ def timed(fn, *args) -> tuple[float, float]:
 
 
 def test_ratio_ours_over_pipeline(request, tiny_backbone, pipeline):
-    """Interleaved timing of both; the 1.10 bound is enforced only when benchmarks are enabled.
+    """Interleaved timing of both against the 1.10 bound (only with --benchmark-enable).
 
-    The bound is on CPU time (this process, all threads): on a machine shared with other jobs the
-    wall time of a ~1 s run swings several-fold, while its CPU time stays put.
+    The bound is on single-thread CPU time: on a machine shared with other jobs the wall time of a
+    ~1 s run swings several-fold, while its CPU time stays put.
     """
     enabled = not request.config.getoption("benchmark_disable") or request.config.getoption("benchmark_enable")
-    rounds = 5 if enabled else 1
-    run_ours(tiny_backbone), run_pipeline(pipeline)  # warm-up
-    ours, theirs = [], []
-    for _ in range(rounds):
-        ours.append(timed(run_ours, tiny_backbone))
-        theirs.append(timed(run_pipeline, pipeline))
+    if not enabled:
+        pytest.skip("timing comparison runs only with --benchmark-enable (the benchmarks above ran both once)")
+    rounds = 5
+    threads = torch.get_num_threads()
+    # one intra-op thread: with two, a thread spin-waiting for a descheduled sibling burns CPU time
+    # in proportion to the machine's load, which would make the CPU-time ratio as noisy as the wall one
+    torch.set_num_threads(1)
+    try:
+        run_ours(tiny_backbone), run_pipeline(pipeline)  # warm-up
+        ours, theirs = [], []
+        for _ in range(rounds):
+            ours.append(timed(run_ours, tiny_backbone))
+            theirs.append(timed(run_pipeline, pipeline))
+    finally:
+        torch.set_num_threads(threads)
     wall_ratio = min(o[0] for o in ours) / min(t[0] for t in theirs)
     cpu_ratio = min(o[1] for o in ours) / min(t[1] for t in theirs)
     print(
@@ -87,5 +96,4 @@ def test_ratio_ours_over_pipeline(request, tiny_backbone, pipeline):
         f"wall {wall_ratio:.3f} (ours {min(o[0] for o in ours):.3f} s, pipeline {min(t[0] for t in theirs):.3f} s), "
         f"median paired wall ratio {statistics.median(o[0] / t[0] for o, t in zip(ours, theirs)):.3f}"
     )
-    if enabled:
-        assert cpu_ratio <= 1.10, f"our sampler takes {cpu_ratio:.2f}x the CPU time of diffusers' pipeline (target <= 1.10)"
+    assert cpu_ratio <= 1.10, f"our sampler takes {cpu_ratio:.2f}x the CPU time of diffusers' pipeline (target <= 1.10)"
