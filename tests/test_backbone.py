@@ -153,3 +153,12 @@ def test_sample_cli_writes_an_upscaled_grid(tiny_backbone_dir, tmp_path, capsys)
     assert "accepted: .png" in capsys.readouterr().err
     assert main(args[:-1] + [str(out), "--dtype", "int8"]) == 2
     assert "dtype 'int8' is not supported" in capsys.readouterr().err
+
+
+def test_loading_hides_hub_progress_bars_only_while_loading(tiny_backbone_dir):
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    before = (diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled())
+    load_backbone(str(tiny_backbone_dir))
+    assert (diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()) == before

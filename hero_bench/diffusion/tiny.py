@@ -172,6 +172,8 @@ def build_tiny_backbone(out_dir: str | os.PathLike, seed: int = 0, overwrite: bo
     """
     from diffusers import StableDiffusionPipeline
 
+    from hero_bench.diffusion.backbone import quiet_hf_progress
+
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise HeroBenchError(f"{out_dir} already exists and is not empty; pass overwrite=True (--force) to replace it")
@@ -184,7 +186,8 @@ def build_tiny_backbone(out_dir: str | os.PathLike, seed: int = 0, overwrite: bo
             feature_extractor=None,
             requires_safety_checker=False,
         )
-        pipeline.save_pretrained(tmp, safe_serialization=True)
+        with quiet_hf_progress():
+            pipeline.save_pretrained(tmp, safe_serialization=True)
         (tmp / BUILD_INFO).write_text(json.dumps({"seed": seed, "version": TINY_VERSION}, indent=2) + "\n")
         if out_dir.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
