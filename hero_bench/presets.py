@@ -7,10 +7,10 @@ published values; a tier preset only says what differs for its backbone and budg
   steps, 8-image epochs, a few triplet passes, 8 eval images: a whole run takes seconds on a CPU.
   It checks plumbing, not learning.
 - ``toy``: the shipped ShapesWorld model (16×16 pixel space), 20 steps, 64 images per epoch (D3PO:
-  9 groups of 7 = 63), budget 512, sized so one run takes a few minutes on a CPU core (measured
-  figures in docs/methods.md).  Learning rates are raised over the paper's (see below): the toy
-  run has 8 epochs to show an effect, like the paper's, but a much smaller LoRA (rank 4 on a 1 M
-  parameter UNet) and networks an order of magnitude smaller.
+  9 groups of 7 = 63), budget 512, eval of 128 images every 2 epochs; a run takes a few minutes
+  on one CPU core (measured figures in docs/methods.md).  Learning rates are raised over the
+  paper's: the toy run has 8 epochs to show an effect, like the paper's, but a much smaller LoRA
+  (rank 4 on a 1 M parameter UNet) and networks an order of magnitude smaller.
 - ``paper``: Stable Diffusion 1.5 with LoRA and the paper's hyperparameters: HERO Table 7 (spec
   §4.0; lr 3e-4 as the paper states, not the released code's 1e-3), DDPO §2.4/§7.6, D3PO
   §3.4/§7.5; budgets and epoch sizes from ``oracles.paper_prompts`` (hand: 128 images per epoch,
@@ -70,7 +70,8 @@ def toy(method: str, task: str) -> RunConfig:
         sampler=SamplerConfig(steps=20, eta=1.0, guidance_scale=5.0, batch_size=128),
         lora=LoraConfig(),
         evaluator=EvaluatorConfig(),
-        eval=EvalConfig(n_images=256, every_epochs=1, batch_size=128),
+        # 128 eval images every 2 epochs: an evaluation costs about two training epochs' sampling
+        eval=EvalConfig(n_images=128, every_epochs=2, batch_size=128),
         hero=HeroConfig(
             images_per_epoch=64,
             # E and g sized to the 3×16×16 input (E's conv stack gives 32×2×2 = 128 features)
@@ -83,7 +84,8 @@ def toy(method: str, task: str) -> RunConfig:
             ppo=PPOConfig(lr=1e-3, train_batch_size=8, grad_accum_steps=1, clip_range=1e-4,
                           timestep_fraction=0.25),
         ),
-        d3po=D3POConfig(group_size=7, groups_per_epoch=9, lr=1e-3, train_batch_size=21, grad_accum_steps=1,
+        # one optimizer step per preferred pair, as released; 5 of the 20 steps per pair (as HERO's K)
+        d3po=D3POConfig(group_size=7, groups_per_epoch=9, lr=1e-4, train_batch_size=1, grad_accum_steps=1,
                         timestep_fraction=0.25),
     )
 
