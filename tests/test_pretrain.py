@@ -142,3 +142,31 @@ def test_cli_runs_resumes_and_writes_preview(tmp_path, capsys):
     assert cli_main(args) == 0
     assert cli_main(["pretrain-toy", "--out", str(out), "--set", "no_such_key=1"]) == 2
     assert "no_such_key" in capsys.readouterr().err
+
+
+def test_second_stage_starts_from_a_previous_model(reference_run, tmp_path):
+    out, _ = reference_run
+    stage2 = PretrainConfig(**{**TINY.__dict__, "init_from": str(out / "model_raw"), "data_seed": 1, "ema_decay": 0.0})
+    pretrain(stage2, tmp_path / "s2", resume=False, progress=False, preview=False)
+    record = json.loads((tmp_path / "s2" / "training_config.json").read_text())
+    assert record["init_from"]["path"] == str(out / "model_raw")
+    assert record["init_from"]["record"]["steps"] == 3 and len(record["init_from"]["sha256"]["unet"]) == 64
+    scratch = PretrainConfig(**{**stage2.__dict__, "init_from": ""})
+    pretrain(scratch, tmp_path / "scratch", resume=False, progress=False, preview=False)
+    assert not _same(_weights(tmp_path / "s2" / "model"), _weights(tmp_path / "scratch" / "model"))
+    # with a zero learning rate the second stage keeps the first stage's weights exactly
+    frozen = PretrainConfig(**{**stage2.__dict__, "learning_rate": 0.0, "weight_decay": 0.0})
+    pretrain(frozen, tmp_path / "frozen", resume=False, progress=False, preview=False)
+    assert _same(_weights(tmp_path / "frozen" / "model"), _weights(out / "model_raw"))
+
+
+def test_second_stage_refuses_another_architecture(reference_run, tmp_path):
+    out, _ = reference_run
+    other = ModelConfig(text_encoder=TINY_MODEL.text_encoder,
+                        unet=UNetConfig(block_out_channels=(8, 8), attention_head_dim=2, norm_num_groups=4))
+    cfg = PretrainConfig(**{**TINY.__dict__, "model": other, "init_from": str(out / "model_raw")})
+    with pytest.raises(ConfigError, match="another architecture"):
+        pretrain(cfg, tmp_path / "x", resume=False, progress=False, preview=False)
+    with pytest.raises(ConfigError, match="not a pretrain-toy model folder"):
+        pretrain(PretrainConfig(**{**TINY.__dict__, "init_from": str(tmp_path)}), tmp_path / "y",
+                 resume=False, progress=False, preview=False)

@@ -72,6 +72,10 @@ class PretrainConfig:
     """Seed of the weight initialisation, the diffusion noise and the timesteps."""
     data_seed: int = 0
     """Seed of the scene generator (step k draws its batch from numpy Generator([data_seed, k]))."""
+    init_from: str = ""
+    """Optional model folder (a previous run's OUT/model or OUT/model_raw) whose UNet and text encoder
+    weights replace the random initialisation: a second training stage with a fresh optimizer and
+    schedule.  Its architecture must equal ``model``; its training record is nested in this run's."""
     checkpoint_every: int = 250
     """Write checkpoint.pt (and a preview grid) every this many steps."""
     log_every: int = 10
@@ -208,6 +212,38 @@ def save_png(path: str | Path, image: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _init_from(cfg: PretrainConfig, comps) -> dict:
+    """Load a previous stage's weights into ``comps``; returns that stage's record and weight hashes."""
+    import hashlib
+
+    from hero_bench.toyworld.model import config_dict, load_components
+
+    folder = Path(cfg.init_from).expanduser()
+    record_path = folder / "training_config.json"
+    if not record_path.is_file() or not (folder / "unet").is_dir():
+        raise ConfigError(
+            f"init_from={cfg.init_from!r} is not a pretrain-toy model folder (needs unet/, text_encoder/ "
+            "and training_config.json, as written to OUT/model or OUT/model_raw)"
+        )
+    record = json.loads(record_path.read_text())
+    if record.get("model_config") != config_dict(cfg.model):
+        raise ConfigError(
+            f"init_from={cfg.init_from!r} has another architecture ({record.get('model_config')}) than this "
+            f"run's model config ({config_dict(cfg.model)}); give the same model.* settings"
+        )
+    prev = load_components(folder)
+    if prev.tokenizer.get_vocab() != comps.tokenizer.get_vocab():
+        raise ConfigError(f"init_from={cfg.init_from!r} was trained with another caption vocabulary")
+    comps.unet.load_state_dict(prev.unet.state_dict())
+    comps.text_encoder.load_state_dict(prev.text_encoder.state_dict())
+    digests = {
+        name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for name, p in (("unet", folder / "unet" / "diffusion_pytorch_model.safetensors"),
+                        ("text_encoder", folder / "text_encoder" / "model.safetensors"))
+    }
+    return {"sha256": digests, "record": record}
+
+
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True, stop_after: int | None = None,
              batch_fn: Callable | None = None, progress: bool = True, preview: bool = True) -> PretrainResult:
     """Train (or resume training) the ShapesWorld model into ``out_dir``.
@@ -239,6 +275,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True, stop
 
     comps = build_components(cfg.model, vocab=vocab, seed=cfg.seed)
     unet, te, tok, sched = comps.unet, comps.text_encoder, comps.tokenizer, comps.scheduler
+    init_record = _init_from(cfg, comps) if cfg.init_from else None
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
     ema_modules = None
@@ -345,6 +382,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True, stop
         "final_loss_last_step": losses[-1] if losses else None,
         "wall_seconds": round(elapsed, 1),
         "weights": "ema" if ema_modules is not None else "raw",
+        "init_from": None if init_record is None else {"path": cfg.init_from, **init_record},
         "parameters": counts,
         # CPU float reductions can depend on the thread count, so it is part of the recipe
         "torch_threads": torch.get_num_threads(),
