@@ -156,6 +156,7 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
     from hero_bench.diffusion.backbone import load_backbone
     from hero_bench.diffusion.lora import add_lora, load_lora
     from hero_bench.io import atomic_write_text
+    from hero_bench.presets import resolve_backbone
     from hero_bench.provenance import git_sha, run_config_hash
     from hero_bench.runner import CONFIG_FILE, TRAIN_LOG_FILE, RunConfig, load_config_file
     from hero_bench.tasks import get_task
@@ -186,7 +187,7 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
 
     task = get_task(cfg.task)
     oracle = task.oracle_factory()
-    backbone = load_backbone(cfg.backbone, cfg.device, cfg.dtype)
+    backbone = load_backbone(resolve_backbone(cfg.backbone), cfg.device, cfg.dtype)
     add_lora(backbone.unet, cfg.lora)
     chash, sha = run_config_hash(cfg), git_sha()
     rows = []

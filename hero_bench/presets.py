@@ -38,9 +38,19 @@ from hero_bench.evaluate import EvalConfig
 from hero_bench.feedback import EvaluatorConfig
 from hero_bench.runner import TIERS, RunConfig
 
+PACKAGE_PREFIX = "hero_bench:"
 SMOKE_BACKBONE = "results/models/tiny-sd"
-TOY_BACKBONE = str(Path(__file__).resolve().parent / "toyworld" / "pretrained" / "shapesworld")
+# written relative to the installed package, so config.yaml, its hash and the eval rows do not
+# depend on where the checkout lives; resolve_backbone turns it into a path when loading
+TOY_BACKBONE = PACKAGE_PREFIX + "toyworld/pretrained/shapesworld"
 PAPER_BACKBONE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+def resolve_backbone(source: str) -> str:
+    """A backbone source as load_backbone takes it: ``hero_bench:REL`` -> the folder inside the package."""
+    if source.startswith(PACKAGE_PREFIX):
+        return str(Path(__file__).resolve().parent / source[len(PACKAGE_PREFIX):])
+    return source
 DEFAULT_TASK = {"smoke": "anomaly", "toy": "anomaly", "paper": "hand"}
 
 

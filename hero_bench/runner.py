@@ -109,7 +109,9 @@ class RunConfig:
     budget: int = 512
     """Feedback budget: images the evaluator may label (one feedback = one image)."""
     backbone: str = ""
-    """Diffusers folder or hub id of the pretrained model."""
+    """Diffusers folder or hub id of the pretrained model; ``hero_bench:REL`` = a folder inside the
+    installed package (the shipped ShapesWorld model), so the config does not depend on where the
+    checkout lives."""
     device: str = "cpu"
     """torch device: cpu, cuda, cuda:N, mps."""
     dtype: str = "float32"
@@ -230,13 +232,12 @@ class Run:
         atomic_write_text(path, config_yaml(self.cfg))
 
     def setup(self) -> None:
-        import torch
-
         from hero_bench.algorithms import get_algorithm
         from hero_bench.algorithms.base import RunContext, derive_seed
         from hero_bench.diffusion.backbone import load_backbone
         from hero_bench.diffusion.lora import add_lora
         from hero_bench.feedback import FeedbackLedger, SimulatedEvaluator
+        from hero_bench.presets import resolve_backbone
         from hero_bench.provenance import git_sha, run_config_hash
         from hero_bench.tasks import TASK_TIER_OF_RUN_TIER, get_task, list_tasks
 
@@ -245,7 +246,7 @@ class Run:
         if self.task.tier != TASK_TIER_OF_RUN_TIER[cfg.tier]:
             names = ", ".join(t.name for t in list_tasks(cfg.tier))
             raise ConfigError(f"task {cfg.task!r} belongs to the {self.task.tier} tier; tier {cfg.tier} runs: {names}")
-        self.backbone = load_backbone(cfg.backbone, cfg.device, cfg.dtype)
+        self.backbone = load_backbone(resolve_backbone(cfg.backbone), cfg.device, cfg.dtype)
         lora_params = add_lora(self.backbone.unet, cfg.lora, seed=derive_seed(cfg.seed, 0, "lora-init"))
         self.oracle = self.task.oracle_factory()
         self.ledger = FeedbackLedger(self.dir / LEDGER_FILE, cfg.budget, cfg.run_id)
@@ -255,7 +256,6 @@ class Run:
         self.method = get_algorithm(cfg.method)(ctx)
         self.config_hash = run_config_hash(cfg)
         self.git_sha = git_sha()
-        self.torch = torch
 
     # -- checkpoint -----------------------------------------------------------------------------
     def save_checkpoint(self, state: RunState) -> None:
@@ -281,11 +281,13 @@ class Run:
         })
 
     def load_checkpoint(self) -> RunState:
+        import torch
+
         from hero_bench.diffusion.lora import load_lora_state_dict
 
         path = self.dir / CHECKPOINT_FILE
         try:
-            ckpt = self.torch.load(path, map_location="cpu", weights_only=True)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means the same to the user
             raise HeroBenchError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
                                  "delete it to restart the run from its ledger") from None

@@ -69,8 +69,18 @@ def test_presets_paper_values():
     assert (ddpo.sampler.steps, ddpo.ddpo.images_per_epoch, ddpo.ddpo.ppo.lr, ddpo.ddpo.stat_min_count) == (50, 256, 3e-4, 16)
 
 
-def test_toy_preset_sizes():
-    assert build_run_config("toy", "anomaly", "hero").hero.images_per_epoch == 64
+def test_toy_preset_sizes_and_portable_backbone():
+    cfg = build_run_config("toy", "anomaly", "hero")
+    assert cfg.hero.images_per_epoch == 64 and cfg.sampler.steps == 20 and cfg.budget == 512
+    # the shipped model is named relative to the package: config.yaml and its hash do not depend
+    # on where the checkout lives
+    from pathlib import Path
+
+    from hero_bench.presets import resolve_backbone
+
+    assert cfg.backbone == "hero_bench:toyworld/pretrained/shapesworld"
+    assert Path(resolve_backbone(cfg.backbone)).is_absolute()
+    assert resolve_backbone("/some/folder") == "/some/folder"
     d3po = build_run_config("toy", "anomaly", "d3po").d3po
     assert d3po.group_size * d3po.groups_per_epoch == 63
 
