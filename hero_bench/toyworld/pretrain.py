@@ -286,6 +286,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True, stop
     cfg_dict = to_dict(cfg)
     ckpt_path = out_dir / "checkpoint.pt"
     start, losses, log_rows, elapsed_before = 0, [], [], 0.0
+    segments: list[dict] = []  # (start, end, torch threads) of each process that trained this run
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if state["config"] != cfg_dict:
@@ -302,6 +303,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True, stop
             ema_modules[1].load_state_dict(state["ema_text_encoder"])
         start, losses, elapsed_before = state["step"], list(state["losses"]), float(state["elapsed"])
         log_rows = [tuple(r) for r in state["log_rows"]]
+        segments = list(state.get("segments", [{"start": 0, "end": start, "threads": None}]))
 
     def checkpoint(step_done: int, elapsed: float) -> None:
         state = {
@@ -313,6 +315,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True, stop
             "losses": losses,
             "log_rows": log_rows,
             "elapsed": elapsed,
+            "segments": segments + [{"start": start, "end": step_done, "threads": torch.get_num_threads()}],
             # The RNG of step k is a pure function of these seeds and k (see step_batch), so they
             # are the whole RNG state needed to continue exactly.
             "rng": {"seed": cfg.seed, "data_seed": cfg.data_seed, "next_step": step_done},
@@ -386,6 +389,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True, stop
         "parameters": counts,
         # CPU float reductions can depend on the thread count, so it is part of the recipe
         "torch_threads": torch.get_num_threads(),
+        # one entry per process that trained this run (a resumed run has several)
+        "segments": segments + [{"start": start, "end": cfg.steps, "threads": torch.get_num_threads()}],
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__},
     }
     extra = {"training_config.json": json.dumps(record, indent=2, sort_keys=True) + "\n"}
