@@ -150,7 +150,10 @@ def test_killed_process_resumes_from_the_command_line(reference, tmp_path, tiny_
     cmd = [sys.executable, "-m", "hero_bench", "train", "--tier", "smoke", "--task", "anomaly", "--method", "hero",
            "--seed", "5", "--budget", str(BUDGET), "--backbone", str(tiny_backbone_dir), "--out", str(tmp_path),
            "--threads", "1", "--quiet"] + [a for o in MICRO for a in ("--set", o)]
-    env = dict(os.environ, **{CRASH_ENV: "epoch3.after_feedback"})
+    from hero_bench.provenance import git_sha
+
+    # the same provenance string as the in-process reference (the checkout may change in between)
+    env = dict(os.environ, **{CRASH_ENV: "epoch3.after_feedback", "HERO_BENCH_GIT_SHA": git_sha()})
     env.pop(CRASH_MODE_ENV, None)
     killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == CRASH_EXIT_CODE, killed.stderr
