@@ -138,7 +138,8 @@ def test_cli_runs_resumes_and_writes_preview(tmp_path, capsys):
     assert (out / "model" / "model_index.json").exists()
     assert sorted(p.name for p in (out / "preview").iterdir()) == ["step_000001.png", "step_000002.png"]
     # a finished run resumed again only rewrites the model
-    args.remove("--threads"), args.remove("1")
+    i = args.index("--threads")
+    del args[i:i + 2]
     assert cli_main(args) == 0
     assert cli_main(["pretrain-toy", "--out", str(out), "--set", "no_such_key=1"]) == 2
     assert "no_such_key" in capsys.readouterr().err

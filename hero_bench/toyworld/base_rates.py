@@ -197,6 +197,8 @@ safetensors weights, {size_mb:.1f} MB in all.
   teaches the model a cue that pure-noise sampling lacks.
 
 ## Training
+{stages}
+Final stage:
 - Data: freshly generated scenes every step, generator **`{generator_version}`**, data seed
   **{data_seed}** (step k draws its batch from `numpy.random.default_rng([data_seed, k])`), init/noise
   seed {seed}.
@@ -226,12 +228,36 @@ Sample grids (first 32 eval images per task; green frame = oracle success, red =
 
 ## Reproduce
 ```
-hero-bench pretrain-toy --out work/shapesworld --steps {steps} --batch-size {batch} --seed {seed} --data-seed {data_seed} --threads {threads}
-python -m hero_bench.toyworld.base_rates --backbone work/shapesworld/model --n {n} --figures docs/figures
+{commands}
+python -m hero_bench.toyworld.base_rates --backbone {final_dir} --n {n} --figures docs/figures
 ```
 The weights are a deterministic function of the config and seeds (bitwise on CPU with the same
 thread count and library versions); `training_config.json` records everything used.
 """
+
+
+_DEFAULT_SETS = {"learning_rate": 1e-3, "warmup_steps": 200, "ema_decay": 0.999}
+
+
+def _command(rec: dict[str, Any], out: str, init_from: str | None) -> str:
+    """The pretrain-toy command line that reproduces one stage's record."""
+    pc = rec["pretrain_config"]
+    parts = [f"hero-bench pretrain-toy --out {out} --steps {rec['steps']} --batch-size {pc['batch_size']}",
+             f"--seed {rec['seed']} --data-seed {rec['data_seed']} --threads {rec.get('torch_threads', 1)}"]
+    for key, default in _DEFAULT_SETS.items():
+        if pc[key] != default:
+            parts.append(f"--set {key}={pc[key]:g}")
+    if init_from:
+        parts.append(f"--set init_from={init_from}")
+    return " ".join(parts)
+
+
+def _stages(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Training records of every stage, first stage first."""
+    chain = [rec]
+    while chain[0].get("init_from"):
+        chain.insert(0, chain[0]["init_from"]["record"])
+    return chain
 
 
 def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str = "", ema_note: str = "") -> Path:
@@ -245,6 +271,21 @@ def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str =
     vocab = json.loads((folder / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     s = rates["sampler"]
+    chain = _stages(rec)
+    stage_lines, commands = [], []
+    for i, st in enumerate(chain, 1):
+        spc = st["pretrain_config"]
+        segs = st.get("segments") or [{"start": 0, "end": st["steps"], "threads": st.get("torch_threads")}]
+        threads = ", ".join(f"steps {g['start']}-{g['end']}: {g['threads'] or 'not recorded'}" for g in segs)
+        stage_lines.append(
+            f"- Stage {i}{' (from stage ' + str(i - 1) + ' raw weights)' if i > 1 else ' (from random init)'}: "
+            f"{st['steps']} steps, batch {spc['batch_size']}, peak lr {spc['learning_rate']:g} (warmup "
+            f"{spc['warmup_steps']}, cosine), EMA {spc['ema_decay']}, seed {st['seed']}, data seed "
+            f"{st['data_seed']}, generator `{st['generator_version']}`; final loss "
+            f"{st['final_loss_mean_last_100']:.4f}; wall {st['wall_seconds'] / 60:.1f} min (torch threads: {threads}).")
+        prev = f"work/stage{i - 1}/model_raw" if i > 1 else None
+        commands.append(_command(st, f"work/stage{i}", prev))
+    final_dir = f"work/stage{len(chain)}/model"
     figures = "\n".join(f"- {r['task']}: `{r['figure']}`" for r in rates["tasks"] if "figure" in r) or "(none)"
     text = MODEL_CARD_TEMPLATE.format(
         size_mb=size / 1e6,
@@ -268,6 +309,7 @@ def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str =
         s_steps=s["steps"], s_eta=s["eta"], s_guidance=s["guidance_scale"], s_neg=s["negative_prompt"],
         n=rates["n"], eval_seed=rates["eval_seed"], oracle=rates["tasks"][0]["oracle"] if rates["tasks"] else "?",
         table=_table(rates["tasks"]), figures=figures,
+        stages="\n".join(stage_lines), commands="\n".join(commands), final_dir=final_dir,
     )
     path = folder / "MODEL_CARD.md"
     atomic_write_text(path, text)
