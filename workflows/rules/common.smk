@@ -6,9 +6,14 @@
 import os
 import re
 import shlex
+import sys
 
 from snakemake.logging import logger
 
+
+# Rules call the `hero-bench` console script. Put the interpreter's own bin folder first on the
+# PATH the jobs inherit, so `.venv/bin/snakemake --cores 2` works without activating the venv.
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 # the smoke tier's random tiny backbone, built by rule build_tiny_backbone
 TINY_BACKBONE = "results/models/tiny-sd"
