@@ -12,8 +12,9 @@ from snakemake.logging import logger
 
 
 # Rules call the `hero-bench` console script. Put the interpreter's own bin folder first on the
-# PATH the jobs inherit, so `.venv/bin/snakemake --cores 2` works without activating the venv.
-os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+# jobs' PATH, so `.venv/bin/snakemake --cores 2` works without activating the venv
+# (set -euo pipefail is Snakemake's own default prefix, which shell.prefix replaces).
+shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
 
 # the smoke tier's random tiny backbone, built by rule build_tiny_backbone
 TINY_BACKBONE = "results/models/tiny-sd"
