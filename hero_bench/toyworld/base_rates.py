@@ -208,13 +208,14 @@ Final stage:
   betas ({b1}, {b2}), gradient clipping {clip}; batch {batch}; **{steps} steps**; EMA decay
   {ema} (the shipped weights are the **{weights}** weights; {ema_note}).
 - Final training loss (mean of the last 100 steps): **{final_loss:.4f}**.
-- Wall time: **{wall_min:.1f} min** on the shared 2-core development machine with {threads} torch
-  thread(s) ({wall_note}).
+- Wall time of the final stage: **{wall_min:.1f} min** on the shared 2-core development machine
+  (torch threads per step range in the stage list above; {wall_note}).
 - torch {torch_v}, diffusers {diffusers_v}, transformers {transformers_v}.
 
 ## Sampler settings of the toy tier
 DDIM **{s_steps} steps, eta {s_eta}, classifier-free guidance {s_guidance}**, negative prompt
-"{s_neg}" (`hero_bench.presets.toy`).
+"{s_neg}": the settings the rates below were measured with, which the toy preset
+(`hero_bench.presets.toy`) must use for them to be the toy runs' starting points.
 
 ## Base success rates (the HERO paper's premise: success possible but rare)
 {n} images per task on the task's eval prompts (cycled), the benchmark's eval noise seed
@@ -229,11 +230,11 @@ Sample grids (first 32 eval images per task; green frame = oracle success, red =
 ## Reproduce
 ```
 {commands}
-python -m hero_bench.toyworld.base_rates --backbone {final_dir} --n {n} --figures docs/figures
+python -m hero_bench.toyworld.base_rates --backbone {final_dir} --n {n} --guidance {s_guidance} --figures docs/figures
 ```
 The weights are a deterministic function of the config and seeds (bitwise on CPU with the same
 thread count and library versions); `training_config.json` records everything used.
-"""
+{notes}"""
 
 
 _DEFAULT_SETS = {"learning_rate": 1e-3, "warmup_steps": 200, "ema_decay": 0.999}
@@ -260,7 +261,8 @@ def _stages(rec: dict[str, Any]) -> list[dict[str, Any]]:
     return chain
 
 
-def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str = "", ema_note: str = "") -> Path:
+def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str = "", ema_note: str = "",
+                     notes: str = "") -> Path:
     """Render MODEL_CARD.md in ``folder`` from its training_config.json and ``rates`` (atomic)."""
     from hero_bench.io import atomic_write_text
 
@@ -310,6 +312,7 @@ def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str =
         n=rates["n"], eval_seed=rates["eval_seed"], oracle=rates["tasks"][0]["oracle"] if rates["tasks"] else "?",
         table=_table(rates["tasks"]), figures=figures,
         stages="\n".join(stage_lines), commands="\n".join(commands), final_dir=final_dir,
+        notes=("\n" + notes.strip() + "\n") if notes.strip() else "",
     )
     path = folder / "MODEL_CARD.md"
     atomic_write_text(path, text)
@@ -329,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the results as JSON here")
     parser.add_argument("--figures", default=None, help="folder for one sample grid PNG per task")
     parser.add_argument("--model-card", action="store_true", help="(re)write MODEL_CARD.md in the backbone folder")
+    parser.add_argument("--card-notes", default=None, metavar="FILE",
+                        help="Markdown appended to MODEL_CARD.md (measurements behind the choices)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -350,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             atomic_write_json(args.json, rates)
         if args.model_card:
-            write_model_card(args.backbone, rates)
+            notes = Path(args.card_notes).read_text() if args.card_notes else ""
+            write_model_card(args.backbone, rates, notes=notes)
     except HeroBenchError as exc:
         print(f"base_rates: error: {exc}", file=sys.stderr)
         return 2
