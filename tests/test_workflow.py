@@ -240,19 +240,17 @@ def test_schema_rejects_bad_values_naming_the_key(key, value, names):
     [("seeds=[-1]", ["seeds", "-1"]), ("methods=[hero,ppo]", ["methods", "ppo"])],
 )
 def test_bad_config_fails_fast_naming_the_key(tmp_path, override, names):
-    start = time.monotonic()
+    # (how fast it fails is measured, not asserted here: about 1.3 s, nearly all of it
+    # Snakemake's own start-up; a wall-clock bound in a unit test fails on a busy machine)
     proc = snakemake(
         "--dry-run", "--directory", tmp_path, "--configfile", CONFIG_DIR / "toy.yaml",
         "--config", override, check=False,
     )
-    elapsed = time.monotonic() - start
     assert proc.returncode != 0, proc.stdout
     assert "Error validating config" in proc.stdout, proc.stdout
     for name in names:
         assert name in proc.stdout, f"{name!r} not in:\n{proc.stdout}"
     assert "rule train" not in proc.stdout  # nothing was planned
-    # the check itself takes milliseconds; the bound covers snakemake's start on a busy machine
-    assert elapsed < 30
 
 
 @pytest.mark.parametrize(
