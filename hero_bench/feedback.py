@@ -39,6 +39,7 @@ import numpy as np
 
 from hero_bench.config import config_hash
 from hero_bench.errors import BudgetExceededError, ConfigError, HeroBenchError
+from hero_bench.io import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -153,19 +154,6 @@ def _jsonable(value: Any) -> Any:
 
 
 _REQUIRED = frozenset({"seq", "txn", "txn_size", "type", "run_id", "epoch", "kind", "value", "evaluator_seed"})
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class FeedbackLedger:
@@ -448,7 +436,7 @@ class FeedbackLedger:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._valid_end += len(blob)
         self._file_size = self._valid_end
         for rec in recs:

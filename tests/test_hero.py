@@ -23,14 +23,7 @@ from hero_bench.presets import build_run_config
 from oracles.base import OracleResult
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread while these tests run: on a shared machine two threads per process
-    oversubscribe the cores and a tiny UNet forward gets ~40x slower (measured 0.1 s vs 4.3 s)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- triplet loss ------------------------------------------------------------------------------
