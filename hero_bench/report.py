@@ -594,7 +594,9 @@ def render_markdown(summary: pd.DataFrame) -> str:
                     ratio = f"< {r.estimate:.2f}× (not reached)"
                     need = f"> {_fb(r.candidate_feedback)}"
                 else:
-                    ratio = "∞" if math.isinf(r.estimate) else f"{r.estimate:.2f}×"
+                    # a match at 0 feedback means the reference ended no better than the base
+                    # model: "infinitely more efficient" would overstate a non-result
+                    ratio = "n/a (no gain over base)" if math.isinf(r.estimate) else f"{r.estimate:.2f}×"
                     need = _fb(r.candidate_feedback)
                 body.append([_task_label(r.task), _num(r.threshold), _fb(r.reference_feedback), need, ratio])
             header = ["task", f"{ref_l} final success (IQM)", f"{ref_l} feedback", f"{hero_l} feedback to match", "ratio"]
