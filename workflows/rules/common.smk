@@ -6,15 +6,18 @@
 import os
 import re
 import shlex
+import shutil
 import sys
 
 from snakemake.logging import logger
 
 
-# Rules call the `hero-bench` console script. Put the interpreter's own bin folder first on the
-# jobs' PATH, so `.venv/bin/snakemake --cores 2` works without activating the venv
+# Rules call the `hero-bench` console script. When it is not on the PATH (as with
+# `.venv/bin/snakemake --cores 2` and no activated venv), put the interpreter's own bin folder
+# on the jobs' PATH; a `hero-bench` the user put on the PATH wins
 # (set -euo pipefail is Snakemake's own default prefix, which shell.prefix replaces).
-shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
+if shutil.which("hero-bench") is None:
+    shell.prefix(f'set -euo pipefail; export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; ')
 
 # the smoke tier's random tiny backbone, built by rule build_tiny_backbone
 TINY_BACKBONE = "results/models/tiny-sd"
