@@ -12,7 +12,12 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "workflows/config/toy.yaml"
+# the default config only when no --configfile is given: Snakemake merges --configfile into the
+# `configfile:` one key by key, so keys only the default has (e.g. its `set:`) would leak into
+# every other config
+if not workflow.overwrite_configfiles:
+
+    configfile: "workflows/config/toy.yaml"
 
 
 # helper functions only; nothing in it reads the config before it is validated below
