@@ -294,11 +294,15 @@ TOY_TASKS: tuple[Task, ...] = (
     ),
     Task(
         name="relation", tier="toy", category="reasoning",
-        description="both requested objects drawn and the spatial relation (above/left of) holds",
-        train_prompts=(related(("red", "circle"), "above", ("green", "square")),
-                       related(("blue", "square"), "left", ("yellow", "circle"))),
-        eval_prompts=(related(("green", "triangle"), "above", ("purple", "circle")),
-                      related(("yellow", "circle"), "left", ("red", "square"))),
+        description="both requested objects drawn, apart, and the spatial relation (above/left of) holds",
+        # both objects share a colour: the shipped model binds colours so poorly in two-object
+        # scenes that two-colour prompts succeed <1% of the time (MODEL_CARD.md), and the task is
+        # about composition, not binding (rare_binding measures that)
+        train_prompts=(related(("purple", "triangle"), "above", ("purple", "circle")),
+                       related(("blue", "square"), "above", ("blue", "circle"))),
+        eval_prompts=(related(("green", "circle"), "above", ("green", "triangle")),
+                      related(("yellow", "circle"), "above", ("yellow", "triangle")),
+                      related(("green", "triangle"), "left", ("green", "circle"))),
         oracle_factory=ShapesOracle, oracle_name=ORACLE_NAME,
     ),
     Task(
