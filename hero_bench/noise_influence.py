@@ -1,0 +1,79 @@
+"""How much does the initial noise z_T decide whether an image succeeds?
+
+HERO's feedback-guided generation (spec §4.5) samples the next epoch's initial noises near those
+of the best and good images.  That can only raise the success rate if z_T largely determines the
+outcome; with stochastic DDIM (eta > 0) fresh noise enters at every step and may decide instead.
+This module measures it: ``n_noises`` initial noises, each sampled ``repeats`` times with
+different per-step noise, judged by the task's oracle, then the one-way ANOVA intraclass
+correlation ICC(1) of the oracle's success flag and of its continuous score, grouped by z_T.
+
+ICC(1) is the share of the outcome's variance that lies between initial noises: about 0 when z_T
+does not matter (the spread of group means is what ``repeats`` draws give by chance), 1 when z_T
+decides everything (every repeat of a z_T gives the same outcome, as with eta = 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+
+def icc1(values: np.ndarray) -> float:
+    """One-way random-effects intraclass correlation ICC(1) of ``values[group, repeat]``.
+
+    (MSB − MSW) / (MSB + (k − 1)·MSW) with k repeats per group; NaN when the values do not vary
+    at all (nothing to attribute).  Negative estimates (less spread between groups than chance
+    gives) are returned as they are, not clipped, so that they show sampling noise honestly.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
+        raise ValueError(f"icc1 needs values[group, repeat] with >= 2 groups and >= 2 repeats, got shape {x.shape}")
+    g, k = x.shape
+    means = x.mean(axis=1)
+    msb = k * ((means - x.mean()) ** 2).sum() / (g - 1)
+    msw = ((x - means[:, None]) ** 2).sum() / (g * (k - 1))
+    denom = msb + (k - 1) * msw
+    return float("nan") if denom == 0 else float((msb - msw) / denom)
+
+
+def measure_noise_influence(backbone, task, sampler_cfg, n_noises: int = 16, repeats: int = 8,
+                            seed: int = 0, prompt_index: int = 0) -> dict[str, Any]:
+    """Sample ``n_noises`` × ``repeats`` images of one train prompt of ``task`` and measure ICC(1).
+
+    Every z_T is repeated ``repeats`` times in one batch; the per-step noise comes from one
+    generator, so the repeats of a z_T differ only in the noise added along the way.
+    """
+    import torch
+
+    from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
+
+    if n_noises < 2 or repeats < 2:
+        raise ValueError(f"need at least 2 noises and 2 repeats, got {n_noises} and {repeats}")
+    prompts = task.train_prompts
+    if not 0 <= prompt_index < len(prompts):
+        raise ValueError(f"prompt_index {prompt_index} out of range: task {task.name!r} has "
+                         f"{len(prompts)} train prompts (0..{len(prompts) - 1})")
+    prompt = prompts[prompt_index]
+    noise_gen = torch.Generator(device="cpu").manual_seed(seed)
+    step_gen = torch.Generator(device="cpu").manual_seed(seed + 1)
+    z_T = initial_noise(backbone, n_noises, noise_gen).repeat_interleave(repeats, dim=0)
+    n = n_noises * repeats
+    with torch.no_grad():
+        traj = sample_trajectories(backbone, [prompt.text] * n, z_T, sampler_cfg, step_gen)
+    results = list(task.oracle_factory()(traj.images, [prompt.text] * n, [prompt.metadata] * n))
+    success = np.array([float(r.success) for r in results]).reshape(n_noises, repeats)
+    score = np.array([float(r.score) for r in results]).reshape(n_noises, repeats)
+    return {
+        "task": task.name,
+        "prompt": prompt.text,
+        "n_noises": n_noises,
+        "repeats": repeats,
+        "seed": seed,
+        "sampler": dataclasses.asdict(sampler_cfg),
+        "success_rate": float(success.mean()),
+        "icc_success": icc1(success),
+        "icc_score": icc1(score),
+        "success_per_noise": success.mean(axis=1).round(4).tolist(),
+    }

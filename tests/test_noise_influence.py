@@ -1,0 +1,65 @@
+"""ICC(1) on hand-computed tables, and the noise-influence measurement on the tiny backbone."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from hero_bench.cli import main
+from hero_bench.noise_influence import icc1, measure_noise_influence
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_icc1_matches_a_hand_computed_table():
+    # means 2/3 and 0, grand mean 1/3: MSB = 3·2·(1/3)² = 2/3, MSW = (2/9 + 4/9)/4 = 1/6
+    # ICC = (2/3 − 1/6) / (2/3 + 2·1/6) = 0.5
+    assert icc1(np.array([[1, 1, 0], [0, 0, 0]])) == pytest.approx(0.5)
+
+
+def test_icc1_extremes():
+    # the group decides everything: every repeat agrees, groups differ
+    assert icc1(np.array([[1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]])) == pytest.approx(1.0)
+    # the group decides nothing: identical groups -> MSB = 0 -> −1/(k−1)
+    assert icc1(np.array([[1, 0, 1, 0], [1, 0, 1, 0]])) == pytest.approx(-1 / 3)
+    assert math.isnan(icc1(np.zeros((3, 4))))
+
+
+@pytest.mark.parametrize("shape", [(1, 4), (4, 1), (8,)])
+def test_icc1_rejects_tables_without_groups_and_repeats(shape):
+    with pytest.raises(ValueError, match="groups"):
+        icc1(np.zeros(shape))
+
+
+def test_eta_zero_makes_every_repeat_of_a_noise_identical(tiny_backbone):
+    """With deterministic DDIM the repeats of a z_T are the same image, so z_T decides the score."""
+    from hero_bench.diffusion.sampler import SamplerConfig
+    from hero_bench.tasks import get_task
+
+    task = get_task("anomaly")
+    cfg = SamplerConfig(steps=3, eta=0.0, guidance_scale=2.0, batch_size=16)
+    r = measure_noise_influence(tiny_backbone, task, cfg, n_noises=4, repeats=3, seed=0)
+    assert r["n_noises"] == 4 and r["repeats"] == 3 and r["prompt"] == task.train_prompts[0].text
+    # the random tiny model's oracle scores differ between noises but never within one
+    assert r["icc_score"] == pytest.approx(1.0)
+    # eta = 1 adds fresh noise at every step: the repeats differ and z_T no longer decides
+    stochastic = measure_noise_influence(tiny_backbone, task, SamplerConfig(steps=3, eta=1.0, batch_size=16),
+                                         n_noises=4, repeats=3, seed=0)
+    assert stochastic["icc_score"] < 0.9
+
+
+def test_cli_writes_json_and_rejects_bad_input(tiny_backbone_dir, tmp_path, capsys):
+    out = tmp_path / "ni.json"
+    args = ["noise-influence", "--tier", "smoke", "--task", "counting", "--backbone", str(tiny_backbone_dir),
+            "--noises", "2", "--repeats", "2", "--steps", "2"]
+    assert main([*args, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["task"] == "counting" and result["sampler"]["steps"] == 2
+    assert "ICC(1)" in capsys.readouterr().out
+    assert main([*args, "--repeats", "1"]) == 2
+    assert "--repeats must be at least 2" in capsys.readouterr().err
+    assert main([*args, "--prompt-index", "9"]) == 2
+    assert "train prompts" in capsys.readouterr().err
