@@ -4,7 +4,7 @@ returns for each image, and the call signature the simulated evaluator relies on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -33,3 +33,15 @@ class Oracle(Protocol):
     def __call__(self, images: np.ndarray, prompts: Sequence[str],
                  metadata: Sequence[Mapping[str, Any]]) -> list[OracleResult]:
         ...
+
+
+def task_factory(make: Callable[..., Any], task: str) -> Callable[..., Any]:
+    """``Task.oracle_factory`` of one task of a judge family: ``make(task, settings, **overrides)``
+    with the task bound, named after it so registries and tracebacks say which task it serves."""
+
+    def factory(settings: Any = None, **overrides: Any) -> Any:
+        return make(task, settings, **overrides)
+
+    factory.__name__ = f"{make.__name__}_for_{task}"
+    factory.__doc__ = f"Oracle factory of the task {task!r}: see ``{make.__module__}.{make.__name__}``."
+    return factory

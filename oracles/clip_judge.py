@@ -43,6 +43,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
+from oracles.base import task_factory
 from oracles.paper_prompts import (
     BLACK_CAT_PROMPT,
     BLUE_ROSE_PROMPT,
@@ -430,15 +431,6 @@ def make_clip_judge(task: str, settings: ClipJudgeSettings | Mapping[str, Any] |
     return ClipJudge(load_clip(cfg), questions, cfg, task)
 
 
-def _factory(task: str):
-    def factory(settings: ClipJudgeSettings | Mapping[str, Any] | None = None, **overrides: Any) -> ClipJudge:
-        return make_clip_judge(task, settings, **overrides)
-
-    factory.__name__ = f"make_{task}_clip_judge"
-    factory.__doc__ = f"Factory of the paper task {task!r}: see ``make_clip_judge``."
-    return factory
-
-
 def _register() -> None:
     from hero_bench.tasks import Prompt, Task, register_task
 
@@ -468,7 +460,7 @@ def _register() -> None:
                 description=description,
                 train_prompts=prompts(train, task=name),
                 eval_prompts=prompts(*evals, task=name),
-                oracle_factory=_factory(name),
+                oracle_factory=task_factory(make_clip_judge, name),
                 oracle_name=ORACLE_NAME,
                 eval_note="" if set(evals).isdisjoint({train}) else TRAIN_PROMPT_EVAL_NOTE,
             )

@@ -32,6 +32,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
+from oracles.base import task_factory
 from oracles.paper_prompts import (
     BLACK_CAT_PROMPT,
     BLUE_ROSE_PROMPT,
@@ -261,15 +262,6 @@ def make_vlm_judge(task: str, settings: VlmJudgeSettings | Mapping[str, Any] | N
     return VlmJudge(processor, model, device, TASK_QUESTIONS[task], cfg, task)
 
 
-def _factory(task: str):
-    def factory(settings: VlmJudgeSettings | Mapping[str, Any] | None = None, **overrides: Any) -> VlmJudge:
-        return make_vlm_judge(task, settings, **overrides)
-
-    factory.__name__ = f"make_{task}_judge"
-    factory.__doc__ = f"Factory of the paper task {task!r}: see ``make_vlm_judge``."
-    return factory
-
-
 def _register() -> None:
     from hero_bench.tasks import Prompt, Task, register_task
 
@@ -289,7 +281,7 @@ def _register() -> None:
                 + " / ".join(TASK_QUESTIONS[name]),
                 train_prompts=(prompt,),
                 eval_prompts=(prompt,),
-                oracle_factory=_factory(name),
+                oracle_factory=task_factory(make_vlm_judge, name),
                 oracle_name=ORACLE_NAME,
                 eval_note=TRAIN_PROMPT_EVAL_NOTE,
             )
