@@ -16,6 +16,7 @@ from hero_bench.algorithms.hero import (
     ProjectionHead,
     cosine_distance,
     guided_noise,
+    reward_auc,
     triplet_loss,
 )
 from hero_bench.feedback import FeedbackLedger, SimulatedEvaluator
@@ -233,3 +234,12 @@ def test_noise_guidance_off_samples_standard_normal(tmp_path, tiny_backbone_dir)
     from hero_bench.diffusion.sampler import initial_noise
 
     assert torch.equal(b2.traj.z_T, initial_noise(m.ctx.backbone, 4, m.ctx.generator(2, "noise")))
+
+
+def test_reward_auc_counts_good_over_bad_pairs_by_hand():
+    good = np.array([True, False, True, False])
+    assert reward_auc(np.array([0.9, 0.1, 0.8, 0.2]), good) == 1.0
+    assert reward_auc(np.array([0.1, 0.9, 0.2, 0.8]), good) == 0.0
+    # pairs (good, bad): (0.9, 0.5) win, (0.9, 0.7) win, (0.5, 0.5) tie, (0.5, 0.7) loss -> 2.5 / 4
+    assert reward_auc(np.array([0.9, 0.5, 0.5, 0.7]), good) == pytest.approx(0.625)
+    assert math.isnan(reward_auc(np.array([0.3, 0.4]), np.array([True, True])))

@@ -146,8 +146,10 @@ def test_hero_run_outputs(hero_run):
     assert sorted(p.name for p in (hero_run / "lora").iterdir()) == [f"epoch_000{i}.safetensors" for i in range(3)]
     log = rows(hero_run / "train_log.csv")
     assert [int(r["epoch"]) for r in log] == [1, 2]
-    for key in ("loss", "approx_kl", "clipfrac", "triplet_loss", "train_success", "reward_mean", "sample_s"):
+    for key in ("loss", "approx_kl", "clipfrac", "triplet_loss", "train_success", "reward_mean", "reward_auc",
+                "reward_auc_prior", "sample_s"):
         assert key in log[0]
+    assert log[0]["reward_auc_prior"] == "nan"  # no representation before the first round
     done = json.loads((hero_run / "DONE.json").read_text())
     assert done["feedback_used"] == 8 and done["epochs"] == 2
 

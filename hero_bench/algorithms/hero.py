@@ -164,6 +164,21 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
                        min=0.0).mean()
 
 
+def reward_auc(rewards: np.ndarray, good: np.ndarray) -> float:
+    """P(reward of a random good image > that of a random bad one), ties counting half (AUROC).
+
+    1: the reward ranks every good image above every bad one; 0.5: no better than chance; NaN when
+    the batch has only one class."""
+    from scipy.stats import rankdata
+
+    good = np.asarray(good, dtype=bool)
+    n_good, n_bad = int(good.sum()), int((~good).sum())
+    if n_good == 0 or n_bad == 0:
+        return float("nan")
+    ranks = rankdata(rewards)  # average ranks for ties (Mann-Whitney U)
+    return float((ranks[good].sum() - n_good * (n_good + 1) / 2) / (n_good * n_bad))
+
+
 def guided_noise(best_noise: torch.Tensor, good_noises: torch.Tensor, n: int, best_ratio: float,
                  noise_scale: float, generator: torch.Generator) -> torch.Tensor:
     """π_HERO (§4.5): ``n`` initial noises around the best noise and the good noises.
@@ -249,6 +264,9 @@ class Hero(Method):
         positives = np.flatnonzero(positive_mask)
         negatives = np.flatnonzero(~fb.good)
 
+        # how well the representation learned from earlier rounds ranks this round's new images
+        # (a diagnostic only: the rewards PPO uses come from the embedding retrained below)
+        prior_auc = reward_auc(self.rewards(feats, fb.good, positives), fb.good) if epoch > 1 else float("nan")
         metrics = self.train_representation(epoch, feats, positives, negatives)
 
         rewards = self.rewards(feats, fb.good, positives)
@@ -263,6 +281,8 @@ class Hero(Method):
             "train_success": float(fb.good.mean()),
             "reward_mean": float(np.mean(rewards)),
             "reward_std": float(np.std(rewards)),
+            "reward_auc": reward_auc(rewards, fb.good),
+            "reward_auc_prior": prior_auc,
             "n_good": float(fb.good.sum()),
             "best_changed": float(fb.best_index is not None),
             "best_score": float(fb.best.score),
