@@ -7,8 +7,9 @@
 #
 # Each run: the toy preset (64 images per epoch, D3PO 9 groups of 7), evaluation on 128 held-out
 # images at 0, 256 and 512 feedback (and at the budget's last epoch). Runs resume if restarted;
-# finished runs (DONE.json) are skipped. Seeds are the outer loop, so an interrupted grid still
-# has whole seeds.
+# finished runs (DONE.json) are skipped. Tasks are the outer loop, so an interrupted grid has
+# whole tasks (every method and seed) rather than a little of everything. On 2 cores the grid
+# takes several hours (D3PO's update dominates; measured figures in docs/methods.md).
 set -euo pipefail
 OUT=${1:-results/acceptance-512}
 JOBS=${2:-2}
@@ -20,8 +21,8 @@ HB=${HERO_BENCH:-hero-bench}
 mkdir -p "$OUT/logs"
 jobs_file="$OUT/jobs.txt"
 : > "$jobs_file"
-for seed in $SEEDS; do
-  for task in $TASKS; do
+for task in $TASKS; do
+  for seed in $SEEDS; do
     for method in $METHODS; do
       run="$OUT/runs/toy/$task/$method/seed$seed"
       echo "$HB train --tier toy --task $task --method $method --seed $seed --budget $BUDGET --out $run" \
