@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+CARD_NOTES = Path(__file__).with_name("model_card_notes.md")
+"""The model card's hand-written part (measurements behind the choices), appended by --model-card."""
 ACCEPTED_RANGE = (0.05, 0.60)
 """DESIGN.md: the pretrained model must reach each task's success with probability in this range."""
 Z_95 = 1.959963984540054
@@ -332,8 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the results as JSON here")
     parser.add_argument("--figures", default=None, help="folder for one sample grid PNG per task")
     parser.add_argument("--model-card", action="store_true", help="(re)write MODEL_CARD.md in the backbone folder")
-    parser.add_argument("--card-notes", default=None, metavar="FILE",
-                        help="Markdown appended to MODEL_CARD.md (measurements behind the choices)")
+    parser.add_argument("--card-notes", default=str(CARD_NOTES), metavar="FILE",
+                        help="Markdown appended to MODEL_CARD.md (measurements behind the choices; "
+                             "default: hero_bench/toyworld/model_card_notes.md)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
