@@ -26,7 +26,9 @@ def _train_logs(root: Path) -> pd.DataFrame:
     frames = []
     for path in sorted(root.glob("runs/toy/*/*/seed*/train_log.csv")):
         task, method, seed = path.parts[-4], path.parts[-3], int(path.parts[-2].removeprefix("seed"))
-        frames.append(pd.read_csv(path).assign(task=task, method=method, seed=seed))
+        log = pd.read_csv(path)
+        if len(log):  # base runs train nothing: a header only
+            frames.append(log.assign(task=task, method=method, seed=seed))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
