@@ -336,7 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model-card", action="store_true", help="(re)write MODEL_CARD.md in the backbone folder")
     parser.add_argument("--card-notes", default=str(CARD_NOTES), metavar="FILE",
                         help="Markdown appended to MODEL_CARD.md (measurements behind the choices; "
-                             "default: hero_bench/toyworld/model_card_notes.md)")
+                             "default: hero_bench/toyworld/model_card_notes.md, which describes the shipped "
+                             "model; '' for none)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
