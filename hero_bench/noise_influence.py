@@ -38,6 +38,20 @@ def icc1(values: np.ndarray) -> float:
     return float("nan") if denom == 0 else float((msb - msw) / denom)
 
 
+def check_design(task, n_noises: int, repeats: int, prompt_index: int) -> None:
+    """Raise ConfigError unless the design can give an ICC: >= 2 noises, >= 2 repeats and an
+    existing train prompt.  Separate so that the CLI checks before it loads a backbone."""
+    from hero_bench.errors import ConfigError
+
+    for name, value in (("noises", n_noises), ("repeats", repeats)):
+        if value < 2:
+            raise ConfigError(f"{name} must be at least 2 (an ICC needs two groups of two), got {value}")
+    n = len(task.train_prompts)
+    if not 0 <= prompt_index < n:
+        raise ConfigError(f"prompt index {prompt_index} out of range: task {task.name!r} has "
+                          f"{n} train prompts (0..{n - 1})")
+
+
 def measure_noise_influence(backbone, task, sampler_cfg, n_noises: int = 16, repeats: int = 8,
                             seed: int = 0, prompt_index: int = 0) -> dict[str, Any]:
     """Sample ``n_noises`` × ``repeats`` images of one train prompt of ``task`` and measure ICC(1).
@@ -49,13 +63,8 @@ def measure_noise_influence(backbone, task, sampler_cfg, n_noises: int = 16, rep
 
     from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
 
-    if n_noises < 2 or repeats < 2:
-        raise ValueError(f"need at least 2 noises and 2 repeats, got {n_noises} and {repeats}")
-    prompts = task.train_prompts
-    if not 0 <= prompt_index < len(prompts):
-        raise ValueError(f"prompt_index {prompt_index} out of range: task {task.name!r} has "
-                         f"{len(prompts)} train prompts (0..{len(prompts) - 1})")
-    prompt = prompts[prompt_index]
+    check_design(task, n_noises, repeats, prompt_index)
+    prompt = task.train_prompts[prompt_index]
     noise_gen = torch.Generator(device="cpu").manual_seed(seed)
     step_gen = torch.Generator(device="cpu").manual_seed(seed + 1)
     z_T = initial_noise(backbone, n_noises, noise_gen).repeat_interleave(repeats, dim=0)

@@ -51,6 +51,19 @@ def test_eta_zero_makes_every_repeat_of_a_noise_identical(tiny_backbone):
     assert stochastic["icc_score"] < 0.9
 
 
+def test_design_checks_name_the_problem():
+    from hero_bench.errors import ConfigError
+    from hero_bench.noise_influence import check_design
+    from hero_bench.tasks import get_task
+
+    task = get_task("anomaly")
+    check_design(task, 2, 2, len(task.train_prompts) - 1)
+    with pytest.raises(ConfigError, match="noises must be at least 2"):
+        check_design(task, 1, 8, 0)
+    with pytest.raises(ConfigError, match="out of range"):
+        check_design(task, 4, 4, len(task.train_prompts))
+
+
 def test_cli_writes_json_and_rejects_bad_input(tiny_backbone_dir, tmp_path, capsys):
     out = tmp_path / "ni.json"
     args = ["noise-influence", "--tier", "smoke", "--task", "counting", "--backbone", str(tiny_backbone_dir),
@@ -60,6 +73,6 @@ def test_cli_writes_json_and_rejects_bad_input(tiny_backbone_dir, tmp_path, caps
     assert result["task"] == "counting" and result["sampler"]["steps"] == 2
     assert "ICC(1)" in capsys.readouterr().out
     assert main([*args, "--repeats", "1"]) == 2
-    assert "--repeats must be at least 2" in capsys.readouterr().err
+    assert "repeats must be at least 2" in capsys.readouterr().err
     assert main([*args, "--prompt-index", "9"]) == 2
     assert "train prompts" in capsys.readouterr().err

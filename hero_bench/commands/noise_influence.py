@@ -45,13 +45,10 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    for name in ("noises", "repeats"):
-        if getattr(args, name) < 2:
-            raise ConfigError(f"--{name} must be at least 2, got {getattr(args, name)}")
 
     from hero_bench.diffusion.backbone import load_backbone
     from hero_bench.io import atomic_write_json
-    from hero_bench.noise_influence import measure_noise_influence
+    from hero_bench.noise_influence import check_design, measure_noise_influence
     from hero_bench.presets import build_run_config, resolve_backbone
     from hero_bench.tasks import get_task
 
@@ -63,9 +60,7 @@ def run(args) -> int:
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     task = get_task(cfg.task)
-    if not 0 <= args.prompt_index < len(task.train_prompts):
-        raise ConfigError(f"--prompt-index {args.prompt_index}: task {task.name!r} has "
-                          f"{len(task.train_prompts)} train prompts (0..{len(task.train_prompts) - 1})")
+    check_design(task, args.noises, args.repeats, args.prompt_index)  # before the (slow) backbone load
     backbone = load_backbone(resolve_backbone(cfg.backbone), device=cfg.device, dtype=cfg.dtype)
     result = measure_noise_influence(backbone, task, sampler, n_noises=args.noises, repeats=args.repeats,
                                      seed=args.seed, prompt_index=args.prompt_index)
