@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -171,3 +172,92 @@ def test_second_stage_refuses_another_architecture(reference_run, tmp_path):
     with pytest.raises(ConfigError, match="not a pretrain-toy model folder"):
         pretrain(PretrainConfig(**{**TINY.__dict__, "init_from": str(tmp_path)}), tmp_path / "y",
                  resume=False, progress=False, preview=False)
+
+
+# settings that only change bookkeeping, not the weights
+BOOKKEEPING = {"checkpoint_every", "log_every", "init_from"}
+
+
+def test_shipped_recipe_matches_the_shipped_training_record():
+    from hero_bench.presets import TOY_BACKBONE, resolve_backbone
+    from hero_bench.toyworld.recipe import SHIPPED, stage_configs
+
+    record = json.loads((Path(resolve_backbone(TOY_BACKBONE)) / "training_config.json").read_text())
+    records = [record["init_from"]["record"], record]  # stage 1 is nested in stage 2's record
+    plan = stage_configs(SHIPPED, "/out")
+    assert len(plan) == len(records)
+    for (folder, cfg), rec in zip(plan, records):
+        recorded = {k: v for k, v in rec["pretrain_config"].items() if k not in BOOKKEEPING}
+        planned = {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING}
+        assert planned == recorded, folder.name
+    assert plan[0][1].init_from == "" and plan[1][1].init_from == str(Path("/out/stage1/model_raw"))
+    # the shipped weights are the last stage's EMA weights
+    assert record["weights"] == "ema" and record["init_from"]["path"].endswith("model_raw")
+
+
+def test_recipe_chains_stages_like_separate_runs(tmp_path):
+    from hero_bench.toyworld.recipe import run_recipe
+
+    stages = (("a", {"steps": 2}), ("b", {"steps": 2, "seed": 1, "data_seed": 1, "ema_decay": 0.5}))
+    seen = []
+    results = run_recipe(stages, tmp_path / "r", base=TINY, progress=False, preview=False,
+                         on_stage=lambda i, name, res: seen.append((i, name, res.steps_done)))
+    assert seen == [(0, "a", 2), (1, "b", 2)]
+    assert results[-1].model_dir == tmp_path / "r" / "b" / "model"
+    record = json.loads((tmp_path / "r" / "b" / "training_config.json").read_text())
+    assert record["init_from"]["path"] == str(tmp_path / "r" / "a" / "model_raw")
+    # the same two stages run by hand give the same weights, bit for bit
+    first = PretrainConfig(**{**TINY.__dict__, "steps": 2})
+    pretrain(first, tmp_path / "a", resume=False, progress=False, preview=False)
+    second = PretrainConfig(**{**first.__dict__, "seed": 1, "data_seed": 1, "ema_decay": 0.5,
+                               "init_from": str(tmp_path / "a" / "model_raw")})
+    pretrain(second, tmp_path / "b", resume=False, progress=False, preview=False)
+    assert _same(_weights(tmp_path / "b" / "model"), _weights(tmp_path / "r" / "b" / "model"))
+
+
+def test_recipe_rejects_bad_stages(tmp_path):
+    from hero_bench.toyworld.recipe import stage_configs
+
+    with pytest.raises(ConfigError, match="chains its stages"):
+        stage_configs((("a", {"init_from": "x"}),), tmp_path)
+    with pytest.raises(ConfigError, match="stepz"):
+        stage_configs((("a", {"stepz": 1}),), tmp_path)
+
+
+def test_cli_recipe_refuses_settings_it_fixes(tmp_path, capsys):
+    assert cli_main(["pretrain-toy", "--recipe", "shipped", "--out", str(tmp_path), "--seed", "3"]) == 2
+    assert "drop --seed" in capsys.readouterr().err
+    assert cli_main(["pretrain-toy", "--recipe", "shipped", "--out", str(tmp_path), "--set", "steps=1"]) == 2
+    assert "drop --set" in capsys.readouterr().err
+    assert cli_main(["pretrain-toy", "--recipe", "nope", "--out", str(tmp_path)]) == 2
+    assert "accepted: shipped" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_model_card_commands_rebuild_the_recipe(tmp_path):
+    """The per-stage commands the model card prints parse to the recipe's stage configs."""
+    import shlex
+    import shutil
+
+    from hero_bench.cli import build_parser
+    from hero_bench.commands.pretrain_toy import config_from_args
+    from hero_bench.presets import TOY_BACKBONE, resolve_backbone
+    from hero_bench.toyworld.base_rates import write_model_card
+    from hero_bench.toyworld.recipe import SHIPPED, stage_configs
+
+    shipped = Path(resolve_backbone(TOY_BACKBONE))
+    folder = tmp_path / "card"
+    shutil.copytree(shipped, folder)
+    rates = json.loads((shipped / "base_rates.json").read_text())
+    card = write_model_card(folder, rates).read_text()
+    assert "hero-bench pretrain-toy --recipe shipped --out work" in card
+    lines = [line for line in card.splitlines() if line.startswith("hero-bench pretrain-toy --out work/stage")]
+    plan = stage_configs(SHIPPED, "work")
+    assert len(lines) == len(plan)
+    parser = build_parser()
+    for line, (folder_, cfg) in zip(lines, plan):
+        args = parser.parse_args(shlex.split(line)[1:])
+        assert Path(args.out) == folder_
+        assert {k: v for k, v in to_dict(config_from_args(args)).items() if k not in BOOKKEEPING} == \
+            {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING}
+        assert config_from_args(args).init_from == cfg.init_from

@@ -14,6 +14,15 @@ OUT/model_raw/ (non-EMA weights), OUT/train_log.csv, OUT/training_config.json, O
 The toy tier uses the shipped weights in hero_bench/toyworld/pretrained/shapesworld/; this command
 is only needed to rebuild them.  Other PretrainConfig fields: --set key=value (e.g.
 --set learning_rate=5e-4 --set model.unet.block_out_channels=32,64).
+
+--recipe NAME runs a multi-stage recipe instead (hero_bench/toyworld/recipe.py) into OUT/<stage>/,
+each stage starting from the previous stage's raw weights; the final model is the last stage's
+model/.  It fixes every setting that changes the weights, so it takes no --steps, --seed,
+--data-seed, --batch-size or --set.
+
+examples:
+  hero-bench pretrain-toy --recipe shipped --out work --threads 2    # rebuild the shipped weights
+  hero-bench pretrain-toy --out work/small --steps 500 --set learning_rate=5e-4
 """
 
 
@@ -33,29 +42,67 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any PretrainConfig field, e.g. --set ema_decay=0 (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--recipe", default=None, metavar="NAME",
+                        help="run a named multi-stage recipe into OUT/<stage>/ (accepted: shipped, the recipe "
+                             "of the shipped weights)")
 
 
-def run(args) -> int:
+def config_from_args(args):
+    """The PretrainConfig of a single-stage run: defaults, then --set, then the direct options."""
     from hero_bench.config import apply_overrides
-    from hero_bench.errors import ConfigError
-    from hero_bench.toyworld.pretrain import PretrainConfig, pretrain
+    from hero_bench.toyworld.pretrain import PretrainConfig
 
-    cfg = PretrainConfig()
     direct = {
         "steps": args.steps, "seed": args.seed, "data_seed": args.data_seed,
         "batch_size": args.batch_size, "checkpoint_every": args.checkpoint_every,
     }
     overrides = list(args.overrides) + [f"{k}={v}" for k, v in direct.items() if v is not None]
-    cfg = apply_overrides(PretrainConfig, cfg, overrides)
+    return apply_overrides(PretrainConfig, PretrainConfig(), overrides)
+
+
+def _summary(prefix: str, result) -> str:
+    return (f"{prefix}: {result.steps_done} steps, final loss {result.final_loss:.4f} "
+            f"(mean of the last 100), {result.wall_seconds / 60:.1f} min; model: {result.model_dir}")
+
+
+def run(args) -> int:
+    from hero_bench.errors import ConfigError
+    from hero_bench.toyworld.pretrain import pretrain
+
+    if args.recipe is not None:
+        from hero_bench.toyworld.recipe import RECIPES
+
+        if args.recipe not in RECIPES:
+            raise ConfigError(f"--recipe {args.recipe!r} is unknown; accepted: {', '.join(sorted(RECIPES))}")
+        fixed = [f"--{name.replace('_', '-')}" for name in ("steps", "seed", "data_seed", "batch_size")
+                 if getattr(args, name) is not None] + (["--set"] if args.overrides else [])
+        if fixed:
+            raise ConfigError(f"--recipe {args.recipe} fixes every setting that changes the weights; "
+                              f"drop {', '.join(fixed)} (or run single stages without --recipe)")
+        cfg = None
+    else:
+        cfg = config_from_args(args)
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
-    result = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-    print(
-        f"pretrain-toy: {result.steps_done} steps, final loss {result.final_loss:.4f} "
-        f"(mean of the last 100), {result.wall_seconds / 60:.1f} min; model: {result.model_dir}"
-    )
+    if cfg is not None:
+        print(_summary("pretrain-toy", pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)))
+        return 0
+
+    import dataclasses
+
+    from hero_bench.toyworld.pretrain import PretrainConfig
+    from hero_bench.toyworld.recipe import RECIPES, run_recipe
+
+    base = PretrainConfig()
+    if args.checkpoint_every is not None:  # bookkeeping only: allowed with a recipe
+        base = dataclasses.replace(base, checkpoint_every=args.checkpoint_every)
+    results = run_recipe(RECIPES[args.recipe], args.out, base=base, resume=args.resume,
+                         progress=not args.no_progress,
+                         on_stage=lambda i, name, res: print(_summary(f"pretrain-toy {args.recipe}/{name}", res)))
+    total = sum(r.wall_seconds for r in results)
+    print(f"pretrain-toy: recipe {args.recipe} done in {total / 60:.1f} min; final model: {results[-1].model_dir}")
     return 0

@@ -230,12 +230,20 @@ Sample grids (first 32 eval images per task; green frame = oracle success, red =
 {figures}
 
 ## Reproduce
+One command trains every stage into `work/stage1/`, `work/stage2/`, ... (rerun it to resume after
+an interruption); the stages are data in `hero_bench/toyworld/recipe.py`, and a test keeps them
+equal to this card's training record:
+```
+hero-bench pretrain-toy --recipe shipped --out work --threads 2
+python -m hero_bench.toyworld.base_rates --backbone {final_dir} --n {n} --guidance {s_guidance} --card-notes ''
+```
+The same stages as separate commands:
 ```
 {commands}
-python -m hero_bench.toyworld.base_rates --backbone {final_dir} --n {n} --guidance {s_guidance} --figures docs/figures
 ```
 The weights are a deterministic function of the config and seeds (bitwise on CPU with the same
-thread count and library versions); `training_config.json` records everything used.
+thread count and library versions); `training_config.json` records everything used.  `--threads`
+only changes speed and the last bits of float round-off.
 {notes}"""
 
 
@@ -246,7 +254,7 @@ def _command(rec: dict[str, Any], out: str, init_from: str | None) -> str:
     """The pretrain-toy command line that reproduces one stage's record."""
     pc = rec["pretrain_config"]
     parts = [f"hero-bench pretrain-toy --out {out} --steps {rec['steps']} --batch-size {pc['batch_size']}",
-             f"--seed {rec['seed']} --data-seed {rec['data_seed']} --threads {rec.get('torch_threads', 1)}"]
+             f"--seed {rec['seed']} --data-seed {rec['data_seed']}"]
     for key, default in _DEFAULT_SETS.items():
         if pc[key] != default:
             parts.append(f"--set {key}={pc[key]:g}")
@@ -287,6 +295,7 @@ def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str =
             f"{spc['warmup_steps']}, cosine), EMA {spc['ema_decay']}, seed {st['seed']}, data seed "
             f"{st['data_seed']}, generator `{st['generator_version']}`; final loss "
             f"{st['final_loss_mean_last_100']:.4f}; wall {st['wall_seconds'] / 60:.1f} min (torch threads: {threads}).")
+        # folder names as `--recipe shipped` writes them (recipe.SHIPPED names its stages stage1, stage2)
         prev = f"work/stage{i - 1}/model_raw" if i > 1 else None
         commands.append(_command(st, f"work/stage{i}", prev))
     final_dir = f"work/stage{len(chain)}/model"

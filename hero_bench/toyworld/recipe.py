@@ -1,0 +1,64 @@
+"""Multi-stage pretraining recipes, above all the one that made the shipped ShapesWorld weights.
+
+The shipped model was trained in two stages (a short high-learning-rate stage from random weights,
+then a longer one at half the learning rate starting from the first stage's raw weights).  Keeping
+the stages here as data, rather than only as two command lines in the model card, gives users one
+command to rebuild the weights (``hero-bench pretrain-toy --recipe shipped --out DIR``) and lets a
+test hold the recipe to the training record shipped with the weights, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from hero_bench.errors import ConfigError
+from hero_bench.toyworld.pretrain import PretrainConfig, PretrainResult, pretrain
+
+Stage = tuple[str, Mapping[str, object]]
+"""(folder name under the recipe's output folder, PretrainConfig fields that differ from the base)."""
+
+SHIPPED: tuple[Stage, ...] = (
+    ("stage1", {"steps": 1800, "batch_size": 56, "learning_rate": 1e-3, "warmup_steps": 200,
+                "ema_decay": 0.999, "seed": 0, "data_seed": 0}),
+    # half the learning rate and a shorter EMA on fresh data: sharpens colour-shape binding
+    ("stage2", {"steps": 3000, "batch_size": 64, "learning_rate": 5e-4, "warmup_steps": 100,
+                "ema_decay": 0.998, "seed": 1, "data_seed": 1}),
+)
+
+RECIPES: dict[str, tuple[Stage, ...]] = {"shipped": SHIPPED}
+"""Named recipes of ``hero-bench pretrain-toy --recipe``."""
+
+
+def stage_configs(stages: Sequence[Stage], out_dir: str | Path,
+                  base: PretrainConfig = PretrainConfig()) -> list[tuple[Path, PretrainConfig]]:
+    """Each stage's output folder and config.  Every stage after the first starts from the previous
+    stage's raw (non-EMA) weights, ``OUT/<previous>/model_raw``."""
+    out_dir = Path(out_dir)
+    plan: list[tuple[Path, PretrainConfig]] = []
+    for name, fields in stages:
+        if "init_from" in fields:
+            raise ConfigError(f"recipe stage {name!r} sets init_from; the recipe chains its stages itself")
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(PretrainConfig)})
+        if unknown:
+            raise ConfigError(f"recipe stage {name!r}: unknown PretrainConfig field(s) {', '.join(unknown)}")
+        init_from = str(plan[-1][0] / "model_raw") if plan else ""
+        plan.append((out_dir / name, dataclasses.replace(base, **fields, init_from=init_from)))
+    return plan
+
+
+def run_recipe(stages: Sequence[Stage], out_dir: str | Path, base: PretrainConfig = PretrainConfig(),
+               resume: bool = True, progress: bool = True, preview: bool = True,
+               batch_fn: Callable | None = None,
+               on_stage: Callable[[int, str, PretrainResult], None] | None = None) -> list[PretrainResult]:
+    """Run the stages in order into ``out_dir/<stage name>/``; the final model is the last stage's
+    ``model/``.  Each stage resumes from its own checkpoint, so rerunning the same command after an
+    interruption continues where it stopped (finished stages only rewrite their model folders)."""
+    results = []
+    for i, (folder, cfg) in enumerate(stage_configs(stages, out_dir, base)):
+        result = pretrain(cfg, folder, resume=resume, progress=progress, preview=preview, batch_fn=batch_fn)
+        results.append(result)
+        if on_stage is not None:
+            on_stage(i, folder.name, result)
+    return results
