@@ -183,6 +183,28 @@ def test_wilson_interval_known_values():
     assert hi == 1.0 and lo == pytest.approx(0.9852, abs=1e-4)
 
 
+def _rates(**successes):
+    from hero_bench.toyworld.base_rates import wilson_interval
+
+    return {"n": 100, "eval_seed": 1, "sampler": {"steps": 20},
+            "tasks": [{"task": t, "successes": k, "success_rate": k / 100, "ci95": list(wilson_interval(k, 100))}
+                      for t, k in successes.items()]}
+
+
+def test_compare_rates_checks_each_task_against_the_reference_interval():
+    from hero_bench.errors import ConfigError
+    from hero_bench.toyworld.base_rates import compare_rates
+
+    reference = _rates(a=20, b=50)  # Wilson 95%: a [13.3%, 28.9%], b [40.4%, 59.6%]
+    rows = compare_rates(reference, _rates(a=28, b=39))
+    assert [(r["task"], r["inside"]) for r in rows] == [("a", True), ("b", False)]
+    assert rows[0]["reference_ci95"] == pytest.approx([0.1333, 0.2888], abs=1e-4)
+    with pytest.raises(ConfigError, match="different eval_seed"):
+        compare_rates(reference, {**_rates(a=20), "eval_seed": 2})
+    with pytest.raises(ConfigError, match="not in the reference"):
+        compare_rates(reference, _rates(c=20))
+
+
 def test_base_rates_use_the_benchmarks_eval_protocol(tiny_toy_dir):
     """base_rates must reproduce evaluate_model's epoch-0 numbers (same prompts, seeds and oracle)."""
     from hero_bench.diffusion.backbone import load_backbone

@@ -8,10 +8,11 @@ the epoch-0 points every toy feedback-efficiency curve starts from.  DESIGN.md a
 task's base success to lie in [5%, 60%].
 
     python -m hero_bench.toyworld.base_rates --backbone hero_bench/toyworld/pretrained/shapesworld --n 256 \
-        [--json OUT.json] [--figures docs/figures] [--model-card]
+        [--json OUT.json] [--figures docs/figures] [--model-card] [--compare REFERENCE]
 
 ``--model-card`` (re)writes ``MODEL_CARD.md`` in the backbone folder from its
-``training_config.json`` and the measured rates.
+``training_config.json`` and the measured rates.  ``--compare`` checks the rates against another
+model's ``base_rates.json`` (a rebuilt model against the shipped one: the reproduction criterion).
 """
 
 from __future__ import annotations
@@ -50,14 +51,9 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
 
 def toy_sampler_config():
     """The toy tier's sampler settings (from the toy preset, so the rates match the benchmark's epoch 0)."""
-    from hero_bench.diffusion.sampler import SamplerConfig
+    from hero_bench.presets import toy
 
-    try:
-        from hero_bench.presets import toy
-
-        return toy("hero", "anomaly").sampler
-    except Exception:  # noqa: BLE001 - presets still being assembled: fall back to the documented settings
-        return SamplerConfig(steps=20, eta=1.0, guidance_scale=5.0)
+    return toy("hero", "anomaly").sampler
 
 
 def measure_task(backbone, task, sampler_cfg, n: int, seed: int, batch_size: int = 128) -> dict[str, Any]:
@@ -129,6 +125,40 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
             f"| {r['task']} | {r['category']} | {prompts} | {r['successes']}/{r['n']} = {r['success_rate']:.1%} "
             f"| [{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}] | {'yes' if r['in_accepted_range'] else '**no**'} |"
         )
+    return "\n".join(lines)
+
+
+def compare_rates(reference: dict[str, Any], rates: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per task of ``rates``: is its success rate inside the reference's 95% interval?
+
+    The model card's reproduction criterion: a model rebuilt from the documented recipe should land
+    inside the shipped model's intervals.  Both must come from the same protocol (n, eval seed,
+    sampler); a mismatch raises ConfigError because the numbers would not be comparable.
+    """
+    from hero_bench.errors import ConfigError
+
+    for key in ("n", "eval_seed", "sampler"):
+        if reference.get(key) != rates.get(key):
+            raise ConfigError(f"cannot compare base rates measured with different {key}: "
+                              f"reference {reference.get(key)!r}, this run {rates.get(key)!r}")
+    by_task = {r["task"]: r for r in reference["tasks"]}
+    rows = []
+    for r in rates["tasks"]:
+        ref = by_task.get(r["task"])
+        if ref is None:
+            raise ConfigError(f"task {r['task']!r} is not in the reference (it has {', '.join(by_task)})")
+        lo, hi = ref["ci95"]
+        rows.append({"task": r["task"], "reference_successes": ref["successes"], "reference_rate": ref["success_rate"],
+                     "reference_ci95": [lo, hi], "successes": r["successes"], "success_rate": r["success_rate"],
+                     "inside": lo <= r["success_rate"] <= hi})
+    return rows
+
+
+def _comparison_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| task | reference | reference 95% CI | this model | inside |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {r['reference_rate']:.1%} | [{r['reference_ci95'][0]:.1%}, "
+                     f"{r['reference_ci95'][1]:.1%}] | {r['success_rate']:.1%} | {'yes' if r['inside'] else '**no**'} |")
     return "\n".join(lines)
 
 
@@ -235,7 +265,7 @@ an interruption); the stages are data in `hero_bench/toyworld/recipe.py`, and a 
 equal to this card's training record:
 ```
 hero-bench pretrain-toy --recipe shipped --out work --threads 2
-python -m hero_bench.toyworld.base_rates --backbone {final_dir} --n {n} --guidance {s_guidance} --card-notes ''
+python -m hero_bench.toyworld.base_rates --backbone {final_dir} --n {n} --compare hero_bench/toyworld/pretrained/shapesworld
 ```
 The same stages as separate commands:
 ```
@@ -347,6 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Markdown appended to MODEL_CARD.md (measurements behind the choices; "
                              "default: hero_bench/toyworld/model_card_notes.md, which describes the shipped "
                              "model; '' for none)")
+    parser.add_argument("--compare", default=None, metavar="JSON_OR_FOLDER",
+                        help="a base_rates.json (or a model folder holding one, e.g. the shipped "
+                             "hero_bench/toyworld/pretrained/shapesworld) to check these rates against: "
+                             "exit 1 unless every task lies inside the reference's 95%% interval")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -357,6 +391,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.n < 1:
             raise ConfigError(f"--n must be >= 1, got {args.n}")
+        reference = None
+        if args.compare:
+            ref_path = Path(args.compare)
+            ref_path = ref_path / "base_rates.json" if ref_path.is_dir() else ref_path
+            if not ref_path.is_file():
+                raise ConfigError(f"--compare {args.compare}: no base_rates.json there")
+            reference = json.loads(ref_path.read_text())
         if args.threads:
             import torch
 
@@ -370,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.model_card:
             notes = Path(args.card_notes).read_text() if args.card_notes else ""
             write_model_card(args.backbone, rates, notes=notes)
+        comparison = None if reference is None else compare_rates(reference, rates)
     except HeroBenchError as exc:
         print(f"base_rates: error: {exc}", file=sys.stderr)
         return 2
@@ -380,6 +422,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     outside = [r["task"] for r in rates["tasks"] if not r["in_accepted_range"]]
     if outside:
         print(f"outside the accepted range {ACCEPTED_RANGE}: {', '.join(outside)}")
+    if comparison is not None:
+        print(f"\ncompared with {args.compare}:")
+        print(_comparison_table(comparison))
+        missed = [r["task"] for r in comparison if not r["inside"]]
+        if missed:
+            print(f"outside the reference's 95% interval: {', '.join(missed)}")
+            return 1
+        print("every task inside the reference's 95% interval")
     return 0
 
 
