@@ -145,13 +145,27 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
 _LORA_FILE = re.compile(r"^epoch_(\d{4,})\.safetensors$")
 
 
+PROMPT_SETS = ("eval", "train")
+"""Which of the task's prompts ``evaluate_run`` samples: the held-out eval prompts (the benchmark's
+metric) or the training prompts (in-distribution success, what the HERO paper reports)."""
+PROMPT_SET_FILES = {"eval": "eval.csv", "train": "eval_train.csv"}
+"""Default output file per prompt set; the train-prompt rows never overwrite the held-out ones."""
+
+
 def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None,
-                 device: str | None = None, progress: bool = True) -> Path:
+                 device: str | None = None, progress: bool = True, prompt_set: str = "eval",
+                 epochs: Sequence[int | str] | None = None) -> Path:
     """Recompute a run's eval.csv from its saved adapters; returns the CSV path written.
 
     ``overrides`` may change ``eval.*`` keys only (e.g. ``eval.n_images=1024``): training settings
     are fixed by the run.  The feedback counters of each row come from ``train_log.csv``.
+    ``prompt_set="train"`` samples the task's training prompts instead (same eval noise, same
+    oracle) and writes ``eval_train.csv`` with an extra ``prompt_set`` column; the report and
+    ``gather`` read only the held-out rows.  ``epochs`` limits the checkpoints evaluated (epoch
+    numbers, or ``"last"``); eval.csv itself is only ever rewritten whole.
     """
+    if prompt_set not in PROMPT_SETS:
+        raise ConfigError(f"prompt set {prompt_set!r} is unknown; accepted: {', '.join(PROMPT_SETS)}")
     from hero_bench.config import apply_overrides
     from hero_bench.diffusion.backbone import load_backbone
     from hero_bench.diffusion.lora import add_lora, load_lora
@@ -177,6 +191,17 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
     )
     if not files:
         raise HeroBenchError(f"{run_dir / 'lora'} holds no epoch_XXXX.safetensors adapters to evaluate")
+    if epochs is not None:
+        target_file = Path(out) if out is not None else run_dir / PROMPT_SET_FILES[prompt_set]
+        if target_file.resolve() == (run_dir / "eval.csv").resolve():
+            raise ConfigError("selecting epochs would drop checkpoints from eval.csv; write the subset elsewhere "
+                              "with --out, or use --prompts train")
+        saved = [e for e, _ in files]
+        wanted = {saved[-1] if str(e) == "last" else int(e) for e in epochs}
+        unknown = sorted(wanted - set(saved))
+        if unknown:
+            raise ConfigError(f"no saved adapter for epoch(s) {unknown}; {run_dir / 'lora'} has epochs {saved}")
+        files = [(e, p) for e, p in files if e in wanted]
     counters = {0: (0, 0, 0)}
     if (run_dir / TRAIN_LOG_FILE).is_file():
         for r in read_csv_rows(run_dir / TRAIN_LOG_FILE):
@@ -186,6 +211,8 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
         raise HeroBenchError(f"{run_dir / TRAIN_LOG_FILE} has no row for epoch(s) {missing}; cannot label their feedback")
 
     task = get_task(cfg.task)
+    if prompt_set == "train":
+        task = dataclasses.replace(task, eval_prompts=task.train_prompts)
     oracle = task.oracle_factory()
     backbone = load_backbone(resolve_backbone(cfg.backbone), cfg.device, cfg.dtype)
     add_lora(backbone.unet, cfg.lora)
@@ -196,7 +223,12 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
         result = evaluate_model(backbone, task, oracle, cfg.sampler, cfg.eval)
         rows.append(eval_row(cfg, epoch, *counters[epoch], result, oracle, chash, sha))
         if progress:
-            print(f"epoch {epoch}: success {result['success_rate']:.3f} (n={result['n_eval']})", flush=True)
-    target = Path(out) if out is not None else run_dir / "eval.csv"
-    atomic_write_text(target, rows_to_csv(rows, EVAL_COLUMNS))
+            print(f"epoch {epoch}: success {result['success_rate']:.3f} (n={result['n_eval']}, "
+                  f"{prompt_set} prompts)", flush=True)
+    target = Path(out) if out is not None else run_dir / PROMPT_SET_FILES[prompt_set]
+    columns = EVAL_COLUMNS
+    if prompt_set != "eval":  # say so in every row, so a train-prompt row is never mistaken for a held-out one
+        columns = (*EVAL_COLUMNS, "prompt_set")
+        rows = [{**r, "prompt_set": prompt_set} for r in rows]
+    atomic_write_text(target, rows_to_csv(rows, columns))
     return target

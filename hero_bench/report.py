@@ -96,6 +96,12 @@ def _read_one(path: str | os.PathLike) -> pd.DataFrame:
             f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)}; "
             f"an eval.csv needs the columns {', '.join(EVAL_COLUMNS)} (hero_bench.results.EVAL_COLUMNS)"
         )
+    if "prompt_set" in raw.columns and (raw["prompt_set"].str.strip() != "eval").any():
+        # `hero-bench evaluate --prompts train` rows: in-distribution success, not the held-out metric
+        raise ResultsFormatError(
+            f"{path}: rows evaluated on the training prompts (prompt_set "
+            f"{sorted(set(raw['prompt_set']) - {'eval'})}); gather and report compare held-out eval.csv rows only"
+        )
     raw = raw[list(EVAL_COLUMNS)].apply(lambda col: col.str.strip())
     out = pd.DataFrame(index=raw.index)
 

@@ -10,6 +10,8 @@
 3. Wall time per epoch (sampling, update, whole epoch without evaluation), mean over epochs and seeds.
 4. HERO's reward diagnostics: how well the similarity reward ranks good over bad images (AUROC),
    with this round's representation and with the one learned from earlier rounds.
+5. When scripts/train_prompt_eval.sh has run: each run's last adapter on the training prompts with
+   the fixed eval noise (eval_train.csv), next to the pretrained model on the same images.
 """
 
 from __future__ import annotations
@@ -74,6 +76,26 @@ def hero_reward(logs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _train_prompt_rows(root: Path) -> pd.DataFrame:
+    frames = [pd.read_csv(p) for p in sorted(root.glob("runs/toy/*/*/seed*/eval_train.csv"))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def train_prompt_eval(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return "(no eval_train.csv yet: run scripts/train_prompt_eval.sh)"
+    last = rows.sort_values("epoch").groupby(["task", "method", "seed"]).tail(1)
+    cols = [m for m in METHODS if m in set(last.method)]
+    lines = ["| task | " + " | ".join(cols) + " | images per run |", "|---" * (len(cols) + 2) + "|"]
+    for task, g in last.groupby("task"):
+        cells = []
+        for m in cols:
+            v = g[g.method == m].sort_values("seed").success_rate
+            cells.append(f"{v.mean():.3f} ({', '.join(f'{x:.3f}' for x in v)})" if len(v) else "—")
+        lines.append(f"| {task} | " + " | ".join(cells) + f" | {int(g.n_eval.max())} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
@@ -93,7 +115,9 @@ def main(argv: list[str]) -> int:
     print("## Wall time per epoch (mean over epochs and seeds)\n")
     print(wall_times(logs) + "\n")
     print("## HERO's similarity reward against the evaluator's labels\n")
-    print(hero_reward(logs))
+    print(hero_reward(logs) + "\n")
+    print("## Success on the training prompts, fixed eval noise (last adapter; mean and per seed)\n")
+    print(train_prompt_eval(_train_prompt_rows(root)))
     return 0
 
 

@@ -58,6 +58,20 @@ def test_tables_of_a_hand_made_grid(tables, tmp_path, capsys):
     # per-epoch times without evaluation: (3 + 5 + 7) / 3 = 5.0; eval only where it ran: 4.0
     assert "| hero | 4.0 | 1.0 | 5.0 | 4.0 |" in out
     assert "| anomaly | 0.750 | 0.500 |" in out
+    assert "no eval_train.csv yet" in out
+
+
+def test_train_prompt_table_takes_each_runs_last_epoch(tables, tmp_path, capsys):
+    _grid(tmp_path)
+    for method, seed, points in (("base", 0, [(0, 0, 0.2)]), ("hero", 0, [(0, 0, 0.2), (2, 128, 0.3)]),
+                                 ("hero", 1, [(2, 128, 0.5)])):
+        rows = [r | {"n_eval": 64, "prompt_set": "train"} for r in _eval_rows(method, seed, points)]
+        pd.DataFrame(rows).to_csv(tmp_path / "runs" / "toy" / "anomaly" / method / f"seed{seed}" / "eval_train.csv",
+                                  index=False)
+    assert tables.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| task | base | hero | images per run |" in out
+    assert "| anomaly | 0.200 (0.200) | 0.400 (0.300, 0.500) | 64 |" in out
 
 
 def test_missing_runs_table_is_a_clear_error(tables, tmp_path, capsys):

@@ -188,6 +188,44 @@ def test_evaluate_command_recomputes_the_same_eval_csv(hero_run, tmp_path, capsy
     assert "only eval.* overrides" in capsys.readouterr().err
 
 
+def test_evaluate_on_train_prompts_writes_its_own_file(hero_run, monkeypatch, capsys):
+    import hero_bench.evaluate as ev
+    from hero_bench.report import ResultsFormatError, gather
+    from hero_bench.tasks import get_task
+
+    before = (hero_run / "eval.csv").read_bytes()
+    seen = []
+    real = ev.evaluate_model
+
+    def spy(backbone, task, *args):
+        seen.append(tuple(p.text for p in task.eval_prompts))
+        return real(backbone, task, *args)
+
+    monkeypatch.setattr(ev, "evaluate_model", spy)
+    assert main(["evaluate", str(hero_run), "--prompts", "train", "--quiet"]) == 0
+    task = get_task(rows(hero_run / "eval.csv")[0]["task"])
+    assert seen and set(seen) == {tuple(p.text for p in task.train_prompts)}
+    assert (hero_run / "eval.csv").read_bytes() == before  # the held-out rows are left alone
+    train_rows = rows(hero_run / "eval_train.csv")
+    assert [r["epoch"] for r in train_rows] == [r["epoch"] for r in rows(hero_run / "eval.csv")]
+    assert {r["prompt_set"] for r in train_rows} == {"train"}
+    # a train-prompt file cannot slip into the held-out comparison
+    with pytest.raises(ResultsFormatError, match="training prompts"):
+        gather([hero_run / "eval_train.csv"])
+    (hero_run / "eval_train.csv").unlink()
+    # --epochs: only the chosen checkpoints, never as a partial rewrite of eval.csv
+    last = rows(hero_run / "eval.csv")[-1]["epoch"]
+    assert main(["evaluate", str(hero_run), "--prompts", "train", "--epochs", "0,last", "--quiet"]) == 0
+    assert [r["epoch"] for r in rows(hero_run / "eval_train.csv")] == ["0", last]
+    (hero_run / "eval_train.csv").unlink()
+    assert main(["evaluate", str(hero_run), "--epochs", "last"]) == 2
+    assert "drop checkpoints from eval.csv" in capsys.readouterr().err
+    assert main(["evaluate", str(hero_run), "--prompts", "train", "--epochs", "99"]) == 2
+    assert "no saved adapter for epoch(s) [99]" in capsys.readouterr().err
+    assert main(["evaluate", str(hero_run), "--prompts", "train", "--epochs", "x"]) == 2
+    assert (hero_run / "eval.csv").read_bytes() == before and not (hero_run / "eval_train.csv").exists()
+
+
 def test_budget_is_never_exceeded_and_remainders(tmp_path, tiny_backbone_dir):
     # 11 = 4 + 4 + 3: the last batch is sized to what is left
     state = train(micro(tiny_backbone_dir, budget=11, extra=["eval.every_epochs=5"]), tmp_path / "a", progress=False)

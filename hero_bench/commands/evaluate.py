@@ -11,9 +11,15 @@ written during training.  Feedback counters of each row come from RUN_DIR/train_
 
 Only eval.* settings can change (training is fixed by the run), e.g. a larger eval set:
 
+--prompts train samples the task's training prompts instead (with the same eval noise and oracle):
+in-distribution success, the quantity the HERO paper reports, next to the held-out transfer that
+the benchmark's curves show.  It writes RUN_DIR/eval_train.csv (columns of eval.csv plus
+prompt_set) and leaves eval.csv alone.
+
 examples:
   hero-bench evaluate runs/counting/hero/seed0
   hero-bench evaluate runs/counting/hero/seed0 --set eval.n_images=1024 --out /tmp/eval-1024.csv
+  hero-bench evaluate runs/counting/hero/seed0 --prompts train --epochs 0,last
 """
 
 
@@ -22,6 +28,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE",
                         help="override an eval setting: eval.n_images, eval.seed, eval.batch_size (repeatable)")
     parser.add_argument("--out", default=None, metavar="CSV", help="write here instead of RUN_DIR/eval.csv")
+    parser.add_argument("--prompts", choices=("eval", "train"), default="eval",
+                        help="eval: the task's held-out prompts, rewriting eval.csv (default); train: its "
+                             "training prompts, writing eval_train.csv")
+    parser.add_argument("--epochs", default=None, metavar="LIST",
+                        help="only these saved checkpoints, comma-separated epoch numbers or 'last' (default: "
+                             "all); not with a rewrite of eval.csv, which always holds every checkpoint")
     parser.add_argument("--device", default=None, help="evaluate on this device instead of the run's")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch CPU threads (default: torch's choice, one per core); on a shared or "
@@ -39,10 +51,17 @@ def run(args) -> int:
         if args.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    from hero_bench.errors import ConfigError
     from hero_bench.evaluate import evaluate_run
 
+    epochs = None
+    if args.epochs is not None:
+        epochs = [e.strip() for e in args.epochs.split(",") if e.strip()]
+        bad = [e for e in epochs if e != "last" and not e.isdigit()]
+        if bad or not epochs:
+            raise ConfigError(f"--epochs {args.epochs!r}: give comma-separated epoch numbers or 'last', e.g. 0,last")
     path = evaluate_run(args.run_dir, overrides=args.overrides, out=args.out, device=args.device,
-                        progress=not args.quiet)
+                        progress=not args.quiet, prompt_set=args.prompts, epochs=epochs)
     if not args.quiet:
         print(f"wrote {path}")
     return 0
