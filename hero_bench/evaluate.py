@@ -191,9 +191,9 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
     )
     if not files:
         raise HeroBenchError(f"{run_dir / 'lora'} holds no epoch_XXXX.safetensors adapters to evaluate")
+    target = Path(out) if out is not None else run_dir / PROMPT_SET_FILES[prompt_set]
     if epochs is not None:
-        target_file = Path(out) if out is not None else run_dir / PROMPT_SET_FILES[prompt_set]
-        if target_file.resolve() == (run_dir / "eval.csv").resolve():
+        if target.resolve() == (run_dir / "eval.csv").resolve():
             raise ConfigError("selecting epochs would drop checkpoints from eval.csv; write the subset elsewhere "
                               "with --out, or use --prompts train")
         saved = [e for e, _ in files]
@@ -225,7 +225,6 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
         if progress:
             print(f"epoch {epoch}: success {result['success_rate']:.3f} (n={result['n_eval']}, "
                   f"{prompt_set} prompts)", flush=True)
-    target = Path(out) if out is not None else run_dir / PROMPT_SET_FILES[prompt_set]
     columns = EVAL_COLUMNS
     if prompt_set != "eval":  # say so in every row, so a train-prompt row is never mistaken for a held-out one
         columns = (*EVAL_COLUMNS, "prompt_set")

@@ -47,17 +47,31 @@ def add_arguments(parser) -> None:
                              "of the shipped weights)")
 
 
+# direct options that change the weights (a recipe fixes them); --checkpoint-every is bookkeeping
+WEIGHT_OPTIONS = ("steps", "seed", "data_seed", "batch_size")
+
+
 def config_from_args(args):
     """The PretrainConfig of a single-stage run: defaults, then --set, then the direct options."""
     from hero_bench.config import apply_overrides
     from hero_bench.toyworld.pretrain import PretrainConfig
 
-    direct = {
-        "steps": args.steps, "seed": args.seed, "data_seed": args.data_seed,
-        "batch_size": args.batch_size, "checkpoint_every": args.checkpoint_every,
-    }
+    direct = {name: getattr(args, name) for name in (*WEIGHT_OPTIONS, "checkpoint_every")}
     overrides = list(args.overrides) + [f"{k}={v}" for k, v in direct.items() if v is not None]
     return apply_overrides(PretrainConfig, PretrainConfig(), overrides)
+
+
+def _check_recipe_args(args) -> None:
+    from hero_bench.errors import ConfigError
+    from hero_bench.toyworld.recipe import RECIPES
+
+    if args.recipe not in RECIPES:
+        raise ConfigError(f"--recipe {args.recipe!r} is unknown; accepted: {', '.join(sorted(RECIPES))}")
+    fixed = [f"--{name.replace('_', '-')}" for name in WEIGHT_OPTIONS if getattr(args, name) is not None]
+    fixed += ["--set"] if args.overrides else []
+    if fixed:
+        raise ConfigError(f"--recipe {args.recipe} fixes every setting that changes the weights; "
+                          f"drop {', '.join(fixed)} (or run single stages without --recipe)")
 
 
 def _summary(prefix: str, result) -> str:
@@ -66,20 +80,14 @@ def _summary(prefix: str, result) -> str:
 
 
 def run(args) -> int:
+    import dataclasses
+
     from hero_bench.errors import ConfigError
-    from hero_bench.toyworld.pretrain import pretrain
+    from hero_bench.toyworld.pretrain import PretrainConfig, pretrain
 
+    # every input check before torch is configured or anything is written
     if args.recipe is not None:
-        from hero_bench.toyworld.recipe import RECIPES
-
-        if args.recipe not in RECIPES:
-            raise ConfigError(f"--recipe {args.recipe!r} is unknown; accepted: {', '.join(sorted(RECIPES))}")
-        fixed = [f"--{name.replace('_', '-')}" for name in ("steps", "seed", "data_seed", "batch_size")
-                 if getattr(args, name) is not None] + (["--set"] if args.overrides else [])
-        if fixed:
-            raise ConfigError(f"--recipe {args.recipe} fixes every setting that changes the weights; "
-                              f"drop {', '.join(fixed)} (or run single stages without --recipe)")
-        cfg = None
+        _check_recipe_args(args)
     else:
         cfg = config_from_args(args)
     if args.threads is not None:
@@ -88,13 +96,10 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    if cfg is not None:
+    if args.recipe is None:
         print(_summary("pretrain-toy", pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)))
         return 0
 
-    import dataclasses
-
-    from hero_bench.toyworld.pretrain import PretrainConfig
     from hero_bench.toyworld.recipe import RECIPES, run_recipe
 
     base = PretrainConfig()
