@@ -2,7 +2,7 @@
 # Bring up a real single-node SLURM cluster on loopback, for CI tests of the SLURM profile.
 #
 # Debian packages (slurmctld, slurmd, slurm-client, munge), no systemd, no accounting storage.
-# Recipe and pitfalls: shared/spec/slurm-local.md. Needs root (writes /etc/slurm/slurm.conf).
+# Recipe and pitfalls: docs/ci.md. Needs root (writes /etc/slurm/slurm.conf).
 #
 #   .ci/slurm-up.sh            # installs packages if missing, starts munged, slurmctld, slurmd
 #   .ci/slurm-down.sh          # stops exactly the daemons this script started (by pid file)
@@ -40,7 +40,7 @@ wait_for() {
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-[ "$(id -u)" -eq 0 ] || die "must run as root (writes $CONF and starts slurmd); see shared/spec/slurm-local.md"
+[ "$(id -u)" -eq 0 ] || die "must run as root (writes $CONF and starts slurmd); see docs/ci.md"
 
 # ---- 1. packages -----------------------------------------------------------------------------
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \

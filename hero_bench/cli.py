@@ -21,6 +21,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "gather": "gather",
     "report": "report",
+    "compare": "compare",
     "noise-influence": "noise_influence",
 }
 

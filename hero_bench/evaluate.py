@@ -1,6 +1,6 @@
 """Held-out evaluation: success rate of a model on the task's eval prompts, judged by the noise-free oracle.
 
-Protocol (DESIGN.md step 8):
+Protocol (docs/architecture.md, "The flow of one run", step 8):
 - ``n_images`` images; image i uses eval prompt ``i mod len(eval_prompts)`` (prompts cycled).
 - The initial noises and the sampler's per-step noises come from generators seeded only by
   ``eval.seed`` (never by the run seed), so at a given eval seed every method, every training seed
@@ -10,7 +10,7 @@ Protocol (DESIGN.md step 8):
   flips, bias): the evaluation measures true success even when training feedback is noisy.
 - ``diversity`` = mean pairwise L2 distance between the eval images in a fixed feature space:
   each image area-averaged to 8×8 RGB, scaled to [0, 1] and flattened (192 values).  It drops
-  when a method collapses onto a few images (a concern the HERO reviewers raised, spec §6.4).
+  when a method collapses onto a few images (a concern the HERO reviewers raised, docs/algorithms.md §6.4).
 
 ``hero-bench evaluate RUN_DIR`` recomputes a run's eval.csv from its saved adapters
 (``lora/epoch_XXXX.safetensors``) with :func:`evaluate_run`.

@@ -1,7 +1,7 @@
 """The simulated evaluator and the feedback ledger.
 
 The evaluator turns an oracle's per-image ``(success, score)`` into exactly what each method's
-protocol asks of a human (``docs/feedback.md``; ``spec/algorithms.md`` §2, §3.2, §4.2):
+protocol asks of a human (``docs/feedback.md``; ``docs/algorithms.md`` §2, §3.2, §4.2):
 
 * HERO: good/bad labels for every image plus a best image (first batch: best of the batch; later:
   best among this batch's good images and the current best, which may stay);
@@ -618,7 +618,7 @@ class SimulatedEvaluator:
 
     # -- HERO -------------------------------------------------------------------------------
     def hero(self, images, prompts, metadata, epoch: int, current_best: BestImage | None) -> HeroFeedback:
-        """HERO's positive-and-best feedback (spec §4.2) for one batch; N labels + one best query."""
+        """HERO's positive-and-best feedback (docs/algorithms.md §4.2) for one batch; N labels + one best query."""
         n = self._check_batch(images, prompts, metadata, epoch, 2, "HERO")
         ids = [image_id(epoch, i) for i in range(n)]
         recs = self._replay_labels(HERO_GOOD, epoch, ids)
@@ -676,7 +676,7 @@ class SimulatedEvaluator:
             if c == 0:
                 best_index, best = None, current_best
             else:
-                # Map the candidate index back to a BATCH index (spec §4.12 bug 1).
+                # Map the candidate index back to a BATCH index (docs/algorithms.md §4.12.1).
                 best_index = int(good_idx[c - 1])
                 best = BestImage(ids[best_index], int(epoch), float(seen[best_index]))
 
@@ -696,7 +696,7 @@ class SimulatedEvaluator:
 
     # -- D3PO -------------------------------------------------------------------------------
     def d3po(self, images, prompts, metadata, groups: Sequence[int], epoch: int) -> D3POFeedback:
-        """D3PO's per-image class and within-group preferences (spec §3.2); N labels + one query per pair."""
+        """D3PO's per-image class and within-group preferences (docs/algorithms.md §3.2); N labels + one query per pair."""
         n = self._check_batch(images, prompts, metadata, epoch, 1, "D3PO")
         if len(groups) != n:
             raise ValueError(f"D3PO: {len(groups)} group ids for {n} images")

@@ -1,6 +1,6 @@
 """How much does the initial noise z_T decide whether an image succeeds?
 
-HERO's feedback-guided generation (spec §4.5) samples the next epoch's initial noises near those
+HERO's feedback-guided generation (docs/algorithms.md §4.5) samples the next epoch's initial noises near those
 of the best and good images.  That can only raise the success rate if z_T largely determines the
 outcome; with stochastic DDIM (eta > 0) fresh noise enters at every step and may decide instead.
 This module measures it: ``n_noises`` initial noises, each sampled ``repeats`` times with

@@ -11,8 +11,8 @@ published values; a tier preset only says what differs for its backbone and budg
   on one CPU core (measured figures in docs/methods.md).  Learning rates are raised over the
   paper's: the toy run has 8 epochs to show an effect, like the paper's, but a much smaller LoRA
   (rank 4 on a 1 M parameter UNet) and networks an order of magnitude smaller.
-- ``paper``: Stable Diffusion 1.5 with LoRA and the paper's hyperparameters: HERO Table 7 (spec
-  §4.0; lr 3e-4 as the paper states, not the released code's 1e-3), DDPO §2.4/§7.6, D3PO
+- ``paper``: Stable Diffusion 1.5 with LoRA and the paper's hyperparameters: HERO Table 7
+  (docs/algorithms.md §4.0; lr 3e-4 as the paper states, not the released code's 1e-3), DDPO §2.4/§7.6, D3PO
   §3.4/§7.5; budgets and epoch sizes from ``oracles.paper_prompts`` (hand: 128 images per epoch,
   20 steps, 1,152 feedback for HERO, 5,000 for D3PO).
 

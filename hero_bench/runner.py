@@ -10,7 +10,7 @@ RUN_DIR layout (docs/architecture.md):
     eval.csv                     held-out evaluation rows (hero_bench.results.EVAL_COLUMNS)
     DONE.json                    written last: the run is complete
 
-The loop (DESIGN.md "The flow of one run"):
+The loop (docs/architecture.md, "The flow of one run"):
 
     evaluate the pretrained model (epoch 0), checkpoint
     while the budget left admits a batch:

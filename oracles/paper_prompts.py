@@ -1,6 +1,6 @@
 """The paper tier's prompts, feedback budgets and the small helpers its oracles share.
 
-Prompts are the exact strings of the HERO release (``spec/algorithms.md`` §4.8; the underscores of
+Prompts are the exact strings of the HERO release (``docs/algorithms.md`` §4.8; the underscores of
 ``sexy_drawing`` and ``sexy_painting`` are kept as in the release's prompt file). The paper gives
 no held-out prompts for blue-rose, black-cat and narcissus, so those tasks evaluate on their
 training prompt (the paper's success table is measured on the training prompt too); mountain
@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-# -- exact prompts (spec/algorithms.md §4.8, §4.10) -------------------------------------------
+# -- exact prompts (docs/algorithms.md §4.8, §4.10) -------------------------------------------
 HAND_PROMPT = "1 hand"
 BLUE_ROSE_PROMPT = "photo of one blue rose in a vase"
 BLACK_CAT_PROMPT = "a black cat sitting inside a cardboard box"
@@ -76,7 +76,7 @@ TRAIN_PROMPT_EVAL_NOTE = (
 )
 """``Task.eval_note`` of the paper tasks that evaluate on their training prompt."""
 
-# -- feedback budgets (spec/algorithms.md §4.0, §4.9) -----------------------------------------
+# -- feedback budgets (docs/algorithms.md §4.0, §4.9) -----------------------------------------
 PAPER_BUDGETS: Mapping[str, Mapping[str, int]] = {
     "hand": {"hero": 1152, "d3po": 5000, "ddpo": 5000},
     "default": {"hero": 512, "d3po": 512, "ddpo": 512},

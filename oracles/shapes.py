@@ -16,6 +16,9 @@ Requirement metadata (every key optional except ``objects``):
 ``forbidden``   ``{"color": str}``: no object-sized component of that colour, whatever its shape.
 ``preference``  ``{"color": str}``: the evaluator's hidden taste; some object matching
                 ``objects[0]`` has this colour. Never part of the prompt text.
+``palette``     ``{"allowed": [str, ...]}``: at least one object is drawn and every object-sized
+                component has one of these colours (the sanity task's one global criterion;
+                never part of the prompt text). With ``palette``, ``objects`` may be empty.
 
 Score: every condition contributes 1 when met and a partial credit of at most 0.75 when not (how
 near it came); a quality term adds the mean fit (IoU) of the best candidates to the requested
@@ -40,7 +43,7 @@ ORACLE_NAME = "shapes"
 ORACLE_VERSION = "1"
 NEAR_MISS_CREDIT = 0.75
 """The most partial credit an unmet condition earns (below the 0.8 floor of a success's quality)."""
-_REQUIREMENT_KEYS = ("objects", "exclusive", "relation", "background", "forbidden", "preference")
+_REQUIREMENT_KEYS = ("objects", "exclusive", "relation", "background", "forbidden", "preference", "palette")
 _OBJECT_KEYS = ("color", "shape", "count", "exact")
 
 
@@ -66,6 +69,7 @@ class Requirement:
     background: str | None = None
     forbidden_color: str | None = None
     preferred_color: str | None = None
+    allowed_colors: tuple[str, ...] | None = None
 
 
 def _bad(where: str, message: str) -> ConfigError:
@@ -87,9 +91,17 @@ def parse_requirement(metadata: Mapping[str, Any]) -> Requirement:
     unknown = sorted(set(metadata) - set(_REQUIREMENT_KEYS))
     if unknown:
         raise _bad(repr(unknown[0]), f"unknown key; accepted keys: {list(_REQUIREMENT_KEYS)}")
-    raw_objects = metadata.get("objects")
-    if not isinstance(raw_objects, Sequence) or isinstance(raw_objects, str) or not raw_objects:
-        raise _bad("'objects'", "a non-empty list of {color, shape, count, exact} is required")
+    allowed = None
+    if metadata.get("palette") is not None:
+        pal = metadata["palette"]
+        if not isinstance(pal, Mapping) or set(pal) != {"allowed"} or isinstance(pal["allowed"], str) \
+                or not isinstance(pal["allowed"], Sequence) or not pal["allowed"]:
+            raise _bad("'palette'", "expected {allowed: [colour, ...]} with at least one colour")
+        allowed = tuple(_color(c, "'palette'") for c in pal["allowed"])
+    raw_objects = metadata.get("objects", [] if allowed else None)
+    if not isinstance(raw_objects, Sequence) or isinstance(raw_objects, str) or not (raw_objects or allowed):
+        raise _bad("'objects'", "a non-empty list of {color, shape, count, exact} is required "
+                   "(it may be empty only with 'palette')")
     objects = []
     for i, raw in enumerate(raw_objects):
         where = f"'objects'[{i}]"
@@ -133,7 +145,7 @@ def parse_requirement(metadata: Mapping[str, Any]) -> Requirement:
         return _color(value["color"], repr(key))
 
     return Requirement(tuple(objects), bool(metadata.get("exclusive", False)), relation, background,
-                       color_of("forbidden"), color_of("preference"))
+                       color_of("forbidden"), color_of("preference"), allowed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,7 +199,16 @@ def judge(analysis: Analysis, req: Requirement) -> OracleResult:
         liked = any(o.color == req.preferred_color for o in matched[0])
         conditions["preference"] = (liked, 0.0)
 
-    quality = float(np.mean([_quality(analysis, spec) for spec in req.objects]))
+    if req.allowed_colors is not None:
+        # partial credit: the share of object-sized components in an allowed colour
+        n_ok = sum(o.color in req.allowed_colors for o in analysis.objects)
+        n_all = len(analysis.objects)
+        conditions["palette"] = (n_all > 0 and n_ok == n_all, NEAR_MISS_CREDIT * n_ok / max(n_all, 1))
+
+    # the fit of the requested shapes; a palette-only requirement asks for no shape, so its
+    # quality term is how well formed the drawn objects are (0 when nothing is drawn)
+    quality = float(np.mean([_quality(analysis, spec) for spec in req.objects])) if req.objects else \
+        float(np.mean([o.iou[o.shape] for o in analysis.objects])) if analysis.objects else 0.0
     success = all(met for met, _ in conditions.values())
     total = sum(1.0 if met else credit for met, credit in conditions.values()) + quality
     details = analysis.as_dict()
@@ -262,10 +283,27 @@ def safe_at_night(color: str, shape: str) -> Prompt:
                    "forbidden": {"color": scenes.HAZARD[0]}})
 
 
+def warm_colored(shape: str) -> Prompt:
+    """"a circle" (no colour given): the hidden criterion is only that every object is warm."""
+    return Prompt(scenes.noun_phrase(1, None, shape), {"palette": {"allowed": list(WARM_COLORS)}})
+
+
+WARM_COLORS = ("red", "yellow")
+"""The sanity task's evaluator wants warm colours; the prompts never name a colour."""
 HIDDEN_PREFERENCE = "purple"
 """The preference task's evaluator likes purple objects; prompts never say so."""
 
 TOY_TASKS: tuple[Task, ...] = (
+    Task(
+        name="sanity", tier="toy", category="sanity",
+        description=(f"the learning sanity check: an uncoloured prompt ('a circle'); success = something is "
+                     f"drawn and every object is {' or '.join(WARM_COLORS)} (one global, easily seen criterion)"),
+        train_prompts=(warm_colored("circle"), warm_colored("square")),
+        # the criterion, not the wording, is the skill: evaluate on the task's own prompts
+        eval_prompts=(warm_colored("circle"), warm_colored("square")),
+        oracle_factory=ShapesOracle, oracle_name=ORACLE_NAME,
+        eval_note="the same prompts as training: a sanity check of learning, not of transfer",
+    ),
     Task(
         name="anomaly", tier="toy", category="anomaly",
         description="exactly the one requested object, well formed, and no debris or other blobs",

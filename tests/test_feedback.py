@@ -126,7 +126,7 @@ def test_hero_later_batch_new_best_maps_to_batch_index(tmp_path):
     spec = [(F, 0.9), (T, 0.3), (F, 0.95), (T, 0.7), (T, 0.65)]
     fb = ev.hero(*batch(spec), epoch=1, current_best=current)
     # Candidates are [current 0.6, i1 0.3, i3 0.7, i4 0.65]; the winner is candidate 2 -> BATCH
-    # index 3. The released code would have used 2 (a bad image) as the batch index (§4.12 bug 1).
+    # index 3. The released code would have used 2 (a bad image) as the batch index (docs/algorithms.md §4.12.1).
     assert fb.best_index == 3
     assert fb.best == BestImage("e0001-i0003", 1, 0.7)
     assert fb.good[fb.best_index]

@@ -23,7 +23,7 @@ BACKGROUND = (235, 235, 240)
 def draw_fan_hand(size=256, angle=0.0, scale=1.0, skin=SKIN, center_x=0.5, canvas=None):
     """An open right-hand-like 'fan hand': palm, four spread rounded fingers with knuckle creases
     and nails, a thumb, a forearm, distance-shaded skin and a dark outline, about 45 % of the
-    frame height from wrist to middle fingertip (the recipe of spec/stack.md)."""
+    frame height from wrist to middle fingertip (the recipe of docs/stack.md)."""
     img = np.full((size, size, 3), BACKGROUND, np.uint8) if canvas is None else canvas
     width = img.shape[1]
     mask = np.zeros(img.shape[:2], np.uint8)
@@ -75,7 +75,7 @@ def draw_fan_hand(size=256, angle=0.0, scale=1.0, skin=SKIN, center_x=0.5, canva
 
 
 def draw_crude_hand(size=256):
-    """A flat palm ellipse with five finger rectangles: not a hand to mediapipe (spec/stack.md)."""
+    """A flat palm ellipse with five finger rectangles: not a hand to mediapipe (docs/stack.md)."""
     img = np.full((size, size, 3), BACKGROUND, np.uint8)
     c = size // 2
     cv2.ellipse(img, (c, int(size * 0.62)), (size // 8, size // 7), 0, 0, 360, SKIN, -1)

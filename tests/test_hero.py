@@ -1,5 +1,5 @@
 """HERO: the per-sample triplet loss, the networks, the noise mixture, the reward, and the best-image
-bookkeeping through the real simulated evaluator (released-code bugs of spec §4.12 not reproduced)."""
+bookkeeping through the real simulated evaluator (released-code bugs of docs/algorithms.md §4.12 not reproduced)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_embedding_net_is_sized_from_the_latent(shape, flat):
 def test_paper_sized_networks():
     e = EmbeddingNet((4, 64, 64), 2048)
     g = ProjectionHead(2048, (2048, 1024), 512)
-    # Linear 2048→2048 dominates E: about 4.2 M parameters (spec §4.3)
+    # Linear 2048→2048 dominates E: about 4.2 M parameters (docs/algorithms.md §4.3)
     assert sum(p.numel() for p in e.parameters()) == pytest.approx(4.2e6, rel=0.02)
     assert g(torch.zeros(1, 2048)).shape == (1, 512)
 
@@ -160,7 +160,7 @@ def test_best_image_mapping_noise_bank_and_persistence(tmp_path, tiny_backbone_d
         # epoch 1: only image 1 is good -> it is the best; no other positive
         ([0, 1, 0, 0], [0.1, 0.9, 0.2, 0.3]),
         # epoch 2: good = {1, 3}; candidates [old best 0.9, img1 0.5, img3 0.95] -> candidate 2 = BATCH
-        # index 3 (the released code would have used batch index 2, a bad image: spec §4.12.1)
+        # index 3 (the released code would have used batch index 2, a bad image: docs/algorithms.md §4.12.1)
         ([0, 1, 0, 1], [0.0, 0.5, 0.1, 0.95]),
         # epoch 3: nothing beats 0.95 -> the best stays
         ([1, 0, 1, 0], [0.4, 0.1, 0.5, 0.2]),

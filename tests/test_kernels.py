@@ -118,7 +118,7 @@ def test_trained_timesteps_and_step_counts():
     assert trained_timesteps(20, 0.25) == 5
     assert trained_timesteps(50, 1.0, per_sample=5) == 5
     assert trained_timesteps(4, 0.1) == 1  # never zero
-    # HERO's Table 7 setting: 64 samples, batch 2, grad-accum 4 -> 8 optimizer steps per epoch (§4.6)
+    # HERO's Table 7 setting: 64 samples, batch 2, grad-accum 4 -> 8 optimizer steps per epoch (docs/algorithms.md §4.6)
     assert ppo_optimizer_steps(64, PPOConfig(train_batch_size=2, grad_accum_steps=4)) == 8
     assert ppo_optimizer_steps(256, PPOConfig(train_batch_size=4, grad_accum_steps=16)) == 4
     assert ppo_optimizer_steps(10, PPOConfig(train_batch_size=4, grad_accum_steps=2)) == 2  # 3 chunks: 2 + 1

@@ -43,7 +43,7 @@ def perturb(params, seed: int = 0, scale: float = 0.05) -> None:
 def test_trainable_count_and_frozen_base(backbone):
     unet = backbone.unet
     params = add_lora(unet, LoraConfig())
-    assert sum(p.numel() for p in params) == 15_360  # spec/stack.md, tiny UNet, rank 4
+    assert sum(p.numel() for p in params) == 15_360  # docs/stack.md, tiny UNet, rank 4
     trainable = {n for n, p in unet.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_" in n for n in trainable)
     assert {id(p) for p in params} == {id(p) for n, p in unet.named_parameters() if n in trainable}

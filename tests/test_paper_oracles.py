@@ -28,7 +28,7 @@ def random_images(n=3, size=48, seed=0):
 # -- fixtures: tiny models built offline ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    """A 3.4 M-parameter open_clip model (stack.md recipe) saved as a safetensors checkpoint."""
+    """A 3.4 M-parameter open_clip model (docs/stack.md recipe) saved as a safetensors checkpoint."""
     open_clip = pytest.importorskip("open_clip")
     import torch
     from safetensors.torch import save_file

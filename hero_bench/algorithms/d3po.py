@@ -1,4 +1,4 @@
-"""D3PO: per-step DPO on human preferences between images that share z_T and prompt (spec §3).
+"""D3PO: per-step DPO on human preferences between images that share z_T and prompt (docs/algorithms.md §3).
 
 One epoch, top to bottom:
 
@@ -40,7 +40,7 @@ from hero_bench.feedback import D3POFeedback
 
 @dataclass(frozen=True)
 class D3POConfig:
-    """D3PO's settings. Defaults: spec §3.4 and §7 item 5 (paper Table 2 and the released code)."""
+    """D3PO's settings. Defaults: docs/algorithms.md §3.4 and §7.5 (paper Table 2 and the released code)."""
 
     group_size: int = 7
     """Images per group sharing prompt and z_T (human-feedback runs: 7, all C(7,2) = 21 pairs)."""

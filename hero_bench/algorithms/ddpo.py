@@ -1,4 +1,4 @@
-"""DDPO_IS: PPO-clip on the evaluator's per-image rewards (spec §2).
+"""DDPO_IS: PPO-clip on the evaluator's per-image rewards (docs/algorithms.md §2).
 
 One epoch, top to bottom:
 
@@ -42,7 +42,7 @@ def _ddpo_ppo() -> PPOConfig:
 
 @dataclass(frozen=True)
 class DDPOConfig:
-    """DDPO's settings. Defaults: spec §2.4 / §7 item 6 (ddpo-pytorch's reproduction configs)."""
+    """DDPO's settings. Defaults: docs/algorithms.md §2.4 / §7.6 (ddpo-pytorch's reproduction configs)."""
 
     images_per_epoch: int = 256
     """Images sampled and rewarded per epoch (ddpo-pytorch dgx configs: 256)."""

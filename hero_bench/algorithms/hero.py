@@ -1,6 +1,6 @@
-"""HERO: feedback-aligned representation learning + feedback-guided image generation (spec §4).
+"""HERO: feedback-aligned representation learning + feedback-guided image generation (docs/algorithms.md §4).
 
-One epoch, top to bottom (Algorithm 1 as quoted in spec §4.1):
+One epoch, top to bottom (Algorithm 1 as quoted in docs/algorithms.md §4.1):
 
 1. sample      initial noise from π_HERO (N(0, I) in the first epoch, then the best/good mixture
                of step 6), generate images with the current LoRA weights;
@@ -49,7 +49,7 @@ from hero_bench.feedback import BestImage, HeroFeedback
 
 
 def _hero_ppo() -> PPOConfig:
-    # Table 7 (spec §4.0): lr 3e-4 (the released code's 1e-3 is not used), batch 2, grad-accum 4,
+    # Table 7 (docs/algorithms.md §4.0): lr 3e-4 (the released code's 1e-3 is not used), batch 2, grad-accum 4,
     # clip 1e-4, K = 5 trained timesteps per trajectory; adv clip 5, batch standardisation (§4.6)
     return PPOConfig(lr=3e-4, train_batch_size=2, grad_accum_steps=4, clip_range=1e-4, adv_clip=5.0,
                      timesteps_per_sample=5)
@@ -57,7 +57,7 @@ def _hero_ppo() -> PPOConfig:
 
 @dataclass(frozen=True)
 class HeroConfig:
-    """HERO's settings. Defaults: the paper's Table 7 (spec §4.0), where it states a value."""
+    """HERO's settings. Defaults: the paper's Table 7 (docs/algorithms.md §4.0), where it states a value."""
 
     images_per_epoch: int = 64
     """Images sampled and labelled per epoch (paper: 64; 128 for hand)."""
@@ -85,7 +85,7 @@ class HeroConfig:
     """Adam steps on E and g per epoch of feedback, each on freshly drawn triplets (paper: 500)."""
     triplet_cosine: Literal["per-sample", "across-batch"] = "per-sample"
     """Cosine distance of the triplet loss along the feature axis of each triplet (paper) or along
-    the batch axis per feature (the released code's ``dim=0``, spec §4.12.2)."""
+    the batch axis per feature (the released code's ``dim=0``, docs/algorithms.md §4.12.2)."""
     ppo: PPOConfig = field(default_factory=_hero_ppo)
     """The PPO-clip update of the LoRA weights (shared kernel with DDPO)."""
 
@@ -157,7 +157,7 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
     """mean max(d(a, p) − d(a, n) + margin, 0) over triplets ``[B, D]`` (§4.3, "Eq. 3").
 
     ``across_batch=True`` reproduces the released code's ``cosine_similarity(dim=0)``: one cosine per
-    FEATURE computed across the batch, averaged over the D features (spec §4.12.2).
+    FEATURE computed across the batch, averaged over the D features (docs/algorithms.md §4.12.2).
     """
     dim = 0 if across_batch else -1
     return torch.clamp(cosine_distance(anchor, positive, dim) - cosine_distance(anchor, negative, dim) + margin,

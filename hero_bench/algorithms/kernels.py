@@ -1,10 +1,10 @@
 """The shared training kernels: PPO-clip and DPO losses, advantages, and the two update passes.
 
-Every method trains through this file (house style §1: the sampler and the PPO/DPO inner loop exist
-once).  HERO and DDPO both call :func:`ppo_update` (they differ only in where the advantages come
+Every method trains through this file (by design the sampler and the PPO/DPO inner loop exist once,
+docs/architecture.md).  HERO and DDPO both call :func:`ppo_update` (they differ only in where the advantages come
 from and how many timesteps per trajectory are trained); D3PO calls :func:`dpo_update`.
 
-Spec references (``shared/spec/algorithms.md``):
+Section references (``docs/algorithms.md``):
 - §2.1  PPO-clip surrogate  L = max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)),  ρ = exp(log p_θ − log p_old)
 - §2.2  advantages: per-prompt stat tracking (buffer, min_count, 1e-6) or batch standardisation
         (1e-8), then clipped to ±adv_clip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 HELP = "measure how much the initial noise z_T decides an image's success (HERO's noise-guidance premise)"
 DESCRIPTION = """\
-HERO samples the next epoch's initial noises near those of the best and good images (spec §4.5).
+HERO samples the next epoch's initial noises near those of the best and good images (docs/algorithms.md §4.5).
 That raises the success rate only if the initial noise largely decides the outcome.  This command
 draws --noises initial noises, samples each --repeats times with different per-step noise (the
 tier's sampler: DDIM eta, guidance, steps, unless overridden), judges the images with the task's

@@ -14,9 +14,9 @@ is written to OUT/config.yaml.
 
 Methods:
   hero   good/bad + best labels -> learned embedding -> similarity-to-best reward -> PPO,
-         next noise from the best/good mixture (spec §4)
-  ddpo   PPO-clip on the evaluator's per-image reward, per-prompt normalised (spec §2)
-  d3po   per-step DPO on preferences within groups of images sharing noise and prompt (spec §3)
+         next noise from the best/good mixture (docs/algorithms.md §4)
+  ddpo   PPO-clip on the evaluator's per-image reward, per-prompt normalised (docs/algorithms.md §2)
+  d3po   per-step DPO on preferences within groups of images sharing noise and prompt (docs/algorithms.md §3)
   base   no training: evaluates the pretrained model once (feedback 0)
 
 Outputs in OUT: config.yaml, ledger.jsonl (every label), checkpoint.pt (latest epoch),

@@ -1,6 +1,6 @@
 """One stochastic DDIM step with the Gaussian log-probability of its result.
 
-This is the step every method shares (spec/algorithms.md §1.1), written from the equations:
+This is the step every method shares (docs/algorithms.md §1.1), written from the equations:
 
     x̂0   = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t)            (or from v / x0 predictions)
     σ²   = (1 - ᾱ_t') / (1 - ᾱ_t) · (1 - ᾱ_t / ᾱ_t'),      t' = t - num_train_timesteps / steps

@@ -3,7 +3,7 @@
 The released DDPO/D3PO/HERO code uses diffusers' legacy LoRA attention processors (rank 4, scale 1,
 down-projection ~ N(0, 1/r²), up-projection 0, on to_q/to_k/to_v/to_out); peft's
 ``LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian")`` is the same computation
-(spec/algorithms.md §1.3).  Adapter parameters are kept in float32 even when the base model is
+(docs/algorithms.md §1.3).  Adapter parameters are kept in float32 even when the base model is
 float16/bfloat16, so small updates are not lost to rounding.
 """
 

@@ -4,8 +4,8 @@ For each toy task: sample ``n`` images on the task's eval prompts (cycled) with 
 sampler settings and the benchmark's fixed eval noise seeds, judge them with the task's oracle, and
 report the success rate with a 95% Wilson interval.  The protocol is exactly that of
 ``hero_bench.evaluate.evaluate_model`` (same prompts, same seeds, same oracle), so the numbers are
-the epoch-0 points every toy feedback-efficiency curve starts from.  DESIGN.md asks for every
-task's base success to lie in [5%, 60%].
+the epoch-0 points every toy feedback-efficiency curve starts from.  The design asks for every
+task's base success to lie in [5%, 60%] (docs/architecture.md, "Design requirements").
 
     python -m hero_bench.toyworld.base_rates --backbone hero_bench/toyworld/pretrained/shapesworld --n 256 \
         [--json OUT.json] [--figures docs/figures] [--model-card] [--compare REFERENCE]
@@ -31,7 +31,8 @@ import numpy as np
 CARD_NOTES = Path(__file__).with_name("model_card_notes.md")
 """The model card's hand-written part (measurements behind the choices), appended by --model-card."""
 ACCEPTED_RANGE = (0.05, 0.60)
-"""DESIGN.md: the pretrained model must reach each task's success with probability in this range."""
+"""The pretrained model must reach each task's success with probability in this range
+(docs/architecture.md, "Design requirements")."""
 Z_95 = 1.959963984540054
 
 
@@ -252,7 +253,8 @@ DDIM **{s_steps} steps, eta {s_eta}, classifier-free guidance {s_guidance}**, ne
 ## Base success rates (the HERO paper's premise: success possible but rare)
 {n} images per task on the task's eval prompts (cycled), the benchmark's eval noise seed
 {eval_seed} (the exact epoch-0 evaluation of every toy run), judged by the exact ShapesWorld oracle
-(`{oracle}`).  DESIGN.md requires every task in [5%, 60%].
+(`{oracle}`).  The design requires every task in [5%, 60%]
+(`docs/architecture.md`, "Design requirements").
 
 {table}
 

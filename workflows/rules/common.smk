@@ -138,13 +138,16 @@ def all_eval_csvs():
 
 
 def final_outputs():
-    return [
+    outputs = [
         "results/summary/runs.csv",
         "results/summary/summary.csv",
         "results/tables/summary.md",
         "results/figures/success_vs_feedback.png",
         "results/figures/final_success.png",
     ]
+    if config.get("published"):
+        outputs.append("results/tables/reproduction.md")
+    return outputs
 
 
 # ---- train -----------------------------------------------------------------------------------

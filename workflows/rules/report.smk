@@ -61,3 +61,31 @@ rule report:
         "hero-bench report --runs {input} --out-dir {params.out_dir} "
         "--budgets {params.budgets} --threshold {params.threshold} "
         "--reps {params.reps} --seed {params.seed} > {log} 2>&1"
+
+
+# Reproduction check: the fresh summary against the published one (config key `published`).
+# --exit-zero: a cell outside its interval is the verdict this rule records, not a failed job.
+rule compare:
+    input:
+        summary="results/summary/summary.csv",
+        runs="results/summary/runs.csv",
+        published=config.get("published") or [],
+    output:
+        table=report(
+            "results/tables/reproduction.md",
+            caption="../report/reproduction.rst",
+            category="Reproduction",
+            labels={"item": "inside the published CIs?"},
+        ),
+        cells="results/summary/reproduction.csv",
+    log:
+        "results/logs/compare.log",
+    threads: 1
+    resources:
+        **small_resources(),
+    conda:
+        "../envs/hero-bench.yaml"
+    shell:
+        "timeout -k 30 {resources.runtime}m "
+        "hero-bench compare {input.summary} {input.published} --out {output.table} "
+        "--csv {output.cells} --exit-zero > {log} 2>&1"
