@@ -33,6 +33,7 @@ report: "workflows/report/workflow.rst"
 
 include: "workflows/rules/train.smk"
 include: "workflows/rules/report.smk"
+include: "workflows/rules/tune.smk"
 
 
 rule all:

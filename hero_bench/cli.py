@@ -22,6 +22,7 @@ COMMANDS = {
     "gather": "gather",
     "report": "report",
     "compare": "compare",
+    "sweep-table": "sweep_table",
     "noise-influence": "noise_influence",
 }
 

@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+import math
+import os
+
 import pytest
 import torch
 
-# the machine is shared; more threads than cores only adds contention
-torch.set_num_threads(2)
+# the machine is shared; more threads than cores only adds contention.  OMP_NUM_THREADS, when set to
+# a count, wins: CI reruns the numeric tests with OMP_NUM_THREADS=1 (.ci/run), and round-off that
+# depends on the thread count (parallel reductions, per-thread GEMM blocking) must stay within the
+# tolerances below
+_THREADS = os.environ.get("OMP_NUM_THREADS", "")
+torch.set_num_threads(int(_THREADS) if _THREADS.isdigit() and int(_THREADS) > 0 else 2)
+
+# -- floating-point tolerances -----------------------------------------------------------------------
+# Results differ between CPUs (SIMD width, FMA, BLAS/oneDNN kernel choice, thread count), so a test
+# comparing two DIFFERENT computations of the same quantity needs a tolerance derived from round-off;
+# bitwise equality only holds for the same operations on the same data (same batch composition,
+# deterministic kernels, same process), for RNG draws and for pure copies.
+F32_EPS = torch.finfo(torch.float32).eps  # 1.19e-7: relative round-off of one float32 operation (2 ulp/2)
+F64_EPS = torch.finfo(torch.float64).eps  # 2.22e-16
+
+
+def rounding_tol(n_ops: int, magnitude: float = 1.0, eps: float = F32_EPS) -> float:
+    """Worst-case absolute round-off of ``n_ops`` chained operations (or a sum of ``n_ops`` terms)
+    on values of size ``magnitude``: ``n·eps·m`` (typical is ``sqrt(n)·eps·m``)."""
+    return n_ops * eps * magnitude
+
+
+def arccos_tol(cos_tol: float) -> float:
+    """Angle error (radians) from an error ``cos_tol`` in a cosine near 1: arccos(1 - d) ≈ sqrt(2d),
+    so round-off of size eps in the cosine of parallel vectors becomes an angle of ~sqrt(2·eps)."""
+    return math.sqrt(2 * cos_tol)
+
+
+# Relative difference between two float32 forwards of one small network (tiny UNet, text encoder,
+# HERO's embedding net: ~10 layers, dot products of K ≤ ~600 terms) that compute the same thing by
+# different paths (another batch size or composition, so other GEMM/conv blocking): per layer about
+# sqrt(K)·eps ≈ 3e-6 typical, K·eps ≈ 7e-5 worst, compounding over the layers -> 1e-4.
+NET_RTOL = 1e-4
 
 
 @pytest.fixture(scope="module")

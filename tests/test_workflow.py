@@ -105,10 +105,20 @@ def test_lint_passes():
 def test_dry_run_plans_the_configured_grid(planned, name):
     cfg = load_config(name)
     out = planned(name)
+    if cfg.get("sweep"):  # a sweep: every (task, method, variant, seed), then the table
+        runs = sum(len(cfg["tasks"]) * len(cfg["sweep"].get(m, {})) * len(cfg["seeds"]) for m in cfg["methods"])
+        assert runs > 0
+        assert planned_jobs(out) == {"tune_train": runs, "tune_table": 1, "all": 1}
+        for method in cfg["methods"]:
+            for variant in cfg["sweep"][method]:
+                assert f"results/tune/{cfg['tier']}/{cfg['tasks'][0]}/{method}/{variant}/seed{cfg['seeds'][0]}/eval.csv" in out
+        return
     runs = len(cfg["tasks"]) * len(cfg["methods"]) * len(cfg["seeds"])
     expected = {"train": runs, "gather": 1, "report": 1, "all": 1}
     if cfg["tier"] == "smoke":
         expected["build_tiny_backbone"] = 1
+    if cfg.get("published"):
+        expected["compare"] = 1
     assert planned_jobs(out) == expected
     # every run of the grid is planned, under the configured tier
     for task in cfg["tasks"]:

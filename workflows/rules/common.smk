@@ -138,6 +138,8 @@ def all_eval_csvs():
 
 
 def final_outputs():
+    if config.get("sweep"):
+        return ["results/tune/sweep.md", "results/tune/sweep.csv"]
     outputs = [
         "results/summary/runs.csv",
         "results/summary/summary.csv",
@@ -175,6 +177,8 @@ def train_overrides(wildcards):
     items = [f"{EVAL_SET_KEYS[key]}={evaluation[key]}" for key in EVAL_SET_KEYS if key in evaluation]
     items += config["set"].get("all", [])
     items += config["set"].get(wildcards.method, [])
+    if "variant" in wildcards.keys():  # a sweep run: its configuration comes last
+        items += config["sweep"][wildcards.method][wildcards.variant]
     return " ".join(f"--set {shlex.quote(item)}" for item in items)
 
 
@@ -206,6 +210,48 @@ def train_launcher(wildcards):
 
 def run_dir_of(wildcards, output):
     return os.path.dirname(output.eval_csv)
+
+
+# The shell of a training job (rules train and tune_train): resume the run folder when its
+# config.yaml equals the config this job resolves, else move it aside and start afresh.
+TRAIN_SHELL = """
+    exec > {log} 2>&1
+    export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} TQDM_DISABLE=1
+    run={params.run_dir}
+    args=(--tier {wildcards.tier} --task {wildcards.task} --method {wildcards.method} \
+          --seed {wildcards.seed} --budget {params.budget} --device {params.device} \
+          {params.backbone} {params.overrides} --out "$run")
+    if [ -f "$run/config.yaml" ]; then
+        timeout -k 10 600 hero-bench train "${{args[@]}}" --print-config > "$run/config.next.yaml"
+        if cmp -s "$run/config.yaml" "$run/config.next.yaml"; then
+            rm -f "$run/config.next.yaml"
+            echo "workflow: $run holds this run's config: resuming it"
+        else
+            stale="$run.replaced-$(date -u +%Y%m%dT%H%M%SZ)"
+            mv "$run" "$stale"
+            echo "workflow: the settings of $run changed; old run moved to $stale; starting afresh"
+        fi
+    fi
+    rc=0
+    {params.launcher} timeout -k 60 {resources.runtime}m hero-bench train "${{args[@]}}" || rc=$?
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+        echo "workflow: train stopped after resources.runtime={resources.runtime} min; rerunning" \
+             "resumes from its checkpoint (raise it: --set-resources train:runtime=MIN)"
+    fi
+    exit $rc
+    """
+
+
+# ---- sweeps (tune.yaml) ----------------------------------------------------------------------
+def sweep_eval_csvs():
+    """eval.csv of every (task, method, variant, seed) of the config's sweep."""
+    return [
+        f"results/tune/{config['tier']}/{task}/{method}/{variant}/seed{seed}/eval.csv"
+        for task in config["tasks"]
+        for method in config["methods"]
+        for variant in config["sweep"].get(method, {})
+        for seed in config["seeds"]
+    ]
 
 
 # ---- report ----------------------------------------------------------------------------------

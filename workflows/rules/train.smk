@@ -9,6 +9,7 @@ wildcard_constraints:
     task="[a-z][a-z0-9_]*",
     method="base|hero|ddpo|d3po",
     seed="[0-9]+",
+    variant="[A-Za-z0-9_.+-]+",
 
 
 rule build_tiny_backbone:
@@ -56,29 +57,4 @@ rule train:
     conda:
         "../envs/hero-bench.yaml"
     shell:
-        """
-        exec > {log} 2>&1
-        export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} TQDM_DISABLE=1
-        run={params.run_dir}
-        args=(--tier {wildcards.tier} --task {wildcards.task} --method {wildcards.method} \
-              --seed {wildcards.seed} --budget {params.budget} --device {params.device} \
-              {params.backbone} {params.overrides} --out "$run")
-        if [ -f "$run/config.yaml" ]; then
-            timeout -k 10 600 hero-bench train "${{args[@]}}" --print-config > "$run/config.next.yaml"
-            if cmp -s "$run/config.yaml" "$run/config.next.yaml"; then
-                rm -f "$run/config.next.yaml"
-                echo "workflow: $run holds this run's config: resuming it"
-            else
-                stale="$run.replaced-$(date -u +%Y%m%dT%H%M%SZ)"
-                mv "$run" "$stale"
-                echo "workflow: the settings of $run changed; old run moved to $stale; starting afresh"
-            fi
-        fi
-        rc=0
-        {params.launcher} timeout -k 60 {resources.runtime}m hero-bench train "${{args[@]}}" || rc=$?
-        if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-            echo "workflow: train stopped after resources.runtime={resources.runtime} min; rerunning" \
-                 "resumes from its checkpoint (raise it: --set-resources train:runtime=MIN)"
-        fi
-        exit $rc
-        """
+        TRAIN_SHELL

@@ -1,0 +1,42 @@
+"""`hero-bench sweep-table`: rank a sweep's configurations per method by normalised AUC."""
+
+from __future__ import annotations
+
+HELP = "rank the configurations of a hyper-parameter sweep (tune.yaml) by the area under their success curves"
+DESCRIPTION = """\
+Read the eval.csv of every run of a sweep (layout .../<task>/<method>/<variant>/seed<k>/eval.csv,
+as the workflow's tune rules write it), score each run by its normalised area under the
+success-vs-feedback step curve from 0 to its budget, and write per (task, method, variant) the
+mean AUC and final success over seeds with their range, marking each method's selected variant
+(highest mean AUC over all its runs). The selected values go into the toy preset by hand, with a
+comment pointing to the committed table.
+
+writes (under --out-dir): sweep.csv (tidy), sweep.md (Markdown)
+
+example:
+  hero-bench sweep-table --out-dir results/tune results/tune/toy/*/*/*/seed*/eval.csv
+"""
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("eval_csv", nargs="+", metavar="EVAL_CSV", help="the sweep runs' eval.csv files")
+    parser.add_argument("--out-dir", required=True, metavar="DIR", help="where sweep.csv and sweep.md go")
+
+
+def run(args) -> int:
+    import shlex
+    from pathlib import Path
+
+    from hero_bench.io import atomic_write_text
+    from hero_bench.sweep import read_runs, render_markdown, summarise
+
+    runs = read_runs(args.eval_csv)
+    table = summarise(runs)
+    out = Path(args.out_dir)
+    command = "hero-bench sweep-table --out-dir " + shlex.quote(args.out_dir) + " <the sweep's eval.csv files>"
+    atomic_write_text(out / "sweep.csv", table.to_csv(index=False))
+    atomic_write_text(out / "sweep.md", render_markdown(table, runs, command))
+    for r in table[table.selected].drop_duplicates("method").itertuples():
+        print(f"{r.method}: selected {r.variant}")
+    print(f"{len(runs)} runs, {len(table)} (task, method, variant) cells -> {out / 'sweep.md'}")
+    return 0

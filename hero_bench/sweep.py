@@ -1,0 +1,91 @@
+"""Hyper-parameter sweeps: rank each method's configurations by the area under its success curve.
+
+A sweep (``workflows/config/tune.yaml``) runs every method with the same number of named
+configurations ("variants") on tuning seeds that no reported result uses. Each run's eval.csv
+lives at ``.../<task>/<method>/<variant>/seed<k>/eval.csv``; this module reads those, scores each
+run by its normalised area under the success-vs-feedback step curve from 0 to the budget
+(``stats.normalized_auc``: the whole curve counts, so a configuration that climbs and falls back
+loses to one that climbs and holds), and picks, per method, the variant with the highest mean
+AUC over tasks and seeds.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from hero_bench.errors import HeroBenchError
+from hero_bench.stats import normalized_auc
+
+_PATH = re.compile(r"(?P<task>[a-z][a-z0-9_]*)/(?P<method>[a-z0-9]+)/(?P<variant>[A-Za-z0-9_.+-]+)/seed(?P<seed>[0-9]+)/eval\.csv$")
+COLUMNS = ("task", "method", "variant", "n_seeds", "auc_mean", "auc_min", "auc_max", "base", "final_mean",
+           "final_min", "final_max", "budget", "selected")
+
+
+class SweepError(HeroBenchError, ValueError):
+    """An eval.csv that is not part of a sweep layout, or an empty sweep."""
+
+
+def read_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """One row per run: task, method, variant, seed, budget, auc, base and final success."""
+    rows = []
+    for path in paths:
+        m = _PATH.search(Path(path).as_posix())
+        if m is None:
+            raise SweepError(f"{str(path)!r} is not a sweep run's eval.csv; expected "
+                             f".../<task>/<method>/<variant>/seed<k>/eval.csv")
+        df = pd.read_csv(path)
+        if df.empty or "feedback_used" not in df or "success_rate" not in df:
+            raise SweepError(f"{str(path)!r} holds no evaluation rows with feedback_used and success_rate")
+        df = df.sort_values(["feedback_used", "epoch"])
+        budget = float(df.feedback_used.max())
+        if budget <= 0:
+            raise SweepError(f"{str(path)!r}: the run spent no feedback (base runs are not swept)")
+        rows.append({
+            **m.groupdict(), "seed": int(m["seed"]), "budget": budget,
+            "auc": normalized_auc(df.feedback_used, df.success_rate, budget),
+            "base": float(df.success_rate.iloc[0]), "final": float(df.success_rate.iloc[-1]),
+        })
+    if not rows:
+        raise SweepError("no sweep runs given")
+    return pd.DataFrame(rows)
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, method, variant): the AUC and final success over seeds; ``selected`` marks each
+    method's variant with the highest mean AUC over all its runs (ties: the first name)."""
+    groups = runs.groupby(["task", "method", "variant"], sort=True)
+    table = groups.agg(n_seeds=("seed", "nunique"), auc_mean=("auc", "mean"), auc_min=("auc", "min"),
+                       auc_max=("auc", "max"), base=("base", "mean"), final_mean=("final", "mean"),
+                       final_min=("final", "min"), final_max=("final", "max"),
+                       budget=("budget", "max")).reset_index()
+    overall = runs.groupby(["method", "variant"]).auc.mean()
+    best = {method: overall[method].sort_index().idxmax() for method in overall.index.get_level_values(0).unique()}
+    table["selected"] = [best[m] == v for m, v in zip(table.method, table.variant)]
+    return table[list(COLUMNS)]
+
+
+def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, command: str) -> str:
+    counts = runs.groupby("method").variant.nunique()
+    lines = [
+        "# Hyper-parameter sweep",
+        "",
+        "Configurations per method: " + ", ".join(f"{m} {n}" for m, n in counts.items()) + "; tuning seeds "
+        + ", ".join(str(s) for s in sorted(runs.seed.unique())) + " (never used for reported results).",
+        "Score: normalised area under the success-vs-feedback step curve from 0 to the budget (mean over "
+        "seeds, [min, max]); the selected variant (**bold**) has the highest mean AUC over all tasks.",
+        "",
+        "| task | method | variant | n | AUC mean [min, max] | base | final mean [min, max] | budget |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples():
+        name = f"**{r.variant}**" if r.selected else r.variant
+        lines.append(f"| {r.task} | {r.method} | {name} | {r.n_seeds} | {r.auc_mean:.3f} [{r.auc_min:.3f}, "
+                     f"{r.auc_max:.3f}] | {r.base:.3f} | {r.final_mean:.3f} [{r.final_min:.3f}, "
+                     f"{r.final_max:.3f}] | {r.budget:.0f} |")
+    lines += ["", f"Made by `{command}`.", ""]
+    return "\n".join(lines)
+
