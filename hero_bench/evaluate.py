@@ -1,18 +1,27 @@
-"""Held-out evaluation: success rate of a model on the task's eval prompts, judged by the noise-free oracle.
+"""Evaluation: success rate of a model on the task's prompts, judged by the noise-free oracle.
 
-Protocol (docs/architecture.md, "The flow of one run", step 8):
-- ``n_images`` images; image i uses eval prompt ``i mod len(eval_prompts)`` (prompts cycled).
+Two evaluations per checkpoint (docs/metrics.md, "The primary metric: success on the task's own prompts"):
+- **primary** (columns ``success_rate``, ``mean_score``, ``n_eval``, ``diversity``): the task's OWN
+  training prompts, sampled from fresh evaluation noise that no training batch used.  This is what
+  the HERO paper measures, and every table and plot leads with it.
+- **transfer** (columns ``transfer_success_rate``, ``transfer_mean_score``, ``transfer_n_eval``):
+  the task's held-out eval prompts, with the same evaluation noise; ``eval.transfer_images`` sets
+  its size (None = ``n_images``; 0 = skipped, columns left empty).
+
+Protocol (docs/architecture.md, "The flow of one run", step 8), for each of the two prompt lists:
+- ``n`` images; image i uses prompt ``i mod len(prompts)`` (prompts cycled).
 - The initial noises and the sampler's per-step noises come from generators seeded only by
   ``eval.seed`` (never by the run seed), so at a given eval seed every method, every training seed
   and every checkpoint is evaluated on the SAME noise and prompts: comparisons between them are
   paired, and the base model's row is the common starting point of every curve.
 - The judge is the task's oracle itself, without the simulated evaluator's noise models (label
   flips, bias): the evaluation measures true success even when training feedback is noisy.
-- ``diversity`` = mean pairwise L2 distance between the eval images in a fixed feature space:
+  Both evaluations draw from the same two streams, so the first images of each share their noise.
+- ``diversity`` = mean pairwise L2 distance between the primary evaluation's images in a fixed feature space:
   each image area-averaged to 8×8 RGB, scaled to [0, 1] and flattened (192 values).  It drops
   when a method collapses onto a few images (a concern the HERO reviewers raised, docs/algorithms.md §6.4).
 
-``hero-bench evaluate RUN_DIR`` recomputes a run's eval.csv from its saved adapters
+``hero-bench evaluate RUN_DIR`` recomputes a run's eval.csv (both evaluations) from its saved adapters
 (``lora/epoch_XXXX.safetensors``) with :func:`evaluate_run`.
 """
 
@@ -37,10 +46,10 @@ DIVERSITY_SIDE = 8
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """When and how a run is evaluated on held-out prompts."""
+    """When and how a run is evaluated: on the task's own prompts (primary) and held-out ones (transfer)."""
 
     n_images: int = 256
-    """Images generated per evaluation (eval prompts cycled)."""
+    """Images generated per primary evaluation (the task's training prompts cycled, fresh eval noise)."""
     every_epochs: int = 1
     """Evaluate after every k-th training epoch; the last epoch is always evaluated."""
     at_start: bool = True
@@ -49,6 +58,9 @@ class EvalConfig:
     """Eval noise seed: the same for every method and training seed, so comparisons are paired."""
     batch_size: int = 64
     """Images per sampler forward during evaluation (memory only; does not change the draws)."""
+    transfer_images: int | None = None
+    """Images for the transfer evaluation on the task's held-out eval prompts; None = same as
+    n_images; 0 = skip it (the transfer columns are left empty)."""
 
     def __post_init__(self) -> None:
         if self.n_images < 1:
@@ -59,6 +71,14 @@ class EvalConfig:
             raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
         if self.seed < 0:
             raise ConfigError(f"eval.seed must be >= 0, got {self.seed}")
+        if self.transfer_images is not None and self.transfer_images < 0:
+            raise ConfigError(f"eval.transfer_images must be >= 0 (0 = skip the transfer evaluation), "
+                              f"got {self.transfer_images}")
+
+    @property
+    def n_transfer(self) -> int:
+        """Images of the transfer evaluation (0 = skipped)."""
+        return self.n_images if self.transfer_images is None else int(self.transfer_images)
 
 
 def diversity(images: np.ndarray) -> float:
@@ -70,21 +90,39 @@ def diversity(images: np.ndarray) -> float:
     return float(torch.pdist(feats).mean())
 
 
-def eval_prompts(task, n: int) -> list[Any]:
-    prompts = task.eval_prompts
+TRANSFER_KEYS = {"success_rate": "transfer_success_rate", "mean_score": "transfer_mean_score",
+                 "n_eval": "transfer_n_eval"}
+"""Result key of one prompt-list evaluation -> its eval.csv column in the transfer evaluation."""
+
+
+def cycle_prompts(prompts: Sequence[Any], n: int) -> list[Any]:
+    """``n`` prompts: ``prompts`` cycled (image i gets prompt ``i mod len(prompts)``)."""
     if not prompts:
-        raise HeroBenchError(f"task {task.name!r} has no eval prompts")
+        raise HeroBenchError("no prompts to evaluate on")
     return [prompts[i % len(prompts)] for i in range(n)]
 
 
+def eval_prompts(task, n: int) -> list[Any]:
+    """The task's held-out eval prompts, cycled to ``n`` (the transfer evaluation's prompts)."""
+    if not task.eval_prompts:
+        raise HeroBenchError(f"task {task.name!r} has no eval prompts")
+    return cycle_prompts(task.eval_prompts, n)
+
+
 @torch.no_grad()
-def evaluate_model(backbone, task, oracle, sampler_cfg, eval_cfg: EvalConfig) -> dict[str, float]:
-    """Sample the eval set with the backbone's current weights and judge it with ``oracle``."""
+def evaluate_prompts(backbone, prompts: Sequence[Any], oracle, sampler_cfg, eval_cfg: EvalConfig,
+                     n_images: int | None = None) -> dict[str, float]:
+    """Sample ``n_images`` (default ``eval_cfg.n_images``) images cycling through ``prompts`` from the
+    fixed evaluation noise, with the backbone's current weights, and judge them with ``oracle``.
+
+    Returns ``success_rate``, ``mean_score``, ``n_eval`` and ``diversity``."""
     from hero_bench.algorithms.base import derive_seed
     from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
 
-    n = eval_cfg.n_images
-    prompts = eval_prompts(task, n)
+    n = eval_cfg.n_images if n_images is None else int(n_images)
+    if n < 1:
+        raise ConfigError(f"an evaluation needs at least one image, got {n}")
+    prompts = cycle_prompts(prompts, n)
     noise_gen = torch.Generator(device="cpu").manual_seed(derive_seed(eval_cfg.seed, 0, "eval-noise"))
     step_gen = torch.Generator(device="cpu").manual_seed(derive_seed(eval_cfg.seed, 0, "eval-sampler"))
     z_T = initial_noise(backbone, n, noise_gen)
@@ -102,6 +140,24 @@ def evaluate_model(backbone, task, oracle, sampler_cfg, eval_cfg: EvalConfig) ->
         "n_eval": int(n),
         "diversity": diversity(traj.images),
     }
+
+
+def evaluate_model(backbone, task, oracle, sampler_cfg, eval_cfg: EvalConfig) -> dict[str, float | None]:
+    """Both evaluations of the backbone's current weights (the runner's scheduled evaluation).
+
+    Primary: ``eval_cfg.n_images`` images on the task's training prompts (keys ``success_rate``,
+    ``mean_score``, ``n_eval``, ``diversity``).  Transfer: ``eval_cfg.n_transfer`` images on its
+    held-out eval prompts (keys ``transfer_success_rate``, ``transfer_mean_score``,
+    ``transfer_n_eval``; None when ``eval.transfer_images`` is 0).  Both use the same evaluation
+    noise streams, seeded only by ``eval.seed``, so they are fresh with respect to training."""
+    result: dict[str, float | None] = dict(evaluate_prompts(backbone, task.train_prompts, oracle, sampler_cfg,
+                                                            eval_cfg))
+    result.update({col: None for col in TRANSFER_KEYS.values()})
+    if eval_cfg.n_transfer > 0:
+        transfer = evaluate_prompts(backbone, task.eval_prompts, oracle, sampler_cfg, eval_cfg,
+                                    n_images=eval_cfg.n_transfer)
+        result.update({col: transfer[key] for key, col in TRANSFER_KEYS.items()})
+    return result
 
 
 def eval_row(cfg, epoch: int, feedback_used: int, queries: int, images_generated: int,
@@ -145,24 +201,30 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
 _LORA_FILE = re.compile(r"^epoch_(\d{4,})\.safetensors$")
 
 
-PROMPT_SETS = ("eval", "train")
-"""Which of the task's prompts ``evaluate_run`` samples: the held-out eval prompts (the benchmark's
-metric) or the training prompts (in-distribution success, what the HERO paper reports)."""
-PROMPT_SET_FILES = {"eval": "eval.csv", "train": "eval_train.csv"}
-"""Default output file per prompt set; the train-prompt rows never overwrite the held-out ones."""
+PROMPT_SETS = ("both", "train", "eval")
+"""What ``evaluate_run`` samples: ``both`` = the run's own evaluation (primary on the task's training
+prompts + transfer on its held-out eval prompts, eval.csv's columns); ``train`` / ``eval`` = one
+prompt list only, a single-split file whose ``success_rate``, ``mean_score``, ``n_eval`` and
+``diversity`` hold that list's numbers, marked by a ``prompt_set`` column (transfer columns empty)."""
+PROMPT_SET_FILES = {"both": "eval.csv", "train": "eval_train.csv", "eval": "eval_heldout.csv"}
+"""Default output file per prompt set; a single-split file never overwrites eval.csv.  (Before the
+primary metric moved to the training prompts, ``eval`` was the default and rewrote eval.csv with
+held-out rows; eval.csv now holds both evaluations.)"""
 
 
 def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None,
-                 device: str | None = None, progress: bool = True, prompt_set: str = "eval",
+                 device: str | None = None, progress: bool = True, prompt_set: str = "both",
                  epochs: Sequence[int | str] | None = None) -> Path:
     """Recompute a run's eval.csv from its saved adapters; returns the CSV path written.
 
-    ``overrides`` may change ``eval.*`` keys only (e.g. ``eval.n_images=1024``): training settings
-    are fixed by the run.  The feedback counters of each row come from ``train_log.csv``.
-    ``prompt_set="train"`` samples the task's training prompts instead (same eval noise, same
-    oracle) and writes ``eval_train.csv`` with an extra ``prompt_set`` column; the report and
-    ``gather`` read only the held-out rows.  ``epochs`` limits the checkpoints evaluated (epoch
-    numbers, or ``"last"``); eval.csv itself is only ever rewritten whole.
+    ``overrides`` may change ``eval.*`` keys only (e.g. ``eval.n_images=1024``,
+    ``eval.transfer_images=0``): training settings are fixed by the run.  The feedback counters of
+    each row come from ``train_log.csv``.  ``prompt_set="both"`` (default) writes eval.csv exactly
+    as training does: primary (the task's training prompts) and transfer (its held-out prompts).
+    ``prompt_set="train"`` or ``"eval"`` samples one prompt list only (same eval noise, same oracle)
+    into ``eval_train.csv`` / ``eval_heldout.csv``, with an extra ``prompt_set`` column; ``gather``
+    and the report refuse such single-split files.  ``epochs`` limits the checkpoints evaluated
+    (epoch numbers, or ``"last"``); eval.csv itself is only ever rewritten whole.
     """
     if prompt_set not in PROMPT_SETS:
         raise ConfigError(f"prompt set {prompt_set!r} is unknown; accepted: {', '.join(PROMPT_SETS)}")
@@ -195,7 +257,7 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
     if epochs is not None:
         if target.resolve() == (run_dir / "eval.csv").resolve():
             raise ConfigError("selecting epochs would drop checkpoints from eval.csv; write the subset elsewhere "
-                              "with --out, or use --prompts train")
+                              "with --out, or use --prompts train|eval")
         saved = [e for e, _ in files]
         wanted = {saved[-1] if str(e) == "last" else int(e) for e in epochs}
         unknown = sorted(wanted - set(saved))
@@ -211,8 +273,8 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
         raise HeroBenchError(f"{run_dir / TRAIN_LOG_FILE} has no row for epoch(s) {missing}; cannot label their feedback")
 
     task = get_task(cfg.task)
-    if prompt_set == "train":
-        task = dataclasses.replace(task, eval_prompts=task.train_prompts)
+    if prompt_set == "eval" and cfg.eval.n_transfer == 0:
+        raise ConfigError("--prompts eval with eval.transfer_images=0 has nothing to evaluate")
     oracle = task.oracle_factory()
     backbone = load_backbone(resolve_backbone(cfg.backbone), cfg.device, cfg.dtype)
     add_lora(backbone.unet, cfg.lora)
@@ -220,13 +282,26 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
     rows = []
     for epoch, path in files:
         load_lora(backbone.unet, path)
-        result = evaluate_model(backbone, task, oracle, cfg.sampler, cfg.eval)
+        if prompt_set == "both":
+            result = evaluate_model(backbone, task, oracle, cfg.sampler, cfg.eval)
+        else:
+            prompts, n = (task.train_prompts, cfg.eval.n_images) if prompt_set == "train" else \
+                (task.eval_prompts, cfg.eval.n_transfer)
+            result = {**evaluate_prompts(backbone, prompts, oracle, cfg.sampler, cfg.eval, n_images=n),
+                      **{col: None for col in TRANSFER_KEYS.values()}}
         rows.append(eval_row(cfg, epoch, *counters[epoch], result, oracle, chash, sha))
         if progress:
-            print(f"epoch {epoch}: success {result['success_rate']:.3f} (n={result['n_eval']}, "
-                  f"{prompt_set} prompts)", flush=True)
+            line = f"epoch {epoch}: success {result['success_rate']:.3f} (n={result['n_eval']}, "
+            if prompt_set == "both":
+                line += "the task's prompts"
+                if result["transfer_n_eval"] is not None:
+                    line += (f"; transfer {result['transfer_success_rate']:.3f} on held-out prompts, "
+                             f"n={result['transfer_n_eval']}")
+            else:
+                line += f"{prompt_set} prompts only"
+            print(line + ")", flush=True)
     columns = EVAL_COLUMNS
-    if prompt_set != "eval":  # say so in every row, so a train-prompt row is never mistaken for a held-out one
+    if prompt_set != "both":  # say so in every row, so a single-split row is never mistaken for eval.csv's
         columns = (*EVAL_COLUMNS, "prompt_set")
         rows = [{**r, "prompt_set": prompt_set} for r in rows]
     atomic_write_text(target, rows_to_csv(rows, columns))

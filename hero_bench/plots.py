@@ -2,6 +2,7 @@
 
 Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no global
 backend switch, no display needed) and saved with ``hero_bench.io.atomic_save_figure``.
+Both figures show the primary metric: success on the task's own prompts (fresh evaluation noise).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from hero_bench.io import atomic_save_figure
 from hero_bench.report import AGGREGATE_TASK, BASE, ResultsFormatError, method_label, method_sort_key
 
 FEEDBACK_LABEL = "feedback (images labelled)"
+SUCCESS_LABEL = "success on the task's prompts"
+"""The y-axis: the primary metric, success on the task's own prompts from fresh evaluation noise
+(the summary's ``success`` rows; the held-out ``transfer`` rows are tabulated, not plotted)."""
 
 
 def _figure(nrows: int, ncols: int, width: float, height: float):
@@ -91,7 +95,7 @@ def plot_curves(summary: pd.DataFrame, out_png: str | os.PathLike) -> None:
         ax.set_xlim(-0.02 * xmax, 1.03 * xmax)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(FEEDBACK_LABEL)
-        ax.set_ylabel("success rate")
+        ax.set_ylabel(SUCCESS_LABEL)
         ax.grid(alpha=0.3)
     handles, labels = {}, {}
     for ax in axes.flat[: len(panels)]:
@@ -103,7 +107,7 @@ def plot_curves(summary: pd.DataFrame, out_png: str | os.PathLike) -> None:
         handles["runs ended: last checkpoint held"] = Line2D([], [], ls=":", color="0.4")
     fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
                ncols=max(1, len(handles)), fontsize=9, frameon=False)
-    fig.suptitle(f"Success vs feedback ({_ci_text(summary)})", fontsize=10)
+    fig.suptitle(f"Success on the task's prompts vs feedback ({_ci_text(summary)})", fontsize=10)
     atomic_save_figure(fig, out_png, dpi=120)
 
 
@@ -138,8 +142,8 @@ def plot_final(summary: pd.DataFrame, out_png: str | os.PathLike) -> None:
             ax.errorbar(xs, ys, yerr=np.array([lo, hi]), fmt="o", ms=5, capsize=3, color=colors[m], label=label)
         ax.set_xticks(range(len(tasks)), ["all tasks" if t == AGGREGATE_TASK else str(t) for t in tasks])
         ax.set_ylim(-0.02, 1.02)
-        ax.set_ylabel("success rate")
-        ax.set_title(f"{tier}: success at {final} feedback", fontsize=10)
+        ax.set_ylabel(SUCCESS_LABEL)
+        ax.set_title(f"{tier}: success on the task's prompts at {final} feedback", fontsize=10)
         ax.set_xlabel(_ci_text(summary), fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from hero_bench import stats
 from hero_bench.errors import HeroBenchError
-from hero_bench.results import EVAL_COLUMNS
+from hero_bench.results import EVAL_COLUMNS, TRANSFER_COLUMNS
 
 BASE = "base"
 HERO = "hero"
@@ -35,9 +35,10 @@ DEFAULT_ALPHA = 0.05
 _TEXT_REQUIRED = ("tier", "task", "method")
 _TEXT_OPTIONAL = ("oracle", "oracle_version", "label_noise", "backbone", "config_hash", "git_sha")
 _INT_REQUIRED = ("seed", "epoch", "feedback_used")
-_INT_OPTIONAL = ("queries", "images_generated", "n_eval")
+_INT_OPTIONAL = ("queries", "images_generated", "n_eval", "transfer_n_eval")
 _FLOAT_REQUIRED = ("success_rate",)
-_FLOAT_OPTIONAL = ("mean_score", "diversity")
+_FLOAT_OPTIONAL = ("mean_score", "diversity", "transfer_success_rate", "transfer_mean_score")
+_RATES = ("success_rate", "transfer_success_rate")
 _RUN_KEY = ["tier", "task", "method", "seed"]
 _SORT_KEY = ["tier", "task", "method", "seed", "feedback_used", "epoch"]
 PROVENANCE_COLUMNS = ("oracle", "oracle_version", "label_noise", "backbone", "git_sha")
@@ -46,7 +47,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "tier",
     "task",
     "method",
-    "metric",  # success | auc | feedback_to_threshold | prob_improvement | feedback_ratio
+    "metric",  # success | transfer | auc | feedback_to_threshold | prob_improvement | feedback_ratio
     "budget",  # feedback budget the value is read at (success) or computed up to (others)
     "baseline",  # prob_improvement, feedback_ratio: the method compared against
     "threshold",  # feedback_to_threshold: the success threshold; feedback_ratio: the target success
@@ -90,17 +91,25 @@ def _read_one(path: str | os.PathLike) -> pd.DataFrame:
         raise ResultsFormatError(f"{path}: empty file; expected a CSV header with columns {', '.join(EVAL_COLUMNS)}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ResultsFormatError(f"{path}: not a readable CSV ({exc})") from None
+    for c in TRANSFER_COLUMNS:
+        if c not in raw.columns:  # an eval.csv written before the transfer evaluation: no transfer values
+            raw[c] = ""
     missing = [c for c in EVAL_COLUMNS if c not in raw.columns]
     if missing:
         raise ResultsFormatError(
             f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(repr(c) for c in missing)}; "
             f"an eval.csv needs the columns {', '.join(EVAL_COLUMNS)} (hero_bench.results.EVAL_COLUMNS)"
         )
-    if "prompt_set" in raw.columns and (raw["prompt_set"].str.strip() != "eval").any():
-        # `hero-bench evaluate --prompts train` rows: in-distribution success, not the held-out metric
+    if "prompt_set" in raw.columns:
+        # `hero-bench evaluate --prompts train|eval` rows: one prompt list only, in the success_rate
+        # column; mixing them with eval.csv rows would put two different metrics in one column
+        sets = sorted({v.strip() for v in raw["prompt_set"]})
+        which = " and ".join({"train": "the training prompts", "eval": "the held-out prompts"}.get(v, repr(v))
+                             for v in sets)
         raise ResultsFormatError(
-            f"{path}: rows evaluated on the training prompts (prompt_set "
-            f"{sorted(set(raw['prompt_set']) - {'eval'})}); gather and report compare held-out eval.csv rows only"
+            f"{path}: a single-split file, rows evaluated on {which} only (prompt_set {sets}, written by "
+            "`hero-bench evaluate --prompts`); gather and report read eval.csv rows only (primary success "
+            "on the task's own prompts, plus transfer)"
         )
     raw = raw[list(EVAL_COLUMNS)].apply(lambda col: col.str.strip())
     out = pd.DataFrame(index=raw.index)
@@ -137,9 +146,10 @@ def _read_one(path: str | os.PathLike) -> pd.DataFrame:
         if invalid.any():
             bad(c, invalid, "a finite number" + ("" if required else " (or empty)"))
         out[c] = num.astype(float)
-    out_of_range = (out["success_rate"] < 0) | (out["success_rate"] > 1)
-    if out_of_range.any():
-        bad("success_rate", out_of_range, "a success rate in [0, 1]")
+    for c in _RATES:
+        out_of_range = (out[c] < 0) | (out[c] > 1)
+        if out_of_range.any():
+            bad(c, out_of_range, "a success rate in [0, 1]")
     out["_source"] = path
     return out[list(EVAL_COLUMNS) + ["_source"]]
 
@@ -211,10 +221,11 @@ def _provenance(rows: pd.DataFrame) -> dict:
 
 
 class _Run:
-    __slots__ = ("key", "feedback", "success")
+    __slots__ = ("key", "feedback", "success", "transfer")
 
-    def __init__(self, key: tuple, feedback: np.ndarray, success: np.ndarray):
+    def __init__(self, key: tuple, feedback: np.ndarray, success: np.ndarray, transfer: "_Run | None" = None):
         self.key, self.feedback, self.success = key, feedback, success
+        self.transfer = transfer  # the same run's transfer curve (held-out prompts), None without one
 
     def at(self, budgets) -> np.ndarray:
         return stats.success_at(self.feedback, self.success, budgets)
@@ -228,6 +239,9 @@ def _runs(rows: pd.DataFrame) -> list[_Run]:
     out = []
     for key, r in rows.groupby(_RUN_KEY, sort=True):
         run = _Run(key, r["feedback_used"].to_numpy(float), r["success_rate"].to_numpy(float))
+        t = r[r["transfer_success_rate"].notna()]
+        if not t.empty and float(t["feedback_used"].min()) == 0:  # a transfer curve needs its base point
+            run.transfer = _Run(key, t["feedback_used"].to_numpy(float), t["transfer_success_rate"].to_numpy(float))
         if float(np.min(run.feedback)) != 0:
             tier, task, method, seed = key
             raise ResultsFormatError(
@@ -255,8 +269,10 @@ def summarise(
 ) -> pd.DataFrame:
     """One tidy row per (tier, task, method, metric, budget/baseline); columns ``SUMMARY_COLUMNS``.
 
-    Metrics: ``success`` (IQM success over seeds at feedback 0 and each budget, with a 95%
-    bootstrap CI, mean and std), ``auc`` (normalised area under the step curve up to the final
+    Metrics: ``success`` (the primary metric: success on the task's own prompts from fresh
+    evaluation noise; IQM over seeds at feedback 0 and each budget, with a 95% bootstrap CI, mean
+    and std), ``transfer`` (the same for the held-out prompts, column ``transfer_success_rate``;
+    only for groups whose runs have transfer values, n_seeds counting those runs), ``auc`` (normalised area under the step curve up to the final
     budget), ``feedback_to_threshold`` (censored median over seeds, and how many reached it),
     ``prob_improvement`` (HERO vs each other method at the final budget) and ``feedback_ratio``
     (D3PO's final feedback / HERO's feedback to match D3PO's final success).  Rows with task
@@ -325,6 +341,16 @@ def summarise(
                     rows.append(row(task, method, "success", budget=b, n_seeds=n, estimate=ci.estimate,
                                     ci_low=ci.low, ci_high=ci.high, mean=mean, std=std,
                                     feedback_max=fmax, n_tasks=1, **p))
+                trs = [r.transfer for r in rs if r.transfer is not None]
+                if trs:
+                    t_fmax = float(min(r.last_feedback for r in trs))
+                    for b in group_budgets(method):
+                        vals = np.array([r.at(b) for r in trs])
+                        ci = stats.iqm_ci(vals, **boot)
+                        mean, std = _spread(vals)
+                        rows.append(row(task, method, "transfer", budget=b, n_seeds=len(trs), estimate=ci.estimate,
+                                        ci_low=ci.low, ci_high=ci.high, mean=mean, std=std,
+                                        feedback_max=t_fmax, n_tasks=1, **p))
                 if method.lower() == BASE:
                     continue
                 aucs = np.array([stats.normalized_auc(r.feedback, r.success, final) for r in rs])
@@ -378,6 +404,17 @@ def summarise(
                 rows.append(row(AGGREGATE_TASK, method, "success", budget=b, n_seeds=n, estimate=ci.estimate,
                                 ci_low=ci.low, ci_high=ci.high, mean=mean, std=std, feedback_max=fmax,
                                 n_tasks=len(agg_tasks), **p))
+            t_runs = {t: [r.transfer for r in runs[t][method] if r.transfer is not None] for t in agg_tasks}
+            if all(t_runs.values()):  # transfer across tasks only when every task has it
+                t_fmax = float(min(r.last_feedback for rs in t_runs.values() for r in rs))
+                for b in group_budgets(method):
+                    by_task = {t: np.array([r.at(b) for r in rs]) for t, rs in t_runs.items()}
+                    ci = stats.stratified_bootstrap_ci(by_task, stats.iqm, **boot)
+                    mean, std = _spread(np.concatenate(list(by_task.values())))
+                    rows.append(row(AGGREGATE_TASK, method, "transfer", budget=b,
+                                    n_seeds=sum(len(rs) for rs in t_runs.values()), estimate=ci.estimate,
+                                    ci_low=ci.low, ci_high=ci.high, mean=mean, std=std, feedback_max=t_fmax,
+                                    n_tasks=len(agg_tasks), **p))
             if method.lower() == BASE:
                 continue
             by_task = {t: np.array([stats.normalized_auc(r.feedback, r.success, final) for r in runs[t][method]])
@@ -477,8 +514,9 @@ def _n_phrase(ns: Iterable[int]) -> str:
 
 
 def render_markdown(summary: pd.DataFrame) -> str:
-    """Markdown tables of a ``summarise`` result: success at each budget (``IQM [lo, hi]``) with the
-    normalised AUC, feedback to threshold (censoring shown as ``> 512 (2/5 reached)``), probability
+    """Markdown tables of a ``summarise`` result, led by the primary metric: success on the task's own
+    prompts at each budget (``IQM [lo, hi]``) with the normalised AUC; then, when the runs have it,
+    transfer (success on the held-out prompts) at each budget; feedback to threshold (censoring shown as ``> 512 (2/5 reached)``), probability
     of improvement, the HERO-vs-D3PO feedback ratio, and provenance; each with a caption."""
     if summary.empty:
         raise ResultsFormatError("empty summary: nothing to render")
@@ -519,7 +557,9 @@ def render_markdown(summary: pd.DataFrame) -> str:
         out += ["### Success rate at fixed feedback budgets", ""] + _table(header, body) + [""]
         ns = succ[succ.task != AGGREGATE_TASK].n_seeds
         caption = (
-            f"*Success rate on the held-out evaluation (noise-free oracle) of the model each run would have "
+            f"*Primary metric: success on the task's own prompts (fresh evaluation noise), i.e. the share of "
+            f"evaluation images sampled on the task's training prompts, from evaluation noise no training "
+            f"batch used, that the noise-free oracle judges successful; the model each run would have "
             f"if it stopped at the budget: its last checkpoint with feedback_used ≤ budget (a step function; "
             f"no interpolation). Column 0 is the base model. Cells: IQM over seeds [{ci_text}]. "
             f"Normalised AUC: area under the step curve of success against feedback from 0 to {final}, "
@@ -539,6 +579,38 @@ def render_markdown(summary: pd.DataFrame) -> str:
                         + "; ".join(ends) + " feedback, depending on task and seed); the cell reads each "
                         "run's last checkpoint, the model it ended with.")
         out += [caption + "*", ""]
+
+        # transfer: success on the held-out prompts (secondary)
+        tr = t[t.metric == "transfer"]
+        if not tr.empty:
+            body = []
+            t_daggers = False
+            for task in tasks:
+                for method in methods:
+                    g = tr[(tr.task == task) & (tr.method == method)]
+                    if g.empty:
+                        continue
+                    by_b = {int(r.budget): r for r in g.itertuples()}
+                    cells = [(_cell(by_b[b]) + ("†" if _beyond(by_b[b]) else "")) if b in by_b else "—"
+                             for b in budgets]
+                    t_daggers |= any(_beyond(by_b[b]) for b in budgets if b in by_b)
+                    n = int(g.n_seeds.iloc[0])
+                    n_cell = f"{n} ({int(g.n_tasks.iloc[0])} tasks)" if task == AGGREGATE_TASK else str(n)
+                    body.append([_task_label(task), _esc(method_label(method)), n_cell] + cells)
+            header = ["task", "method", "n"] + [str(b) for b in budgets]
+            out += ["### Transfer: success on held-out prompts at fixed feedback budgets", ""]
+            out += _table(header, body) + [""]
+            caption = (
+                "*Transfer (secondary): success on the task's held-out evaluation prompts, which no training "
+                "batch used, from the same fresh evaluation noise and noise-free oracle as the primary table, "
+                "read at each budget the same way (last checkpoint with feedback_used ≤ budget; column 0 is "
+                f"the base model). Cells: IQM over seeds [{ci_text}]. n counts the runs that have transfer "
+                "values (runs evaluated with eval.transfer_images=0, or written before the transfer columns "
+                "existed, have none)."
+            )
+            if t_daggers:
+                caption += " †: as above, some runs stopped before this budget."
+            out += [caption + "*", ""]
 
         # feedback to threshold
         ftt = t[t.metric == "feedback_to_threshold"]

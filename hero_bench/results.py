@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-# held-out evaluation rows, RUN_DIR/eval.csv
+# evaluation rows, RUN_DIR/eval.csv (docs/metrics.md): success_rate, mean_score, n_eval and
+# diversity are the PRIMARY metric, on the task's own (training) prompts from fresh evaluation
+# noise; the transfer_* columns are the same judge on the task's held-out eval prompts (empty when
+# eval.transfer_images = 0, and in eval.csv files written before they existed)
 EVAL_COLUMNS: tuple[str, ...] = (
     "tier",
     "task",
@@ -16,6 +19,9 @@ EVAL_COLUMNS: tuple[str, ...] = (
     "mean_score",
     "n_eval",
     "diversity",
+    "transfer_success_rate",
+    "transfer_mean_score",
+    "transfer_n_eval",
     "oracle",
     "oracle_version",
     "label_noise",
@@ -23,3 +29,7 @@ EVAL_COLUMNS: tuple[str, ...] = (
     "config_hash",
     "git_sha",
 )
+
+TRANSFER_COLUMNS: tuple[str, ...] = ("transfer_success_rate", "transfer_mean_score", "transfer_n_eval")
+"""The EVAL_COLUMNS added with the transfer evaluation; an older eval.csv without them still
+gathers, with these columns empty."""

@@ -7,7 +7,8 @@ RUN_DIR layout (docs/architecture.md):
     checkpoint.pt                the latest epoch's complete state (atomic)
     lora/epoch_XXXX.safetensors  adapter weights of every evaluated epoch (0 = pretrained)
     train_log.csv                per-epoch losses, diagnostics, counters and timings
-    eval.csv                     held-out evaluation rows (hero_bench.results.EVAL_COLUMNS)
+    eval.csv                     evaluation rows: success on the task's own prompts from fresh eval noise
+                                 (primary) + transfer to its held-out prompts (hero_bench.results.EVAL_COLUMNS)
     DONE.json                    written last: the run is complete
 
 The loop (docs/architecture.md, "The flow of one run"):
@@ -346,7 +347,9 @@ class Run:
             if cfg.eval.at_start or not method.trains:
                 t0 = time.perf_counter()
                 row = self.evaluate(state)
-                self.say(f"epoch 0 (pretrained): eval success {row['success_rate']:.3f} "
+                transfer = row.get("transfer_success_rate")
+                self.say(f"epoch 0 (pretrained): eval success {row['success_rate']:.3f} on the task's prompts"
+                         + (f", transfer {transfer:.3f} on held-out prompts" if transfer is not None else "") + " "
                          f"({time.perf_counter() - t0:.1f}s)")
             self.save_checkpoint(state)
             crash_point("start.after_checkpoint")
@@ -375,6 +378,7 @@ class Run:
             "queries": state.queries,
             "images_generated": state.images_generated,
             "final_success_rate": final.get("success_rate"),
+            "final_transfer_success_rate": final.get("transfer_success_rate"),
             "config_hash": self.config_hash,
             "git_sha": self.git_sha,
             "wall_s_this_process": round(time.perf_counter() - t_start, 3),

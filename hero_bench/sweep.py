@@ -20,7 +20,7 @@ import pandas as pd
 from hero_bench.errors import HeroBenchError
 from hero_bench.stats import normalized_auc
 
-_PATH = re.compile(r"(?P<task>[a-z][a-z0-9_]*)/(?P<method>[a-z0-9]+)/(?P<variant>[A-Za-z0-9_.+-]+)/seed(?P<seed>[0-9]+)/eval\.csv$")
+_PATH = re.compile(r"(?P<task>[a-z][a-z0-9_]*)/(?P<method>hero|ddpo|d3po)/(?P<variant>[A-Za-z0-9_.+-]+)/seed(?P<seed>[0-9]+)/eval\.csv$")
 COLUMNS = ("task", "method", "variant", "n_seeds", "auc_mean", "auc_min", "auc_max", "base", "final_mean",
            "final_min", "final_max", "budget", "selected")
 

@@ -22,8 +22,13 @@ Requirement metadata (every key optional except ``objects``):
 
 Score: every condition contributes 1 when met and a partial credit of at most 0.75 when not (how
 near it came); a quality term adds the mean fit (IoU) of the best candidates to the requested
-shapes, which is at least WELL_FORMED_IOU = 0.8 on a success. The score is the mean of these, so
+shapes, which is at least WELL_FORMED_IOU = 0.9 on a success. The score is the mean of these, so
 every success scores above every failure of the same requirement.
+
+Versions: 2 (issue 11) judges shapes strictly (``hero_bench.toyworld.analysis``): exact ideals at
+16 px, IoU >= 0.9 instead of 0.8, and no defect patch larger than a debris speck; v1 accepted
+pentagons and shields as squares and spades and teardrops as circles. A blank picture no longer
+meets ``exclusive`` (a score change only: it scored as much as a split circle).
 """
 
 from __future__ import annotations
@@ -40,9 +45,9 @@ from hero_bench.toyworld.analysis import Analysis, DetectedObject, analyse, chec
 from oracles.base import OracleResult
 
 ORACLE_NAME = "shapes"
-ORACLE_VERSION = "1"
+ORACLE_VERSION = "2"
 NEAR_MISS_CREDIT = 0.75
-"""The most partial credit an unmet condition earns (below the 0.8 floor of a success's quality)."""
+"""The most partial credit an unmet condition earns (below the 0.9 floor of a success's quality)."""
 _REQUIREMENT_KEYS = ("objects", "exclusive", "relation", "background", "forbidden", "preference", "palette")
 _OBJECT_KEYS = ("color", "shape", "count", "exact")
 
@@ -180,7 +185,9 @@ def judge(analysis: Analysis, req: Requirement) -> OracleResult:
     if req.exclusive:
         wanted = sum(min(len(found), spec.count) for spec, found in zip(req.objects, matched))
         others = len(analysis.objects) + len(analysis.debris) - wanted
-        conditions["exclusive"] = (others == 0, 0.5 / others if others else 0.0)
+        # a blank picture has "nothing else" only vacuously: no credit, or drawing nothing would
+        # score as well as a near miss (success is unaffected: the objects condition fails anyway)
+        conditions["exclusive"] = (others == 0 and wanted > 0, 0.5 / others if others else 0.0)
 
     if req.relation is not None:
         s, relation, o = req.relation

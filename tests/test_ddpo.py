@@ -111,6 +111,8 @@ def test_ddpo_advantages_use_the_stat_tracker(monkeypatch):
     m.update(1, Batch(), rewards)
     a = captured["adv"].numpy()
     # prompt a: its own buffer [0, 1]: mean 0.5, std 0.5; prompt b: buffer [1, 1, 0] mean 2/3, std 0.4714
+    # the tolerances cover the 6-digit literal 0.471405 (sqrt(2)/3 rounded: 5e-7) and the
+    # stat tracker's +1e-6 on the std, not round-off (float64, ~1e-16)
     assert a[:2] == pytest.approx([-1.0, 1.0], abs=1e-5)
     assert a[2:] == pytest.approx([(1 - 2 / 3) / 0.471405, (1 - 2 / 3) / 0.471405, (-2 / 3) / 0.471405], abs=1e-4)
     # tracking off: batch standardisation, clipped

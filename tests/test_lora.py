@@ -69,7 +69,7 @@ def test_adapter_starts_as_identity_and_init_is_seeded(backbone, tiny_backbone_d
     state_rng = torch.get_rng_state()
     add_lora(backbone.unet, seed=3)
     assert torch.equal(torch.get_rng_state(), state_rng)  # the caller's global RNG is untouched
-    torch.testing.assert_close(unet_out(backbone.unet), before)  # B = 0 at init
+    torch.testing.assert_close(unet_out(backbone.unet), before)  # B = 0 at init: adds exact zeros
     a = lora_state_dict(backbone.unet)
     other = load_backbone(str(tiny_backbone_dir))
     add_lora(other.unet, seed=3)
@@ -98,6 +98,7 @@ def test_save_load_round_trip_reproduces_outputs(backbone, tiny_backbone_dir, tm
     fresh = load_backbone(str(tiny_backbone_dir))
     assert not torch.allclose(unet_out(fresh.unet), trained)
     load_lora(fresh.unet, path)  # adds the adapter with the config recorded in the file
+    # bitwise: the same adapter weights (a safetensors round trip is exact) on the same batch
     torch.testing.assert_close(unet_out(fresh.unet), trained, rtol=0, atol=0)
 
 
@@ -107,6 +108,8 @@ def test_disable_lora_runs_the_base_model_and_restores(backbone):
     perturb(params)
     adapted = unet_out(backbone.unet)
     assert not torch.allclose(adapted, base)
+    # disabled adapters are skipped: the base layers alone on the same batch, so equal in fact
+    # (float32 default tolerances)
     with disable_lora(backbone.unet):
         torch.testing.assert_close(unet_out(backbone.unet), base)
         with disable_lora(backbone.unet):

@@ -6,6 +6,9 @@ The synthetic benchmark: 3 tasks x 4 methods (base, hero, ddpo, d3po) x 5 seeds 
 - ddpo: every 64 up to 512; success BASE + 0.025 k, identical for every seed (zero-width CIs).
 - d3po: every 63 (groups of 7) up to 504; success BASE + 0.04 k, plus 0.1 from epoch 7 on for seeds 0
   and 1 only; in task anomaly that makes exactly 2 of 5 seeds reach 0.5.
+success_rate is the primary metric (the task's own prompts).  Transfer (held-out prompts): half the
+success, on 128 images, for base, hero and ddpo; the d3po files are written in the old format,
+without the transfer columns at all.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from scipy import stats as sps
 
 from hero_bench import report
 from hero_bench.cli import main
-from hero_bench.results import EVAL_COLUMNS
+from hero_bench.results import EVAL_COLUMNS, TRANSFER_COLUMNS
 
 TASKS = {"anomaly": 0.1, "counting": 0.2, "relation": 0.3}
 SEEDS = range(5)
@@ -39,6 +42,7 @@ def d3po_success(base, k, seed):
 
 
 CURVES = {"hero": (64, 8, hero_success), "ddpo": (64, 8, ddpo_success), "d3po": (63, 8, d3po_success)}
+NO_TRANSFER = {"d3po"}  # written as old eval.csv files, without the transfer columns
 
 
 def run_rows(task, method, seed):
@@ -51,6 +55,8 @@ def run_rows(task, method, seed):
     return [
         dict(tier="toy", task=task, method=method, seed=seed, epoch=k, feedback_used=f, queries=k,
              images_generated=64 * k, success_rate=s, mean_score=s - 0.05, n_eval=256, diversity=0.5,
+             **({} if method in NO_TRANSFER else
+                dict(transfer_success_rate=s / 2, transfer_mean_score=s / 2 - 0.05, transfer_n_eval=128)),
              oracle="shapes", oracle_version="1.0", label_noise=0.0, backbone="shapesworld",
              config_hash=f"{method}-{seed}", git_sha="0123abc")
         for k, (f, s) in enumerate(points)
@@ -66,7 +72,8 @@ def eval_csvs(tmp_path_factory):
             for seed in SEEDS:
                 p = root / task / method / f"seed{seed}" / "eval.csv"
                 p.parent.mkdir(parents=True)
-                pd.DataFrame(run_rows(task, method, seed), columns=EVAL_COLUMNS).to_csv(p, index=False)
+                columns = [c for c in EVAL_COLUMNS if method not in NO_TRANSFER or c not in TRANSFER_COLUMNS]
+                pd.DataFrame(run_rows(task, method, seed), columns=columns).to_csv(p, index=False)
                 paths.append(p)
     return paths
 
@@ -128,6 +135,32 @@ def test_gather_reports_bad_values_duplicates_and_missing_files(tmp_path, eval_c
         report.gather([tmp_path / "empty.csv"])
 
 
+def test_gather_reads_transfer_columns_and_old_files_without_them(runs, tmp_path):
+    hero = runs[(runs.task == "counting") & (runs.method == "hero") & (runs.seed == 1)]
+    assert hero.transfer_success_rate.tolist() == pytest.approx((hero.success_rate / 2).tolist())
+    assert set(hero.transfer_n_eval) == {128} and hero.transfer_n_eval.dtype == "Int64"
+    # d3po's files predate the transfer columns: they gather, with the columns empty
+    d3po = runs[runs.method == "d3po"]
+    assert len(d3po) and d3po[list(TRANSFER_COLUMNS)].isna().all().all()
+    # an empty transfer cell is allowed in a file that has the columns; a bad value is not
+    rows = pd.DataFrame(run_rows("anomaly", "hero", 0))
+    rows.loc[2, "transfer_success_rate"] = None
+    rows.to_csv(tmp_path / "some.csv", index=False)
+    assert report.gather([tmp_path / "some.csv"]).transfer_success_rate.isna().tolist() == [False] * 2 + [True] + [False] * 6
+    rows.loc[4, "transfer_success_rate"] = 1.5
+    rows.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(report.ResultsFormatError, match=r"column 'transfer_success_rate', line 6: '1\.5' is not a success rate"):
+        report.gather([tmp_path / "bad.csv"])
+
+
+@pytest.mark.parametrize("prompt_set, which", [("train", "the training prompts"), ("eval", "the held-out prompts")])
+def test_gather_refuses_single_split_files(tmp_path, prompt_set, which):
+    p = tmp_path / "eval_single.csv"
+    pd.DataFrame([r | {"prompt_set": prompt_set} for r in run_rows("anomaly", "hero", 0)]).to_csv(p, index=False)
+    with pytest.raises(report.ResultsFormatError, match=f"single-split file, rows evaluated on {which} only"):
+        report.gather([p])
+
+
 # ------------------------------------------------------------------------------------ summarise
 def test_success_rows_per_budget(summary):
     succ = summary[summary.metric == "success"]
@@ -149,6 +182,34 @@ def test_success_rows_per_budget(summary):
         assert r.estimate == pytest.approx(sps.trim_mean(vals, 0.25))
         assert r["mean"] == pytest.approx(np.mean(vals)) and r["std"] == pytest.approx(np.std(vals, ddof=1))
         assert min(vals) <= r.ci_low < r.estimate < r.ci_high <= max(vals)
+
+
+def test_transfer_rows_per_budget_only_where_runs_have_them(summary):
+    tr = summary[summary.metric == "transfer"]
+    assert set(tr.method) == {"base", "hero", "ddpo"}  # d3po's runs have no transfer values
+    for task, base in TASKS.items():
+        assert set(tr[(tr.task == task) & (tr.method == "base")].budget) == {0}
+        assert set(tr[(tr.task == task) & (tr.method == "hero")].budget) == {0, *BUDGETS}
+        r = pick(tr, task=task, method="base", budget=0)
+        assert r.n_seeds == 5 and r.estimate == pytest.approx(base / 2)
+        vals = [hero_success(base, 8, s) / 2 for s in SEEDS]
+        r = pick(tr, task=task, method="hero", budget=512)
+        assert r.estimate == pytest.approx(sps.trim_mean(vals, 0.25)) and r.n_seeds == 5 and r.feedback_max == 512
+        assert min(vals) <= r.ci_low < r.estimate < r.ci_high <= max(vals)
+        # the primary success rows are untouched by the transfer values
+        assert pick(summary, metric="success", task=task, method="hero", budget=512).estimate == pytest.approx(
+            2 * r.estimate)
+    agg = pick(tr, task=report.AGGREGATE_TASK, method="ddpo", budget=256)
+    assert agg.n_tasks == 3 and agg.n_seeds == 15
+    assert agg.estimate == pytest.approx(sps.trim_mean([ddpo_success(b, 4, 0) / 2 for b in TASKS.values() for _ in SEEDS], 0.25))
+
+
+def test_no_transfer_rows_without_transfer_values(runs):
+    old = runs.copy()
+    old[list(TRANSFER_COLUMNS)] = np.nan
+    s = report.summarise(old, budgets=BUDGETS, reps=10)
+    assert "transfer" not in set(s.metric) and not s[s.metric == "success"].empty
+    assert "Transfer" not in report.render_markdown(s)
 
 
 def test_d3po_is_read_as_a_step_function_at_shared_budgets(summary):
@@ -257,6 +318,20 @@ def test_markdown_tables(summary):
     assert "| anomaly | HERO | shapes | 1.0 | 0.0 | shapesworld | 0123abc | 5 |" in md
     fr = pick(summary, metric="feedback_ratio", task="anomaly")
     assert f"| anomaly | {fr.threshold:.2f} | 504 | {int(fr.candidate_feedback)} | {fr.estimate:.2f}× |" in md
+
+
+def test_markdown_leads_with_the_primary_metric_then_transfer(summary):
+    md = report.render_markdown(summary)
+    primary = md.index("### Success rate at fixed feedback budgets")
+    transfer = md.index("### Transfer: success on held-out prompts at fixed feedback budgets")
+    assert primary < transfer < md.index("### Feedback to reach success")
+    assert "success on the task's own prompts (fresh evaluation noise)" in md[primary:transfer]
+    assert "held-out evaluation prompts" in md[transfer:]
+    section = md[transfer:md.index("### Feedback to reach success")]
+    assert "| task | method | n | 0 | 128 | 256 | 384 | 512 |" in section
+    assert "| relation | base | 5 | 0.15 [0.15, 0.15] | — | — | — | — |" in section
+    assert "| relation | DDPO | 5 | 0.15 [0.15, 0.15] |" in section
+    assert "D3PO" not in section.split("*Transfer")[0]  # no transfer values, no row
 
 
 def test_markdown_shows_censored_ratio(runs):

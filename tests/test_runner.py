@@ -13,7 +13,7 @@ from hero_bench.cli import main
 from hero_bench.config import from_dict
 from hero_bench.errors import ConfigError, UnknownTaskError
 from hero_bench.presets import build_run_config
-from hero_bench.results import EVAL_COLUMNS
+from hero_bench.results import EVAL_COLUMNS, TRANSFER_COLUMNS
 from hero_bench.runner import RunConfig, train
 
 
@@ -142,6 +142,9 @@ def test_hero_run_outputs(hero_run):
     assert [(int(r["epoch"]), int(r["feedback_used"]), int(r["queries"]), int(r["images_generated"])) for r in evals] == [
         (0, 0, 0, 0), (1, 4, 1, 4), (2, 8, 2, 8)]
     assert {r["n_eval"] for r in evals} == {"4"} and {r["label_noise"] for r in evals} == {"0.0"}
+    # transfer to the held-out prompts, next to the primary metric: as many images by default
+    assert {r["transfer_n_eval"] for r in evals} == {"4"}
+    assert all(0 <= float(r["transfer_success_rate"]) <= 1 and r["transfer_mean_score"] for r in evals)
     assert len({r["config_hash"] for r in evals}) == 1 and evals[0]["git_sha"]
     assert sorted(p.name for p in (hero_run / "lora").iterdir()) == [f"epoch_000{i}.safetensors" for i in range(3)]
     log = rows(hero_run / "train_log.csv")
@@ -152,6 +155,8 @@ def test_hero_run_outputs(hero_run):
     assert log[0]["reward_auc_prior"] == "nan"  # no representation before the first round
     done = json.loads((hero_run / "DONE.json").read_text())
     assert done["feedback_used"] == 8 and done["epochs"] == 2
+    assert done["final_success_rate"] == float(evals[-1]["success_rate"])
+    assert done["final_transfer_success_rate"] == float(evals[-1]["transfer_success_rate"])
 
 
 def test_same_seed_twice_is_bitwise_identical_and_seeds_differ(hero_run, tmp_path, tiny_backbone_dir):
@@ -188,31 +193,48 @@ def test_evaluate_command_recomputes_the_same_eval_csv(hero_run, tmp_path, capsy
     assert "only eval.* overrides" in capsys.readouterr().err
 
 
-def test_evaluate_on_train_prompts_writes_its_own_file(hero_run, monkeypatch, capsys):
+def test_evaluate_single_split_writes_its_own_file(hero_run, monkeypatch, capsys):
     import hero_bench.evaluate as ev
     from hero_bench.report import ResultsFormatError, gather
     from hero_bench.tasks import get_task
 
     before = (hero_run / "eval.csv").read_bytes()
+    evals = rows(hero_run / "eval.csv")
     seen = []
-    real = ev.evaluate_model
+    real = ev.evaluate_prompts
 
-    def spy(backbone, task, *args):
-        seen.append(tuple(p.text for p in task.eval_prompts))
-        return real(backbone, task, *args)
+    def spy(backbone, prompts, *args, **kwargs):
+        seen.append(tuple(p.text for p in prompts))
+        return real(backbone, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(ev, "evaluate_model", spy)
+    monkeypatch.setattr(ev, "evaluate_prompts", spy)
     assert main(["evaluate", str(hero_run), "--prompts", "train", "--quiet"]) == 0
-    task = get_task(rows(hero_run / "eval.csv")[0]["task"])
+    task = get_task(evals[0]["task"])
     assert seen and set(seen) == {tuple(p.text for p in task.train_prompts)}
-    assert (hero_run / "eval.csv").read_bytes() == before  # the held-out rows are left alone
+    assert (hero_run / "eval.csv").read_bytes() == before  # eval.csv is left alone
     train_rows = rows(hero_run / "eval_train.csv")
-    assert [r["epoch"] for r in train_rows] == [r["epoch"] for r in rows(hero_run / "eval.csv")]
+    assert [r["epoch"] for r in train_rows] == [r["epoch"] for r in evals]
     assert {r["prompt_set"] for r in train_rows} == {"train"}
-    # a train-prompt file cannot slip into the held-out comparison
+    # the training prompts ARE the primary evaluation: the same numbers, without the transfer ones
+    for key in ("success_rate", "mean_score", "n_eval", "diversity"):
+        assert [r[key] for r in train_rows] == [r[key] for r in evals]
+    assert {r[c] for r in train_rows for c in TRANSFER_COLUMNS} == {""}
+    # a single-split file cannot slip into the comparison
     with pytest.raises(ResultsFormatError, match="training prompts"):
         gather([hero_run / "eval_train.csv"])
     (hero_run / "eval_train.csv").unlink()
+    # --prompts eval: the held-out prompts only, the transfer numbers in the success columns
+    seen.clear()
+    assert main(["evaluate", str(hero_run), "--prompts", "eval", "--quiet"]) == 0
+    assert set(seen) == {tuple(p.text for p in task.eval_prompts)}
+    held = rows(hero_run / "eval_heldout.csv")
+    assert [(r["success_rate"], r["mean_score"], r["n_eval"]) for r in held] == [
+        (r["transfer_success_rate"], r["transfer_mean_score"], r["transfer_n_eval"]) for r in evals]
+    assert {r["prompt_set"] for r in held} == {"eval"}
+    with pytest.raises(ResultsFormatError, match="held-out prompts"):
+        gather([hero_run / "eval_heldout.csv"])
+    (hero_run / "eval_heldout.csv").unlink()
+    assert (hero_run / "eval.csv").read_bytes() == before
     # --epochs: only the chosen checkpoints, never as a partial rewrite of eval.csv
     last = rows(hero_run / "eval.csv")[-1]["epoch"]
     assert main(["evaluate", str(hero_run), "--prompts", "train", "--epochs", "0,last", "--quiet"]) == 0
@@ -220,6 +242,8 @@ def test_evaluate_on_train_prompts_writes_its_own_file(hero_run, monkeypatch, ca
     (hero_run / "eval_train.csv").unlink()
     assert main(["evaluate", str(hero_run), "--epochs", "last"]) == 2
     assert "drop checkpoints from eval.csv" in capsys.readouterr().err
+    assert main(["evaluate", str(hero_run), "--prompts", "eval", "--set", "eval.transfer_images=0"]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
     assert main(["evaluate", str(hero_run), "--prompts", "train", "--epochs", "99"]) == 2
     assert "no saved adapter for epoch(s) [99]" in capsys.readouterr().err
     assert main(["evaluate", str(hero_run), "--prompts", "train", "--epochs", "x"]) == 2
@@ -251,3 +275,80 @@ def test_base_method_evaluates_the_pretrained_model_once(hero_run, tmp_path, tin
     for key in ("success_rate", "mean_score", "diversity", "n_eval"):
         assert evals[0][key] == hero0[key]
     assert (tmp_path / "base" / "DONE.json").exists()
+
+
+# -- primary metric and transfer ---------------------------------------------------------------
+
+
+class RecordingOracle:
+    """Wraps an oracle and records the prompt texts it judges."""
+
+    def __init__(self, oracle):
+        self.oracle, self.texts = oracle, []
+        self.name, self.version = oracle.name, oracle.version
+
+    def __call__(self, images, texts, metadata):
+        self.texts.append(list(texts))
+        return self.oracle(images, texts, metadata)
+
+
+def test_primary_evaluation_samples_the_train_prompts_and_transfer_the_eval_prompts(tiny_backbone, monkeypatch):
+    import dataclasses
+
+    import hero_bench.diffusion.sampler as sampler_mod
+    from hero_bench.diffusion.sampler import SamplerConfig
+    from hero_bench.evaluate import EvalConfig, evaluate_model
+    from hero_bench.tasks import get_task
+
+    task = get_task("anomaly")
+    train_texts = [p.text for p in task.train_prompts]
+    eval_texts = [p.text for p in task.eval_prompts]
+    assert set(train_texts).isdisjoint(eval_texts)  # the test needs two different prompt lists
+    sampled = []
+    real = sampler_mod.sample_trajectories
+
+    def spy(backbone, texts, *args, **kwargs):
+        sampled.append(list(texts))
+        return real(backbone, texts, *args, **kwargs)
+
+    monkeypatch.setattr(sampler_mod, "sample_trajectories", spy)
+    oracle = RecordingOracle(task.oracle_factory())
+    cfg = EvalConfig(n_images=4, transfer_images=3, batch_size=2, seed=5)
+    result = evaluate_model(tiny_backbone, task, oracle, SamplerConfig(steps=2), cfg)
+    # primary first: the task's own prompts, cycled to n_images; then the held-out ones, cycled to transfer_images
+    assert sampled == [[train_texts[i % 2] for i in range(4)], eval_texts[:3]]
+    assert sum(oracle.texts, []) == sampled[0] + sampled[1]
+    assert result["n_eval"] == 4 and result["transfer_n_eval"] == 3
+    assert set(result) == {"success_rate", "mean_score", "n_eval", "diversity", *TRANSFER_COLUMNS}
+    # transfer_images=None: as many as n_images; 0: no transfer sampling, the columns left empty
+    sampled.clear()
+    result = evaluate_model(tiny_backbone, task, oracle, SamplerConfig(steps=2),
+                            dataclasses.replace(cfg, transfer_images=None))
+    assert result["transfer_n_eval"] == 4 and sampled[1] == [eval_texts[i % 3] for i in range(4)]
+    sampled.clear()
+    skipped = evaluate_model(tiny_backbone, task, oracle, SamplerConfig(steps=2),
+                             dataclasses.replace(cfg, transfer_images=0))
+    assert sampled == [[train_texts[i % 2] for i in range(4)]]
+    assert {skipped[c] for c in TRANSFER_COLUMNS} == {None}
+    assert (skipped["success_rate"], skipped["diversity"]) == (result["success_rate"], result["diversity"])
+    with pytest.raises(ConfigError, match="transfer_images must be >= 0"):
+        EvalConfig(transfer_images=-1)
+
+
+def test_transfer_images_zero_leaves_the_transfer_columns_empty(hero_run, tmp_path, tiny_backbone_dir):
+    out = tmp_path / "base"
+    train(micro(tiny_backbone_dir, method="base", extra=["eval.transfer_images=0"]), out, progress=False)
+    evals = rows(out / "eval.csv")
+    assert list(evals[0]) == list(EVAL_COLUMNS) and len(evals) == 1
+    assert {evals[0][c] for c in TRANSFER_COLUMNS} == {""}
+    # the primary evaluation does not depend on the transfer one: equal to HERO's epoch-0 row
+    hero0 = rows(hero_run / "eval.csv")[0]
+    for key in ("success_rate", "mean_score", "diversity", "n_eval"):
+        assert evals[0][key] == hero0[key]
+    assert json.loads((out / "DONE.json").read_text())["final_transfer_success_rate"] is None
+    # such a file gathers, and the report then has no transfer rows
+    from hero_bench.report import gather, summarise
+
+    df = gather([out / "eval.csv"])
+    assert df[list(TRANSFER_COLUMNS)].isna().all().all()
+    assert "transfer" not in set(summarise(df, budgets=[8], reps=10).metric)

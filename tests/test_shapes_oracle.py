@@ -15,7 +15,8 @@ import pytest
 
 from hero_bench.errors import ConfigError, HeroBenchError
 from hero_bench.tasks import list_tasks
-from hero_bench.toyworld import scenes
+from hero_bench.toyworld import analysis, scenes
+from hero_bench.toyworld.analysis import analyse
 from hero_bench.toyworld.scenes import Scene, Shape
 from oracles.base import Oracle, OracleResult
 from oracles.shapes import ShapesOracle, parse_requirement
@@ -45,6 +46,22 @@ def other_object(rng, color, kind):
 
 def make_case(task_name, meta, rng):
     """-> (scene, success by construction) for a prompt of ``task_name`` with metadata ``meta``."""
+    if task_name == "sanity":  # no objects asked for: something drawn, every object in a warm colour
+        warm = meta["palette"]["allowed"]
+        bg, side = pick(rng, scenes.BACKGROUNDS), pick(rng, scenes.SIZES)
+        case = pick(rng, ["warm", "warm_group", "warm_with_debris", "cold", "warm_and_cold", "only_debris"])
+        if case == "warm":
+            return build(rng, [(pick(rng, scenes.SHAPES), pick(rng, warm), side)], bg), True
+        if case == "warm_group":
+            return build(rng, [(pick(rng, scenes.SHAPES), pick(rng, warm), 6)] * int(rng.integers(2, 4)), bg), True
+        if case == "warm_with_debris":  # specks of any colour are not objects
+            return build(rng, [(pick(rng, scenes.SHAPES), pick(rng, warm), 6)], bg, n_debris=2), True
+        if case == "cold":
+            return build(rng, [(pick(rng, scenes.SHAPES), pick(rng, scenes.COLORS, warm), side)], bg), False
+        if case == "warm_and_cold":
+            return build(rng, [(pick(rng, scenes.SHAPES), pick(rng, warm), 6),
+                               (pick(rng, scenes.SHAPES), pick(rng, scenes.COLORS, warm), 6)], bg), False
+        return build(rng, [], bg, n_debris=2), False
     first = meta["objects"][0]
     C, K = first["color"], first["shape"]
     side = pick(rng, (6, 8))
@@ -142,9 +159,9 @@ def make_case(task_name, meta, rng):
 
 def scene_truth(scene: Scene, meta) -> bool:
     """The requirement evaluated on the scene description itself (no pixels involved)."""
-    shapes = scene.shapes
-    found = [[s for s in shapes if s.kind == o["shape"] and o["color"] in (None, s.color)] for o in meta["objects"]]
-    ok = all((len(f) == o["count"]) if o["exact"] else (len(f) >= o["count"]) for f, o in zip(found, meta["objects"]))
+    shapes, wanted = scene.shapes, meta.get("objects", [])
+    found = [[s for s in shapes if s.kind == o["shape"] and o["color"] in (None, s.color)] for o in wanted]
+    ok = all((len(f) == o["count"]) if o["exact"] else (len(f) >= o["count"]) for f, o in zip(found, wanted))
     if meta.get("exclusive"):
         ok &= len(shapes) + len(scene.debris) == sum(o["count"] for o in meta["objects"])
     if meta.get("relation"):
@@ -157,6 +174,8 @@ def scene_truth(scene: Scene, meta) -> bool:
         ok &= not any(s.color == meta["forbidden"]["color"] for s in shapes)
     if meta.get("preference"):
         ok &= any(s.color == meta["preference"]["color"] for s in found[0])
+    if meta.get("palette"):
+        ok &= bool(shapes) and all(s.color in meta["palette"]["allowed"] for s in shapes)
     return bool(ok)
 
 
@@ -314,3 +333,129 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ConfigError, match="relation 'inside' is not one of"):
         parse_requirement({"objects": [{"color": "red", "shape": "circle"}, {"color": None, "shape": "square"}],
                            "relation": {"subject": 0, "relation": "inside", "object": 1}})
+
+
+# -- an oracle learning cannot game (issue 11): malformed drawings are never well formed -------------
+# How the shipped model draws a failed square, circle or triangle, at the generator's sides 6, 8, 10:
+# oracle v1 (IoU >= 0.8 with grown templates) took every one of these for a well-formed object.
+MALFORMED = {
+    "house": [  # a square with a triangular roof: the pentagon drawn for "a square"
+        "..##.. .####. ###### ###### ###### ######",
+        "...##... .######. ######## ######## ######## ######## ######## ########",
+        "....##.... ..######.. " + "########## " * 8,
+    ],
+    "shield": [  # square top, pointed bottom
+        "###### ###### ###### ###### .####. ..##..",
+        "######## " * 6 + ".######. ...##...",
+        "########## " * 7 + ".########. ..######.. ....##....",
+    ],
+    "teardrop": [  # a circle drawn out to a point at the top
+        "..##.. .####. .####. ###### ###### .####.",
+        "...##... ..####.. .######. ######## ######## ######## .######. ..####..",
+        "....##.... ...####... ..######.. .########. ########## ########## ########## ########## "
+        ".########. ...####...",
+    ],
+    "spade": [  # a pointed top, round lobes and a stem
+        "..##.. .####. ###### ###### ..##.. .####.",
+        "...##... ..####.. .######. ######## ######## .######. ...##... ..####..",
+        "....##.... ...####... ..######.. .########. ########## ########## .########. ..######.. "
+        "....##.... ...####...",
+    ],
+    "cut_corner": [  # a square with its top-left corner cut off
+        "...### ..#### .##### ###### ###### ######",
+        "...##### ..###### .####### ######## ######## ######## ######## ########",
+        "....###### ...####### ..######## .######### " + "########## " * 6,
+    ],
+    "bumped_circle": [  # a circle with a growth in its top-right corner
+        "..#### .##### ###### ###### .####. ..##..",
+        "...##### .####### .####### ######## ######## .######. .######. ...##...",
+        "....###### ..######## .######### .########. ########## ########## .########. .########. "
+        "..######.. ....##....",
+    ],
+    "lopsided": [  # an egg: round on the left, flattened and pointed on the right
+        ".###.. #####. ###### ###### #####. .###..",
+        "..###... .#####.. #######. ######## ######## #######. .#####.. ..###...",
+        "..####.... .######... .########. " + "########## " * 4 + ".########. .######... ..####....",
+    ],
+}
+
+
+def art_image(art: str, color: str, background: str, x0: int = 5, y0: int = 4) -> np.ndarray:
+    """A 16 px image of the '#' pixels of ``art`` (rows separated by spaces) at (x0, y0)."""
+    mask = np.array([[c == "#" for c in row] for row in art.split()])
+    image = np.empty((scenes.IMAGE_SIZE, scenes.IMAGE_SIZE, 3), np.uint8)
+    image[:] = scenes.PALETTE[background]
+    image[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask] = scenes.PALETTE[color]
+    return image
+
+
+@pytest.mark.parametrize("name,art", [(name, art) for name, arts in MALFORMED.items() for art in arts],
+                         ids=[f"{name}-{len(art.split())}" for name, arts in MALFORMED.items() for art in arts])
+def test_malformed_shapes_are_not_well_formed(name, art):
+    side = len(art.split())
+    assert side in scenes.SIZES and all(len(row) == side for row in art.split()), "a square box of a generator side"
+    for color, background in (("green", "white"), ("purple", "black")):
+        image = art_image(art, color, background)
+        (found,) = analyse(image)
+        assert len(found.objects) == 1 and not found.debris
+        obj = found.objects[0]
+        assert not obj.well_formed, (name, obj.as_dict(), obj.iou)
+        for kind in scenes.SHAPES:  # so no task counts it, whatever it asks for
+            meta = {"objects": [{"color": color, "shape": kind, "count": 1, "exact": True}], "exclusive": True}
+            assert not judge_one(image, meta).success, (name, kind)
+
+
+@pytest.mark.parametrize("size", [16, 32, 48])
+def test_clean_renders_at_every_generator_side_and_position_are_well_formed(size):
+    """Every kind, side and position the generator can draw: one object, right kind, exact fit
+    (and, at 16 px, exactly its box; finer, a circle's pixels stop short of its box's edges)."""
+    shapes = [Shape(kind, scenes.COLORS[i % len(scenes.COLORS)], x0 + side / 2, y0 + side / 2, float(side))
+              for kind in scenes.SHAPES for side in scenes.SIZES
+              for i, (x0, y0) in enumerate((x, y) for x in range(scenes.WORLD_SIZE - side + 1)
+                                           for y in range(scenes.WORLD_SIZE - side + 1))]
+    backgrounds = [scenes.BACKGROUNDS[i % 2] for i in range(len(shapes))]
+    images = scenes.render_batch([Scene(bg, (s,)) for bg, s in zip(backgrounds, shapes)], size)
+    for shape, bg, found in zip(shapes, backgrounds, analyse(images)):
+        assert found.background == bg and not found.debris
+        (obj,) = found.objects
+        centre = ((obj.box[0] + obj.box[2]) / 2, (obj.box[1] + obj.box[3]) / 2)
+        assert (obj.shape, obj.color, centre) == (shape.kind, shape.color, (shape.cx, shape.cy)), (size, shape)
+        assert obj.box == shape.box or size != scenes.IMAGE_SIZE, (shape, obj.box)
+        assert obj.well_formed and obj.iou[shape.kind] == 1.0 and obj.defect == 0.0, (size, shape, obj)
+
+
+def test_a_clean_shape_fits_the_other_kinds_badly():
+    """The bound WELL_FORMED_IOU's docstring states: at 16 px a clean render fits each other kind
+    at <= 0.69 at the generator's sides, <= 0.76 at the odd sides 7-11 (v1: a clean 6 px square
+    was a 0.89 circle), so no object can be well formed as two kinds."""
+    for side in range(6, 12):
+        bound = 0.69 if side in scenes.SIZES else 0.76
+        for kind in scenes.SHAPES:
+            image = scenes.render(Scene("white", (Shape(kind, "red", 3 + side / 2, 2 + side / 2, float(side)),)))
+            (obj,) = analyse(image)[0].objects
+            assert obj.shape == kind and obj.iou[kind] == 1.0
+            others = {k: v for k, v in obj.iou.items() if k != kind}
+            assert max(others.values()) <= bound, (side, kind, others)
+            # 1 - IoU is a distance: within 1 - WELL_FORMED_IOU of two kinds needs them <= twice that apart
+            assert 1 - max(others.values()) > 2 * (1 - analysis.WELL_FORMED_IOU)
+
+
+def test_small_imperfections_are_tolerated():
+    """Strict is not brittle: a clean shape with one outline pixel missing, or one pixel added inside
+    its box, stays well formed (rough edges of a good drawing are not defects)."""
+    for kind in scenes.SHAPES:
+        for side in scenes.SIZES:
+            clean = scenes.render(Scene("white", (Shape(kind, "blue", 8.0, 8.0, float(side)),)))
+            blue = (clean == scenes.PALETTE["blue"]).all(-1)
+            rows, cols = np.nonzero(blue)
+            nicked = clean.copy()
+            nicked[rows[-1], cols[-1]] = scenes.PALETTE["white"]  # the last pixel of the bottom row
+            variants = [nicked]
+            y0, x0 = rows.min(), cols.min()
+            if not blue[y0, x0]:  # circle, triangle: a stray pixel in the empty top-left corner
+                padded = clean.copy()
+                padded[y0, x0] = scenes.PALETTE["blue"]
+                variants.append(padded)
+            for image in variants:
+                (obj,) = analyse(image)[0].objects
+                assert obj.well_formed and obj.shape == kind, (kind, side, obj)

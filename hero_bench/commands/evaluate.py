@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-HELP = "recompute a run's held-out evaluation (eval.csv) from its saved LoRA adapters"
+HELP = "recompute a run's evaluation (eval.csv: success on its own prompts + transfer) from its saved LoRA adapters"
 DESCRIPTION = """\
-Re-evaluate every saved adapter of a run (RUN_DIR/lora/epoch_XXXX.safetensors) on the task's
-held-out eval prompts with the fixed eval noise, judged by the noise-free oracle, and rewrite
-RUN_DIR/eval.csv (or write --out).  With the run's own settings the result equals the eval.csv
+Re-evaluate every saved adapter of a run (RUN_DIR/lora/epoch_XXXX.safetensors) with the fixed
+eval noise, judged by the noise-free oracle, and rewrite RUN_DIR/eval.csv (or write --out), as
+training does: the primary metric on the task's own (training) prompts (success_rate, mean_score,
+n_eval, diversity) and transfer to its held-out eval prompts (transfer_success_rate,
+transfer_mean_score, transfer_n_eval).  With the run's own settings the result equals the eval.csv
 written during training.  Feedback counters of each row come from RUN_DIR/train_log.csv.
 
-Only eval.* settings can change (training is fixed by the run), e.g. a larger eval set:
+Only eval.* settings can change (training is fixed by the run), e.g. a larger eval set, or
+eval.transfer_images=0 to skip the transfer evaluation (its columns left empty).
 
---prompts train samples the task's training prompts instead (with the same eval noise and oracle):
-in-distribution success, the quantity the HERO paper reports, next to the held-out transfer that
-the benchmark's curves show.  It writes RUN_DIR/eval_train.csv (columns of eval.csv plus
-prompt_set) and leaves eval.csv alone.
+--prompts train or --prompts eval samples one prompt list only (the training prompts, or the
+held-out ones) into a single-split file, RUN_DIR/eval_train.csv or RUN_DIR/eval_heldout.csv: the
+columns of eval.csv, success_rate etc. holding that list's numbers, plus prompt_set; gather and
+report refuse these files, and eval.csv is left alone.  (Before the primary metric moved to the
+task's own prompts, the default was --prompts eval, which rewrote eval.csv with held-out rows.)
 
 examples:
   hero-bench evaluate runs/counting/hero/seed0
@@ -26,11 +30,14 @@ examples:
 def add_arguments(parser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `hero-bench train`")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE",
-                        help="override an eval setting: eval.n_images, eval.seed, eval.batch_size (repeatable)")
-    parser.add_argument("--out", default=None, metavar="CSV", help="write here instead of RUN_DIR/eval.csv")
-    parser.add_argument("--prompts", choices=("eval", "train"), default="eval",
-                        help="eval: the task's held-out prompts, rewriting eval.csv (default); train: its "
-                             "training prompts, writing eval_train.csv")
+                        help="override an eval setting: eval.n_images, eval.transfer_images, eval.seed, "
+                             "eval.batch_size (repeatable)")
+    parser.add_argument("--out", default=None, metavar="CSV",
+                        help="write here instead of RUN_DIR/eval.csv (or the --prompts file)")
+    parser.add_argument("--prompts", choices=("both", "train", "eval"), default="both",
+                        help="both: the task's own prompts (primary) and its held-out prompts (transfer), "
+                             "rewriting eval.csv (default); train: only the training prompts, writing "
+                             "eval_train.csv; eval: only the held-out prompts, writing eval_heldout.csv")
     parser.add_argument("--epochs", default=None, metavar="LIST",
                         help="only these saved checkpoints, comma-separated epoch numbers or 'last' (default: "
                              "all); not with a rewrite of eval.csv, which always holds every checkpoint")

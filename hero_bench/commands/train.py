@@ -6,7 +6,8 @@ HELP = "finetune with HERO, DDPO or D3PO under a feedback budget (resumes an int
 DESCRIPTION = """\
 Finetune a text-to-image diffusion model (LoRA) on one task with one method, asking the simulated
 evaluator for feedback until the budget is spent (one feedback = one image labelled), and evaluate
-held-out success along the way.
+along the way: success on the task's own prompts from fresh evaluation noise that no training batch
+used (the primary metric), and transfer to its held-out prompts (eval.transfer_images; 0 skips it).
 
 Settings come from the tier's preset for the method (hero_bench/presets.py; every field is
 documented in docs/methods.md), then the flags below, then --set overrides.  The resolved config
@@ -20,7 +21,8 @@ Methods:
   base   no training: evaluates the pretrained model once (feedback 0)
 
 Outputs in OUT: config.yaml, ledger.jsonl (every label), checkpoint.pt (latest epoch),
-lora/epoch_XXXX.safetensors, train_log.csv, eval.csv (one row per evaluated epoch) and DONE.json.
+lora/epoch_XXXX.safetensors, train_log.csv, eval.csv (one row per evaluated epoch: success_rate etc.
+on the task's prompts, transfer_success_rate etc. on held-out prompts) and DONE.json.
 
 Resume: rerunning the same command continues from OUT/checkpoint.pt; labels already given are
 replayed from the ledger, and the results equal those of an uninterrupted run.  A finished run
@@ -87,7 +89,9 @@ def run(args) -> int:
     state = train(cfg, args.out, progress=not args.quiet)
     if state is not None and not args.quiet:
         final = state.eval_rows[-1] if state.eval_rows else None
-        summary = f"; final eval success {final['success_rate']:.3f}" if final else ""
+        summary = f"; final eval success {final['success_rate']:.3f} on the task's prompts" if final else ""
+        if final and final.get("transfer_success_rate") is not None:
+            summary += f", transfer {final['transfer_success_rate']:.3f} on held-out prompts"
         print(f"{cfg.run_id}: done after {state.epoch} epoch(s), feedback {state.feedback_used}/{cfg.budget}"
               f"{summary} -> {args.out}")
     return 0

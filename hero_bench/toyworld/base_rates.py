@@ -2,9 +2,10 @@
 
 For each toy task: sample ``n`` images on the task's eval prompts (cycled) with the toy tier's
 sampler settings and the benchmark's fixed eval noise seeds, judge them with the task's oracle, and
-report the success rate with a 95% Wilson interval.  The protocol is exactly that of
-``hero_bench.evaluate.evaluate_model`` (same prompts, same seeds, same oracle), so the numbers are
-the epoch-0 points every toy feedback-efficiency curve starts from.  The design asks for every
+report the success rate with a 95% Wilson interval.  The protocol is exactly that of the transfer
+evaluation in ``hero_bench.evaluate.evaluate_model`` (same held-out prompts, same seeds, same
+oracle), so the numbers are the epoch-0 points of the toy transfer curves (the primary metric's
+epoch-0 points sample the tasks' training prompts instead, with the same noise).  The design asks for every
 task's base success to lie in [5%, 60%] (docs/architecture.md, "Design requirements").
 
     python -m hero_bench.toyworld.base_rates --backbone hero_bench/toyworld/pretrained/shapesworld --n 256 \
@@ -66,7 +67,7 @@ def measure_task(backbone, task, sampler_cfg, n: int, seed: int, batch_size: int
     from hero_bench.evaluate import eval_prompts
 
     prompts = eval_prompts(task, n)
-    # the same two streams evaluate_model uses at epoch 0, so this is the benchmark's own eval set
+    # the same two streams evaluate_model uses at epoch 0, so this is the benchmark's own transfer set
     noise_gen = torch.Generator(device="cpu").manual_seed(derive_seed(seed, 0, "eval-noise"))
     step_gen = torch.Generator(device="cpu").manual_seed(derive_seed(seed, 0, "eval-sampler"))
     with torch.no_grad():

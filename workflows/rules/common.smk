@@ -24,7 +24,8 @@ TINY_BACKBONE = "results/models/tiny-sd"
 TINY_BACKBONE_SEED = 0
 
 # hero-bench train --set keys that receive the config's evaluation settings
-EVAL_SET_KEYS = {"every_epochs": "eval.every_epochs", "images": "eval.n_images"}
+EVAL_SET_KEYS = {"every_epochs": "eval.every_epochs", "images": "eval.n_images",
+                 "transfer_images": "eval.transfer_images"}
 
 
 # ---- config ----------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def train_overrides(wildcards):
     items += config["set"].get("all", [])
     items += config["set"].get(wildcards.method, [])
     if "variant" in wildcards.keys():  # a sweep run: its configuration comes last
-        items += config["sweep"][wildcards.method][wildcards.variant]
+        items += config.get("sweep", {})[wildcards.method][wildcards.variant]
     return " ".join(f"--set {shlex.quote(item)}" for item in items)
 
 
@@ -249,7 +250,7 @@ def sweep_eval_csvs():
         f"results/tune/{config['tier']}/{task}/{method}/{variant}/seed{seed}/eval.csv"
         for task in config["tasks"]
         for method in config["methods"]
-        for variant in config["sweep"].get(method, {})
+        for variant in config.get("sweep", {}).get(method, {})
         for seed in config["seeds"]
     ]
 
