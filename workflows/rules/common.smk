@@ -148,9 +148,26 @@ def final_outputs():
         "results/figures/success_vs_feedback.png",
         "results/figures/final_success.png",
     ]
-    if config.get("published"):
+    if published_summary():
         outputs.append("results/tables/reproduction.md")
     return outputs
+
+
+def published_summary():
+    """The published summary.csv to compare the rerun with (config key `published`), or None.
+
+    A folder stands for its summary/summary.csv. A path that does not exist (e.g. when running
+    with --directory elsewhere) skips the check with a warning instead of failing the workflow.
+    """
+    path = config.get("published")
+    if not path:
+        return None
+    if os.path.isdir(path):
+        path = os.path.join(path, "summary", "summary.csv")
+    if not os.path.isfile(path):
+        logger.warning(f"config: published results {path!r} not found; the reproduction check is skipped")
+        return None
+    return path
 
 
 # ---- train -----------------------------------------------------------------------------------

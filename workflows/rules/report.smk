@@ -69,7 +69,7 @@ rule compare:
     input:
         summary="results/summary/summary.csv",
         runs="results/summary/runs.csv",
-        published=config.get("published") or [],
+        published=published_summary() or [],
     output:
         table=report(
             "results/tables/reproduction.md",
