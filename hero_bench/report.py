@@ -490,6 +490,25 @@ def _beyond(r) -> bool:
             and not pd.isna(fmax) and float(r.budget) > float(fmax))
 
 
+def _budget_rows(rows, tasks, methods, budgets, extra=None) -> tuple[list[list[str]], bool]:
+    """Table rows (task, method, n, one cell per budget [+ extra(task, method)]) of one metric's
+    summary rows, and whether any cell reads a run that stopped before its budget (†)."""
+    body, daggers = [], False
+    for task in tasks:
+        for method in methods:
+            g = rows[(rows.task == task) & (rows.method == method)]
+            if g.empty:
+                continue
+            by_b = {int(r.budget): r for r in g.itertuples()}
+            cells = [(_cell(by_b[b]) + ("†" if _beyond(by_b[b]) else "")) if b in by_b else "—" for b in budgets]
+            daggers |= any(_beyond(by_b[b]) for b in budgets if b in by_b)
+            n = int(g.n_seeds.iloc[0])
+            n_cell = f"{n} ({int(g.n_tasks.iloc[0])} tasks)" if task == AGGREGATE_TASK else str(n)
+            body.append([_task_label(task), _esc(method_label(method)), n_cell] + cells
+                        + (extra(task, method) if extra else []))
+    return body, daggers
+
+
 def _esc(s) -> str:
     return str(s).replace("|", "\\|")
 
@@ -538,22 +557,11 @@ def render_markdown(summary: pd.DataFrame) -> str:
 
         # success at budgets + AUC
         header = ["task", "method", "n"] + [str(b) for b in budgets] + [f"norm. AUC 0–{final}"]
-        body = []
-        daggers = False
-        for task in tasks:
-            for method in methods:
-                g = succ[(succ.task == task) & (succ.method == method)]
-                if g.empty:
-                    continue
-                by_b = {int(r.budget): r for r in g.itertuples()}
-                cells = [(_cell(by_b[b]) + ("†" if _beyond(by_b[b]) else "")) if b in by_b else "—"
-                         for b in budgets]
-                daggers |= any(_beyond(by_b[b]) for b in budgets if b in by_b)
-                auc = t[(t.metric == "auc") & (t.task == task) & (t.method == method)]
-                auc_cell = _cell(next(auc.itertuples())) if not auc.empty else "—"
-                n = int(g.n_seeds.iloc[0])
-                n_cell = f"{n} ({int(g.n_tasks.iloc[0])} tasks)" if task == AGGREGATE_TASK else str(n)
-                body.append([_task_label(task), _esc(method_label(method)), n_cell] + cells + [auc_cell])
+        def auc_cell(task, method):
+            auc = t[(t.metric == "auc") & (t.task == task) & (t.method == method)]
+            return [_cell(next(auc.itertuples())) if not auc.empty else "—"]
+
+        body, daggers = _budget_rows(succ, tasks, methods, budgets, auc_cell)
         out += ["### Success rate at fixed feedback budgets", ""] + _table(header, body) + [""]
         ns = succ[succ.task != AGGREGATE_TASK].n_seeds
         caption = (
@@ -583,20 +591,7 @@ def render_markdown(summary: pd.DataFrame) -> str:
         # transfer: success on the held-out prompts (secondary)
         tr = t[t.metric == "transfer"]
         if not tr.empty:
-            body = []
-            t_daggers = False
-            for task in tasks:
-                for method in methods:
-                    g = tr[(tr.task == task) & (tr.method == method)]
-                    if g.empty:
-                        continue
-                    by_b = {int(r.budget): r for r in g.itertuples()}
-                    cells = [(_cell(by_b[b]) + ("†" if _beyond(by_b[b]) else "")) if b in by_b else "—"
-                             for b in budgets]
-                    t_daggers |= any(_beyond(by_b[b]) for b in budgets if b in by_b)
-                    n = int(g.n_seeds.iloc[0])
-                    n_cell = f"{n} ({int(g.n_tasks.iloc[0])} tasks)" if task == AGGREGATE_TASK else str(n)
-                    body.append([_task_label(task), _esc(method_label(method)), n_cell] + cells)
+            body, t_daggers = _budget_rows(tr, tasks, methods, budgets)
             header = ["task", "method", "n"] + [str(b) for b in budgets]
             out += ["### Transfer: success on held-out prompts at fixed feedback budgets", ""]
             out += _table(header, body) + [""]
