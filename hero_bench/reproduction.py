@@ -29,7 +29,10 @@ from hero_bench.errors import HeroBenchError
 KEY_COLUMNS = ("tier", "task", "method", "metric", "budget")
 COMPARED_METRICS = ("success", "auc")
 COLUMNS = ("tier", "task", "method", "metric", "budget", "fresh", "fresh_ci_low", "fresh_ci_high",
-           "published", "published_ci_low", "published_ci_high", "slack", "inside")
+           "published", "published_ci_low", "published_ci_high", "slack", "inside", "mismatch")
+DESIGN_COLUMNS = ("n_seeds", "n_tasks", "oracle_version", "label_noise", "backbone")
+"""Columns that must agree for a cell to be comparable at all: a rerun with other seeds, tasks,
+oracle version, label noise or backbone is a different experiment, not a reproduction."""
 
 
 class ReproductionError(HeroBenchError, ValueError):
@@ -73,9 +76,22 @@ def compare(fresh: str | Path, published: str | Path, slack: float = 0.0) -> pd.
         "published_ci_high": merged.ci_high_ref,
     })
     out["slack"] = float(slack)
+    out["mismatch"] = [_mismatch(row) for _, row in merged.iterrows()]
     out["inside"] = ((out.fresh >= out.published_ci_low - slack - 1e-12)
-                     & (out.fresh <= out.published_ci_high + slack + 1e-12))
+                     & (out.fresh <= out.published_ci_high + slack + 1e-12) & (out.mismatch == ""))
     return out.sort_values(keys).reset_index(drop=True)[list(COLUMNS)]
+
+
+def _mismatch(row) -> str:
+    """'' when the two cells come from the same design, else what differs (e.g. 'n_seeds 3 vs 5')."""
+    out = []
+    for col in DESIGN_COLUMNS:
+        new, ref = row.get(f"{col}_new"), row.get(f"{col}_ref")
+        if new is None or ref is None or (pd.isna(new) and pd.isna(ref)):
+            continue
+        if str(new) != str(ref):
+            out.append(f"{col} {new} vs {ref}")
+    return "; ".join(out)
 
 
 def eval_resolution(runs_csv: str | Path) -> float:
@@ -107,7 +123,7 @@ def render_markdown(table: pd.DataFrame, fresh: str, published: str) -> str:
         lines.append(
             f"| {r.task} | {r.method} | {r.metric} | {budget} | {r.fresh:.3f} [{r.fresh_ci_low:.3f}, "
             f"{r.fresh_ci_high:.3f}] | {r.published:.3f} [{r.published_ci_low:.3f}, {r.published_ci_high:.3f}] "
-            f"| {'✓' if r.inside else '✗'} |")
+            f"| {'✓' if r.inside else ('✗ not comparable: ' + r.mismatch if r.mismatch else '✗')} |")
     lines.append("")
     lines.append(f"Made by `hero-bench compare {fresh} {published}`.")
     return "\n".join(lines) + "\n"
@@ -115,6 +131,7 @@ def render_markdown(table: pd.DataFrame, fresh: str, published: str) -> str:
 
 def outside(table: pd.DataFrame) -> Sequence[str]:
     """One line per cell outside its published interval (for the console)."""
-    return [f"{r.task}/{r.method} {r.metric}@{r.budget}: fresh {r.fresh:.3f} not in "
-            f"[{r.published_ci_low - r.slack:.3f}, {r.published_ci_high + r.slack:.3f}]"
+    return [f"{r.task}/{r.method} {r.metric}@{r.budget}: "
+            + (f"not comparable ({r.mismatch})" if r.mismatch else
+               f"fresh {r.fresh:.3f} not in [{r.published_ci_low - r.slack:.3f}, {r.published_ci_high + r.slack:.3f}]")
             for r in table.itertuples() if not r.inside]

@@ -70,3 +70,14 @@ def test_bad_input_names_the_problem(tmp_path, published):
     with pytest.raises(ReproductionError, match="share no"):
         compare(other, published)
     assert main(["compare", str(tmp_path / "nope.csv"), str(published)]) == 2
+
+
+def test_a_different_design_is_not_a_reproduction(tmp_path):
+    cols = COLS + ["n_seeds", "oracle_version"]
+    pd.DataFrame([("toy", "anomaly", "base", "success", 0, 0.3, 0.3, 0.3, 5, 1)], columns=cols).to_csv(
+        tmp_path / "published.csv", index=False)
+    pd.DataFrame([("toy", "anomaly", "base", "success", 0, 0.3, 0.3, 0.3, 3, 2)], columns=cols).to_csv(
+        tmp_path / "fresh.csv", index=False)
+    row = compare(tmp_path / "fresh.csv", tmp_path / "published.csv").iloc[0]
+    assert not row.inside and row.mismatch == "n_seeds 3 vs 5; oracle_version 2 vs 1"
+    assert main(["compare", str(tmp_path / "fresh.csv"), str(tmp_path / "published.csv")]) == 1
