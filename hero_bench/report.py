@@ -327,6 +327,19 @@ def summarise(
         def group_budgets(method):
             return [0] if method.lower() == BASE else [0] + list(grid)
 
+        def curve_rows(task, method, metric, runs_by_task, p):
+            """``metric`` (success or transfer) at feedback 0 and each budget: IQM over the runs
+            with its stratified-bootstrap CI (one stratum per task; per task, iqm_ci's)."""
+            every = [r for rs in runs_by_task.values() for r in rs]
+            fmax = float(min(r.last_feedback for r in every))
+            for b in group_budgets(method):
+                by_task = {t: np.array([r.at(b) for r in rs]) for t, rs in runs_by_task.items()}
+                ci = stats.stratified_bootstrap_ci(by_task, stats.iqm, **boot)
+                mean, std = _spread(np.concatenate(list(by_task.values())))
+                rows.append(row(task, method, metric, budget=b, n_seeds=len(every), estimate=ci.estimate,
+                                ci_low=ci.low, ci_high=ci.high, mean=mean, std=std, feedback_max=fmax,
+                                n_tasks=len(runs_by_task), **p))
+
         # ---- per task
         for task in sorted(runs):
             for method in sorted(runs[task], key=method_sort_key):
@@ -334,23 +347,10 @@ def summarise(
                 p = prov(task, method)
                 fmax = float(min(r.last_feedback for r in rs))
                 n = len(rs)
-                for b in group_budgets(method):
-                    vals = np.array([r.at(b) for r in rs])
-                    ci = stats.iqm_ci(vals, **boot)
-                    mean, std = _spread(vals)
-                    rows.append(row(task, method, "success", budget=b, n_seeds=n, estimate=ci.estimate,
-                                    ci_low=ci.low, ci_high=ci.high, mean=mean, std=std,
-                                    feedback_max=fmax, n_tasks=1, **p))
+                curve_rows(task, method, "success", {task: rs}, p)
                 trs = [r.transfer for r in rs if r.transfer is not None]
                 if trs:
-                    t_fmax = float(min(r.last_feedback for r in trs))
-                    for b in group_budgets(method):
-                        vals = np.array([r.at(b) for r in trs])
-                        ci = stats.iqm_ci(vals, **boot)
-                        mean, std = _spread(vals)
-                        rows.append(row(task, method, "transfer", budget=b, n_seeds=len(trs), estimate=ci.estimate,
-                                        ci_low=ci.low, ci_high=ci.high, mean=mean, std=std,
-                                        feedback_max=t_fmax, n_tasks=1, **p))
+                    curve_rows(task, method, "transfer", {task: trs}, p)
                 if method.lower() == BASE:
                     continue
                 aucs = np.array([stats.normalized_auc(r.feedback, r.success, final) for r in rs])
@@ -397,24 +397,10 @@ def summarise(
             n = sum(len(runs[t][method]) for t in agg_tasks)
             p = prov(AGGREGATE_TASK, method)
             fmax = float(min(r.last_feedback for t in agg_tasks for r in runs[t][method]))
-            for b in group_budgets(method):
-                by_task = {t: np.array([r.at(b) for r in runs[t][method]]) for t in agg_tasks}
-                ci = stats.stratified_bootstrap_ci(by_task, stats.iqm, **boot)
-                mean, std = _spread(np.concatenate(list(by_task.values())))
-                rows.append(row(AGGREGATE_TASK, method, "success", budget=b, n_seeds=n, estimate=ci.estimate,
-                                ci_low=ci.low, ci_high=ci.high, mean=mean, std=std, feedback_max=fmax,
-                                n_tasks=len(agg_tasks), **p))
+            curve_rows(AGGREGATE_TASK, method, "success", {t: runs[t][method] for t in agg_tasks}, p)
             t_runs = {t: [r.transfer for r in runs[t][method] if r.transfer is not None] for t in agg_tasks}
             if all(t_runs.values()):  # transfer across tasks only when every task has it
-                t_fmax = float(min(r.last_feedback for rs in t_runs.values() for r in rs))
-                for b in group_budgets(method):
-                    by_task = {t: np.array([r.at(b) for r in rs]) for t, rs in t_runs.items()}
-                    ci = stats.stratified_bootstrap_ci(by_task, stats.iqm, **boot)
-                    mean, std = _spread(np.concatenate(list(by_task.values())))
-                    rows.append(row(AGGREGATE_TASK, method, "transfer", budget=b,
-                                    n_seeds=sum(len(rs) for rs in t_runs.values()), estimate=ci.estimate,
-                                    ci_low=ci.low, ci_high=ci.high, mean=mean, std=std, feedback_max=t_fmax,
-                                    n_tasks=len(agg_tasks), **p))
+                curve_rows(AGGREGATE_TASK, method, "transfer", t_runs, p)
             if method.lower() == BASE:
                 continue
             by_task = {t: np.array([stats.normalized_auc(r.feedback, r.success, final) for r in runs[t][method]])
