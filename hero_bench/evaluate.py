@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from hero_bench.errors import ConfigError, HeroBenchError
-from hero_bench.results import EVAL_COLUMNS
+from hero_bench.results import EVAL_COLUMNS, TRANSFER_COLUMNS
 
 DIVERSITY_SIDE = 8
 
@@ -90,8 +90,7 @@ def diversity(images: np.ndarray) -> float:
     return float(torch.pdist(feats).mean())
 
 
-TRANSFER_KEYS = {"success_rate": "transfer_success_rate", "mean_score": "transfer_mean_score",
-                 "n_eval": "transfer_n_eval"}
+TRANSFER_KEYS = dict(zip(("success_rate", "mean_score", "n_eval"), TRANSFER_COLUMNS))
 """Result key of one prompt-list evaluation -> its eval.csv column in the transfer evaluation."""
 
 
@@ -150,12 +149,13 @@ def evaluate_model(backbone, task, oracle, sampler_cfg, eval_cfg: EvalConfig) ->
     held-out eval prompts (keys ``transfer_success_rate``, ``transfer_mean_score``,
     ``transfer_n_eval``; None when ``eval.transfer_images`` is 0).  Both use the same evaluation
     noise streams, seeded only by ``eval.seed``, so they are fresh with respect to training."""
-    result: dict[str, float | None] = dict(evaluate_prompts(backbone, task.train_prompts, oracle, sampler_cfg,
-                                                            eval_cfg))
-    result.update({col: None for col in TRANSFER_KEYS.values()})
+    primary = evaluate_prompts(backbone, task.train_prompts, oracle, sampler_cfg, eval_cfg)
+    result: dict[str, float | None] = {**primary, **dict.fromkeys(TRANSFER_COLUMNS)}
     if eval_cfg.n_transfer > 0:
-        transfer = evaluate_prompts(backbone, task.eval_prompts, oracle, sampler_cfg, eval_cfg,
-                                    n_images=eval_cfg.n_transfer)
+        # a task that evaluates on its own prompts (sanity) would sample the very same images again
+        same = tuple(task.eval_prompts) == tuple(task.train_prompts) and eval_cfg.n_transfer == eval_cfg.n_images
+        transfer = primary if same else evaluate_prompts(backbone, task.eval_prompts, oracle, sampler_cfg, eval_cfg,
+                                                         n_images=eval_cfg.n_transfer)
         result.update({col: transfer[key] for key, col in TRANSFER_KEYS.items()})
     return result
 
@@ -288,7 +288,7 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
             prompts, n = (task.train_prompts, cfg.eval.n_images) if prompt_set == "train" else \
                 (task.eval_prompts, cfg.eval.n_transfer)
             result = {**evaluate_prompts(backbone, prompts, oracle, cfg.sampler, cfg.eval, n_images=n),
-                      **{col: None for col in TRANSFER_KEYS.values()}}
+                      **dict.fromkeys(TRANSFER_COLUMNS)}
         rows.append(eval_row(cfg, epoch, *counters[epoch], result, oracle, chash, sha))
         if progress:
             line = f"epoch {epoch}: success {result['success_rate']:.3f} (n={result['n_eval']}, "

@@ -39,10 +39,14 @@ class ReproductionError(HeroBenchError, ValueError):
     """A summary that cannot be compared (missing file or columns, no shared rows)."""
 
 
-def _read_summary(path: str | Path, role: str) -> pd.DataFrame:
+def summary_file(path: str | Path) -> Path:
+    """A summary.csv, or the results folder holding summary/summary.csv, as the summary's path."""
     path = Path(path)
-    if path.is_dir():  # a results folder: its summary table
-        path = path / "summary" / "summary.csv"
+    return path / "summary" / "summary.csv" if path.is_dir() else path
+
+
+def _read_summary(path: str | Path, role: str) -> pd.DataFrame:
+    path = summary_file(path)
     if not path.is_file():
         raise ReproductionError(f"{role} summary {str(path)!r} does not exist; pass a summary.csv written "
                                 f"by `hero-bench report` or the results folder that holds summary/summary.csv")

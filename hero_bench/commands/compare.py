@@ -34,23 +34,15 @@ def add_arguments(parser) -> None:
                         help="exit 0 even when cells fall outside (the workflow records the verdict instead)")
 
 
-def _fresh_runs_table(new: str):
-    from pathlib import Path
-
-    path = Path(new)
-    folder = path if path.is_dir() else path.parent.parent
-    runs = folder / "summary" / "runs.csv"
-    return runs if runs.is_file() else None
-
-
 def run(args) -> int:
     from hero_bench.io import atomic_write_text
-    from hero_bench.reproduction import compare, eval_resolution, outside, render_markdown
+    from hero_bench.reproduction import compare, eval_resolution, outside, render_markdown, summary_file
 
     slack = args.slack
     if slack is None:
-        runs = _fresh_runs_table(args.new)
-        slack = eval_resolution(runs) if runs is not None else 0.0
+        # the results folder's summary/runs.csv (the workflow's gather output, beside summary.csv)
+        runs = summary_file(args.new).parent.parent / "summary" / "runs.csv"
+        slack = eval_resolution(runs) if runs.is_file() else 0.0
     table = compare(args.new, args.published, slack=slack)
     if args.out:
         atomic_write_text(args.out, render_markdown(table, args.new, args.published))
