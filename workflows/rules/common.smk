@@ -3,6 +3,7 @@
 # the config (workflows/schemas/config.schema.yaml, which also fills in defaults) and runs
 # check_config; everything below that reads `config` runs only after that.
 
+import functools
 import os
 import re
 import shlex
@@ -153,6 +154,7 @@ def final_outputs():
     return outputs
 
 
+@functools.cache  # rule all and rule compare both ask; look (and warn) once
 def published_summary():
     """The published summary.csv to compare the rerun with (config key `published`), or None.
 
