@@ -214,8 +214,12 @@ def judge(analysis: Analysis, req: Requirement) -> OracleResult:
 
     # the fit of the requested shapes; a palette-only requirement asks for no shape, so its
     # quality term is how well formed the drawn objects are (0 when nothing is drawn)
-    quality = float(np.mean([_quality(analysis, spec) for spec in req.objects])) if req.objects else \
-        float(np.mean([o.iou[o.shape] for o in analysis.objects])) if analysis.objects else 0.0
+    if req.objects:
+        quality = float(np.mean([_quality(analysis, spec) for spec in req.objects]))
+    elif analysis.objects:
+        quality = float(np.mean([o.iou[o.shape] for o in analysis.objects]))
+    else:
+        quality = 0.0
     success = all(met for met, _ in conditions.values())
     total = sum(1.0 if met else credit for met, credit in conditions.values()) + quality
     details = analysis.as_dict()
