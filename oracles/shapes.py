@@ -325,8 +325,11 @@ TOY_TASKS: tuple[Task, ...] = (
     ),
     Task(
         name="counting", tier="toy", category="counting",
-        description="exactly the requested number (3 or 4) of the requested well-formed objects",
-        train_prompts=(exact_count(3, "red", "circle"), exact_count(4, "yellow", "square")),
+        description="exactly the requested number (2 to 4) of the requested well-formed objects",
+        # training counts the model can draw (base 33% and 16% on 64 images each); "three red
+        # circles" and "four yellow squares" started at 6% and 0%: one good image per 32-image
+        # round, nothing for a method to learn from. The held-out prompts keep the harder counts.
+        train_prompts=(exact_count(2, "blue", "square"), exact_count(3, "red", "triangle")),
         eval_prompts=(exact_count(3, "green", "square"), exact_count(4, "purple", "circle"),
                       exact_count(3, "yellow", "triangle")),
         oracle_factory=ShapesOracle, oracle_name=ORACLE_NAME,
@@ -347,8 +350,10 @@ TOY_TASKS: tuple[Task, ...] = (
         # both objects share a colour: the shipped model binds colours so poorly in two-object
         # scenes that two-colour prompts succeed <1% of the time (MODEL_CARD.md), and the task is
         # about composition, not binding (rare_binding measures that)
+        # training pairs measured at 14% and 23% base success ("a blue square above a blue
+        # circle", the earlier second prompt, started at 8%)
         train_prompts=(related(("purple", "triangle"), "above", ("purple", "circle")),
-                       related(("blue", "square"), "above", ("blue", "circle"))),
+                       related(("red", "triangle"), "above", ("red", "triangle"))),
         eval_prompts=(related(("green", "circle"), "above", ("green", "triangle")),
                       related(("yellow", "circle"), "above", ("yellow", "triangle")),
                       related(("green", "triangle"), "left", ("green", "circle"))),
@@ -358,8 +363,10 @@ TOY_TASKS: tuple[Task, ...] = (
         name="preference", tier="toy", category="personalization",
         description=(f"an under-specified prompt ('a circle'); hidden criterion: the object is "
                      f"{HIDDEN_PREFERENCE}"),
-        train_prompts=(preferred("circle", HIDDEN_PREFERENCE), preferred("square", HIDDEN_PREFERENCE)),
-        eval_prompts=(preferred("triangle", HIDDEN_PREFERENCE),),
+        # "a square" and "a triangle" start at 14% and 9% purple, "a circle" at 5%: the training
+        # prompts are the two a round can learn from, the rarest is held out
+        train_prompts=(preferred("square", HIDDEN_PREFERENCE), preferred("triangle", HIDDEN_PREFERENCE)),
+        eval_prompts=(preferred("circle", HIDDEN_PREFERENCE),),
         oracle_factory=ShapesOracle, oracle_name=ORACLE_NAME,
     ),
     Task(

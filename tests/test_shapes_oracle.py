@@ -120,7 +120,10 @@ def make_case(task_name, meta, rng):
             while True:
                 scene = build(rng, [(K, C, 6), (K2, C2, 6)])
                 a, b = scene.shapes
-                if scenes.relation_holds(a.box, b.box, rel) == (case == "holds"):
+                holds = scenes.relation_holds(a.box, b.box, rel)
+                if (K, C) == (K2, C2):  # "a red triangle above a red triangle": either may be the subject
+                    holds = holds or scenes.relation_holds(b.box, a.box, rel)
+                if holds == (case == "holds"):
                     return scene, case == "holds"
         if case == "wrong_color":
             while True:

@@ -181,7 +181,7 @@ def test_cli_lists_tasks_as_a_table(capsys):
 def test_cli_shows_one_task_and_rejects_unknown_names(capsys):
     assert main(["tasks", "counting"]) == 0
     out = capsys.readouterr().out
-    assert "three red circles" in out and '"exact": true' in out
+    assert "two blue squares" in out and '"exact": true' in out
     assert main(["tasks", "countng"]) == 2
     err = capsys.readouterr().err
     assert "unknown task 'countng'" in err and "counting" in err and "Traceback" not in err

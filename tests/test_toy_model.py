@@ -207,8 +207,8 @@ def test_compare_rates_checks_each_task_against_the_reference_interval():
 
 
 def test_base_rates_use_the_benchmarks_eval_protocol(tiny_toy_dir):
-    """base_rates must reproduce evaluate_model's epoch-0 transfer numbers (same held-out prompts,
-    seeds and oracle)."""
+    """base_rates must reproduce evaluate_model's epoch-0 numbers: the transfer column on the
+    held-out prompts and the primary metric on the training prompts (same seeds and oracle)."""
     from hero_bench.diffusion.backbone import load_backbone
     from hero_bench.diffusion.sampler import SamplerConfig
     from hero_bench.evaluate import EvalConfig, evaluate_model
@@ -221,6 +221,10 @@ def test_base_rates_use_the_benchmarks_eval_protocol(tiny_toy_dir):
     row = measure_task(bb, task, cfg, n=6, seed=7, batch_size=4)
     ref = evaluate_model(bb, task, task.oracle_factory(), cfg, EvalConfig(n_images=6, seed=7, batch_size=4))
     assert row["success_rate"] == ref["transfer_success_rate"] and row["n"] == 6 == ref["transfer_n_eval"]
+    train = measure_task(bb, task, cfg, n=6, seed=7, batch_size=4, prompt_set="train")
+    assert train["success_rate"] == ref["success_rate"] and train["n"] == 6 == ref["n_eval"]
+    assert set(train["per_prompt"]) == {p.text for p in task.train_prompts}
+    assert train["in_accepted_range"] == (0.10 <= train["success_rate"] <= 0.60)
     assert sum(v["n"] for v in row["per_prompt"].values()) == 6
     assert row["ci95"][0] <= row["success_rate"] <= row["ci95"][1]
     grid = success_grid(row["_images"], row["_success"], columns=3)

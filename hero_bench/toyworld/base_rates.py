@@ -1,12 +1,14 @@
 """Base success rates of a backbone on every toy task (the HERO paper's "rare but possible" check).
 
-For each toy task: sample ``n`` images on the task's eval prompts (cycled) with the toy tier's
-sampler settings and the benchmark's fixed eval noise seeds, judge them with the task's oracle, and
-report the success rate with a 95% Wilson interval.  The protocol is exactly that of the transfer
-evaluation in ``hero_bench.evaluate.evaluate_model`` (same held-out prompts, same seeds, same
-oracle), so the numbers are the epoch-0 points of the toy transfer curves (the primary metric's
-epoch-0 points sample the tasks' training prompts instead, with the same noise).  The design asks for every
-task's base success to lie in [5%, 60%] (docs/architecture.md, "Design requirements").
+For each toy task, twice: sample ``n`` images on the task's own (training) prompts and ``n`` on its
+held-out eval prompts (each cycled) with the toy tier's sampler settings and the benchmark's fixed
+eval noise seeds, judge them with the task's oracle, and report each success rate with a 95% Wilson
+interval.  The protocol is exactly that of ``hero_bench.evaluate.evaluate_model`` (same prompts,
+same seeds, same oracle), so the numbers are the epoch-0 points of the toy curves: the primary
+metric (training prompts) and the transfer column (held-out prompts).  The design asks for every
+task's base success to lie in [5%, 60%] on its held-out prompts and in [10%, 60%] on its training
+prompts, so that a method sees a few successes in every round (docs/architecture.md, "Design
+requirements").
 
     python -m hero_bench.toyworld.base_rates --backbone hero_bench/toyworld/pretrained/shapesworld --n 256 \
         [--json OUT.json] [--figures docs/figures] [--model-card] [--compare REFERENCE]
@@ -32,8 +34,11 @@ import numpy as np
 CARD_NOTES = Path(__file__).with_name("model_card_notes.md")
 """The model card's hand-written part (measurements behind the choices), appended by --model-card."""
 ACCEPTED_RANGE = (0.05, 0.60)
-"""The pretrained model must reach each task's success with probability in this range
-(docs/architecture.md, "Design requirements")."""
+"""The pretrained model must reach each task's success on its held-out prompts with probability in
+this range (docs/architecture.md, "Design requirements")."""
+TRAIN_ACCEPTED_RANGE = (0.10, 0.60)
+"""... and on its training prompts in this one: below 10% a 32-image round holds about three
+successes, too few for HERO's positive set or DDPO's advantages to carry a signal."""
 Z_95 = 1.959963984540054
 
 
@@ -58,15 +63,20 @@ def toy_sampler_config():
     return toy("hero", "anomaly").sampler
 
 
-def measure_task(backbone, task, sampler_cfg, n: int, seed: int, batch_size: int = 128) -> dict[str, Any]:
-    """Sample and judge ``n`` eval images of ``task``; returns the rate, its CI, and the images/results."""
+def measure_task(backbone, task, sampler_cfg, n: int, seed: int, batch_size: int = 128,
+                 prompt_set: str = "eval") -> dict[str, Any]:
+    """Sample and judge ``n`` images of ``task`` on its ``prompt_set`` ("eval": the held-out prompts,
+    "train": its own); returns the rate, its CI, and the images/results."""
     import torch
 
     from hero_bench.algorithms.base import derive_seed
     from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
-    from hero_bench.evaluate import eval_prompts
+    from hero_bench.evaluate import cycle_prompts
 
-    prompts = eval_prompts(task, n)
+    if prompt_set not in ("eval", "train"):
+        raise ValueError(f"prompt_set must be 'eval' or 'train', got {prompt_set!r}")
+    source = task.eval_prompts if prompt_set == "eval" else task.train_prompts
+    prompts = cycle_prompts(source, n)
     # the same two streams evaluate_model uses at epoch 0, so this is the benchmark's own transfer set
     noise_gen = torch.Generator(device="cpu").manual_seed(derive_seed(seed, 0, "eval-noise"))
     step_gen = torch.Generator(device="cpu").manual_seed(derive_seed(seed, 0, "eval-sampler"))
@@ -80,7 +90,7 @@ def measure_task(backbone, task, sampler_cfg, n: int, seed: int, batch_size: int
     k = int(success.sum())
     lo, hi = wilson_interval(k, n)
     per_prompt = {}
-    for p in task.eval_prompts:
+    for p in source:
         mask = np.array([q.text == p.text for q in prompts])
         per_prompt[p.text] = {"n": int(mask.sum()), "successes": int(success[mask].sum())}
     return {
@@ -91,13 +101,17 @@ def measure_task(backbone, task, sampler_cfg, n: int, seed: int, batch_size: int
         "success_rate": k / n,
         "ci95": [lo, hi],
         "mean_score": float(np.mean([r.score for r in results])),
-        "in_accepted_range": ACCEPTED_RANGE[0] <= k / n <= ACCEPTED_RANGE[1],
+        "in_accepted_range": _in_range(k / n, ACCEPTED_RANGE if prompt_set == "eval" else TRAIN_ACCEPTED_RANGE),
         "per_prompt": per_prompt,
         "oracle": f"{oracle.name} v{oracle.version}",
         "_images": traj.images,
         "_success": success,
         "_prompts": [p.text for p in prompts],
     }
+
+
+def _in_range(rate: float, bounds: tuple[float, float]) -> bool:
+    return bounds[0] <= rate <= bounds[1]
 
 
 def success_grid(images: np.ndarray, success: np.ndarray, columns: int = 8, scale: int = 4) -> np.ndarray:
@@ -118,15 +132,25 @@ def success_grid(images: np.ndarray, success: np.ndarray, columns: int = 8, scal
     return grid
 
 
+def _rate_cell(r: dict[str, Any]) -> str:
+    return (f"{r['successes']}/{r['n']} = {r['success_rate']:.1%} [{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}]"
+            f"{'' if r['in_accepted_range'] else ' **outside**'}")
+
+
+def _prompt_counts(r: dict[str, Any]) -> str:
+    return "; ".join(f"{t} ({v['successes']}/{v['n']})" for t, v in r["per_prompt"].items())
+
+
 def _table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| task | category | eval prompts | success | 95% CI (Wilson) | in 5–60% |",
+    lo, hi = TRAIN_ACCEPTED_RANGE
+    elo, ehi = ACCEPTED_RANGE
+    lines = [f"| task | category | training prompts | success [95% Wilson CI] (accepted {lo:.0%}-{hi:.0%}) "
+             f"| held-out prompts | success [95% Wilson CI] (accepted {elo:.0%}-{ehi:.0%}) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        prompts = "; ".join(f"{t} ({v['successes']}/{v['n']})" for t, v in r["per_prompt"].items())
-        lines.append(
-            f"| {r['task']} | {r['category']} | {prompts} | {r['successes']}/{r['n']} = {r['success_rate']:.1%} "
-            f"| [{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}] | {'yes' if r['in_accepted_range'] else '**no**'} |"
-        )
+        t = r.get("train")
+        train_cols = f"{_prompt_counts(t)} | {_rate_cell(t)}" if t else "(not measured) | "
+        lines.append(f"| {r['task']} | {r['category']} | {train_cols} | {_prompt_counts(r)} | {_rate_cell(r)} |")
     return "\n".join(lines)
 
 
@@ -182,13 +206,16 @@ def measure_all(backbone_dir: str, n: int = 256, seed: int | None = None, tasks:
     rows = []
     for task in tqdm(selected, desc="base rates", unit="task", disable=not progress):
         t0 = time.perf_counter()
-        row = measure_task(backbone, task, sampler_cfg, n, seed)
+        train = measure_task(backbone, task, sampler_cfg, n, seed, prompt_set="train")
+        row = measure_task(backbone, task, sampler_cfg, n, seed, prompt_set="eval")
         row["seconds"] = round(time.perf_counter() - t0, 1)
         if figures is not None:
+            # the grid shows the training prompts: what a method's first rounds look like
             k = min(32, n)
             path = Path(figures) / f"toy_base_{task.name}.png"
-            save_png(path, success_grid(row["_images"][:k], row["_success"][:k]))
+            save_png(path, success_grid(train["_images"][:k], train["_success"][:k]))
             row["figure"] = str(path)
+        row["train"] = {k: v for k, v in train.items() if not k.startswith("_")}
         rows.append({k: v for k, v in row.items() if not k.startswith("_")})
     return {
         "backbone": str(backbone_dir),
@@ -252,14 +279,15 @@ DDIM **{s_steps} steps, eta {s_eta}, classifier-free guidance {s_guidance}**, ne
 (`hero_bench.presets.toy`) must use for them to be the toy runs' starting points.
 
 ## Base success rates (the HERO paper's premise: success possible but rare)
-{n} images per task on the task's eval prompts (cycled), the benchmark's eval noise seed
-{eval_seed} (the exact epoch-0 evaluation of every toy run), judged by the exact ShapesWorld oracle
-(`{oracle}`).  The design requires every task in [5%, 60%]
-(`docs/architecture.md`, "Design requirements").
+{n} images per task on the task's own (training) prompts and {n} on its held-out prompts (each
+cycled), the benchmark's eval noise seed {eval_seed} (the exact epoch-0 evaluation of every toy
+run: the primary metric and the transfer column), judged by the exact ShapesWorld oracle
+(`{oracle}`).  The design requires every task in [10%, 60%] on its training prompts and in
+[5%, 60%] on its held-out prompts (`docs/architecture.md`, "Design requirements").
 
 {table}
 
-Sample grids (first 32 eval images per task; green frame = oracle success, red = failure):
+Sample grids (first 32 images on the training prompts per task; green frame = oracle success, red = failure):
 {figures}
 
 ## Reproduce
@@ -424,7 +452,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_table(rates["tasks"]))
     outside = [r["task"] for r in rates["tasks"] if not r["in_accepted_range"]]
     if outside:
-        print(f"outside the accepted range {ACCEPTED_RANGE}: {', '.join(outside)}")
+        print(f"held-out prompts outside the accepted range {ACCEPTED_RANGE}: {', '.join(outside)}")
+    outside = [r["task"] for r in rates["tasks"] if not r["train"]["in_accepted_range"]]
+    if outside:
+        print(f"training prompts outside the accepted range {TRAIN_ACCEPTED_RANGE}: {', '.join(outside)}")
     if comparison is not None:
         print(f"\ncompared with {args.compare}:")
         print(_comparison_table(comparison))
