@@ -363,10 +363,10 @@ TOY_TASKS: tuple[Task, ...] = (
         name="preference", tier="toy", category="personalization",
         description=(f"an under-specified prompt ('a circle'); hidden criterion: the object is "
                      f"{HIDDEN_PREFERENCE}"),
-        # "a square" and "a triangle" start at 14% and 9% purple, "a circle" at 5%: the training
-        # prompts are the two a round can learn from, the rarest is held out
-        train_prompts=(preferred("square", HIDDEN_PREFERENCE), preferred("triangle", HIDDEN_PREFERENCE)),
-        eval_prompts=(preferred("circle", HIDDEN_PREFERENCE),),
+        # trained on "a square" alone: it starts at 13% purple (256 images), "a triangle" at 5% and
+        # "a circle" at 6%, too rare for a 32-image round to hold more than one or two positives
+        train_prompts=(preferred("square", HIDDEN_PREFERENCE),),
+        eval_prompts=(preferred("triangle", HIDDEN_PREFERENCE), preferred("circle", HIDDEN_PREFERENCE)),
         oracle_factory=ShapesOracle, oracle_name=ORACLE_NAME,
     ),
     Task(
