@@ -45,7 +45,9 @@ from hero_bench.toyworld.analysis import Analysis, DetectedObject, analyse, chec
 from oracles.base import OracleResult
 
 ORACLE_NAME = "shapes"
-ORACLE_VERSION = "2"
+ORACLE_VERSION = "3"
+"""3: an object is well formed only up to the largest side the world draws (analysis.WELL_FORMED_MAX_SIDE);
+2: exact templates, IoU >= 0.9, bounded defects; 1: grown templates, IoU >= 0.8."""
 NEAR_MISS_CREDIT = 0.75
 """The most partial credit an unmet condition earns (below the 0.9 floor of a success's quality)."""
 _REQUIREMENT_KEYS = ("objects", "exclusive", "relation", "background", "forbidden", "preference", "palette")

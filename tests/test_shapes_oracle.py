@@ -408,6 +408,45 @@ def test_malformed_shapes_are_not_well_formed(name, art):
             assert not judge_one(image, meta).success, (name, kind)
 
 
+@pytest.mark.parametrize("size", [16, 32])
+@pytest.mark.parametrize("side", [12, 14, 16])
+def test_a_canvas_painted_in_the_requested_colour_is_not_an_object(size, side):
+    """What DDPO learned against oracle v2 (adapters on the convolutions, 2 rounds of anomaly): a
+    yellow canvas with a few specks of another colour, judged exactly one well-formed yellow
+    square and nothing else. A box wider than any shape the world draws is never well formed."""
+    rng = np.random.default_rng(side)
+    image = np.empty((size, size, 3), np.uint8)
+    image[:] = scenes.PALETTE["white"]
+    edge = side * size // scenes.WORLD_SIZE
+    image[:edge, :edge] = scenes.PALETTE["yellow"]
+    specks = rng.choice(edge * edge, size=3, replace=False)
+    for k in specks:  # single pixels inside: holes that IoU and the defect bound both tolerate
+        image[k // edge, k % edge] = scenes.PALETTE["red"]
+    (found,) = analyse(image)
+    (obj,) = found.objects
+    assert obj.iou["square"] >= analysis.WELL_FORMED_IOU and obj.defect <= analysis.MAX_DEFECT_AREA
+    assert not obj.well_formed
+    for task_meta in ({"objects": [{"color": "yellow", "shape": "square", "count": 1, "exact": True}],
+                       "exclusive": True},
+                      {"objects": [{"color": None, "shape": "square", "count": 1, "exact": False}],
+                       "preference": {"color": "yellow"}}):
+        assert not judge_one(image, task_meta).success
+
+
+def test_the_largest_shape_the_world_draws_may_spill_one_unit():
+    def drawn(kind, side):
+        image = scenes.render(Scene("white", (Shape(kind, "blue", 3 + side / 2, 2 + side / 2, float(side)),)))
+        (obj,) = analyse(image)[0].objects
+        assert obj.box[2] - obj.box[0] == side and obj.iou[kind] == 1.0
+        return obj
+
+    for side in (scenes.SIZES[-1], analysis.WELL_FORMED_MAX_SIDE):
+        for kind in scenes.SHAPES:
+            assert drawn(kind, side).well_formed, (kind, side)
+    # one unit more: a clean square, still a perfect fit, is too big to be a ShapesWorld object
+    assert not drawn("square", analysis.WELL_FORMED_MAX_SIDE + 1).well_formed
+
+
 @pytest.mark.parametrize("size", [16, 32, 48])
 def test_clean_renders_at_every_generator_side_and_position_are_well_formed(size):
     """Every kind, side and position the generator can draw: one object, right kind, exact fit
