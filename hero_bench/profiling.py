@@ -25,6 +25,7 @@ first UNet call: the reference a training step cannot beat.
 Command line (what the benchmark ``tests/benchmarks/test_bench_epoch.py`` runs per method)::
 
     python -m hero_bench.profiling --method hero --images 32 --out results/bench/epoch_hero.json
+    python -m hero_bench.profiling --method ddpo --images 32 --steps 40   # another sampler length
 """
 
 from __future__ import annotations
@@ -202,10 +203,11 @@ def bare_unet_step(unet, args, kwargs, repeats: int) -> dict[str, list[float]]:
 
 
 def profile_config(method: str, images: int, *, task: str = "sanity", tier: str = "toy", seed: int = 0,
-                   backbone: str | None = None, overrides: Sequence[str] = ()):
+                   backbone: str | None = None, overrides: Sequence[str] = (), steps: int | None = None):
     """The RunConfig ``profile_epoch`` runs: the tier's preset with ``images`` per epoch (D3PO:
     ``round(images / group_size)`` groups), an evaluation of as many images after every epoch, and
-    a budget that never ends the run (so the epoch is evaluated because it is scheduled)."""
+    a budget that never ends the run (so the epoch is evaluated because it is scheduled).
+    ``steps`` (default: the preset's) sets the DDIM sampler's number of denoising steps."""
     from hero_bench.presets import build_run_config
 
     cfg = build_run_config(tier, task, method, seed=seed, budget=10**6, backbone=backbone)
@@ -214,16 +216,20 @@ def profile_config(method: str, images: int, *, task: str = "sanity", tier: str 
         size, images = [f"d3po.groups_per_epoch={groups}"], groups * cfg.d3po.group_size
     else:
         size = [f"{method}.images_per_epoch={images}"]
+    if steps is not None:
+        size.append(f"sampler.steps={steps}")
     return build_run_config(tier, task, method, seed=seed, budget=10**6, backbone=backbone, overrides=[
         *size, f"eval.n_images={images}", "eval.every_epochs=1", *overrides])
 
 
 def profile_epoch(method: str, images: int, *, task: str = "sanity", tier: str = "toy", seed: int = 0,
-                  backbone: str | None = None, overrides: Sequence[str] = (), threads: int = 1,
-                  reference_repeats: int = 10, run_dir: str | Path | None = None) -> dict[str, Any]:
+                  backbone: str | None = None, overrides: Sequence[str] = (), steps: int | None = None,
+                  threads: int = 1, reference_repeats: int = 10,
+                  run_dir: str | Path | None = None) -> dict[str, Any]:
     """Profile one training epoch of ``method`` with ``images`` images per epoch (D3PO: groups of
     the preset's size, ``round(images / group_size)`` of them) and an evaluation of as many images
-    (``eval.n_images = images``, every epoch: the preset's ratio of evaluated to trained images).
+    (``eval.n_images = images``, every epoch: the preset's ratio of evaluated to trained images);
+    ``steps`` overrides the sampler's denoising steps (training and evaluation alike).
 
     Returns a JSON-able dict: the settings, ``epoch_s``, seconds and shares per component, per
     phase and per (phase, component), the UNet calls and the bare-UNet reference."""
@@ -231,7 +237,8 @@ def profile_epoch(method: str, images: int, *, task: str = "sanity", tier: str =
 
     from hero_bench.runner import Run, RunState
 
-    cfg = profile_config(method, images, task=task, tier=tier, seed=seed, backbone=backbone, overrides=overrides)
+    cfg = profile_config(method, images, task=task, tier=tier, seed=seed, backbone=backbone, overrides=overrides,
+                         steps=steps)
     images = cfg.eval.n_images  # = the epoch's images (D3PO: whole groups)
 
     previous_threads = torch.get_num_threads()
@@ -334,12 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="sanity")
     parser.add_argument("--tier", default="toy", choices=("smoke", "toy"))
     parser.add_argument("--backbone", default=None)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="DDIM denoising steps, training and evaluation (default: the preset's; toy 20)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as the toy workflow runs)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default=None, help="JSON file to write (a Markdown table is written beside it)")
     args = parser.parse_args(argv)
     profiles = [profile_epoch(m, args.images, task=args.task, tier=args.tier, backbone=args.backbone,
-                              overrides=args.overrides, threads=args.threads)
+                              overrides=args.overrides, steps=args.steps, threads=args.threads)
                 for m in (args.method or ["hero", "ddpo", "d3po"])]
     text = table(profiles)
     print(text)

@@ -4,6 +4,7 @@ attributes time to the components it names, leaves nothing patched, and changes 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -68,3 +69,11 @@ def test_profiling_changes_no_result(tiny_backbone_dir, tmp_path):
     assert profiled["lora"].keys() == plain["lora"].keys()
     assert all(torch.equal(profiled["lora"][k], plain["lora"][k]) for k in plain["lora"])
     assert profiled["eval_rows"][-1]["success_rate"] == plain["eval_rows"][-1]["success_rate"]
+
+
+def test_profile_config_sets_the_sampler_steps():
+    """``--steps`` (scaling against denoising steps) changes the sampler's steps and nothing else."""
+    preset = profile_config("ddpo", 8, tier="smoke", task="anomaly")
+    longer = profile_config("ddpo", 8, tier="smoke", task="anomaly", steps=7)
+    assert preset.sampler.steps == 4 and longer.sampler.steps == 7
+    assert replace(longer, sampler=preset.sampler) == preset
