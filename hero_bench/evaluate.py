@@ -38,8 +38,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
 from hero_bench.errors import ConfigError, HeroBenchError
 from hero_bench.results import EVAL_COLUMNS, TRANSFER_COLUMNS
+from hero_bench.seeding import derive_seed
 
 DIVERSITY_SIDE = 8
 
@@ -115,9 +117,6 @@ def evaluate_prompts(backbone, prompts: Sequence[Any], oracle, sampler_cfg, eval
     fixed evaluation noise, with the backbone's current weights, and judge them with ``oracle``.
 
     Returns ``success_rate``, ``mean_score``, ``n_eval`` and ``diversity``."""
-    from hero_bench.algorithms.base import derive_seed
-    from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
-
     n = eval_cfg.n_images if n_images is None else int(n_images)
     if n < 1:
         raise ConfigError(f"an evaluation needs at least one image, got {n}")

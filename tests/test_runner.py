@@ -295,7 +295,7 @@ class RecordingOracle:
 def test_primary_evaluation_samples_the_train_prompts_and_transfer_the_eval_prompts(tiny_backbone, monkeypatch):
     import dataclasses
 
-    import hero_bench.diffusion.sampler as sampler_mod
+    import hero_bench.evaluate as evaluate_mod
     from hero_bench.diffusion.sampler import SamplerConfig
     from hero_bench.evaluate import EvalConfig, evaluate_model
     from hero_bench.tasks import get_task
@@ -305,13 +305,13 @@ def test_primary_evaluation_samples_the_train_prompts_and_transfer_the_eval_prom
     eval_texts = [p.text for p in task.eval_prompts]
     assert set(train_texts).isdisjoint(eval_texts)  # the test needs two different prompt lists
     sampled = []
-    real = sampler_mod.sample_trajectories
+    real = evaluate_mod.sample_trajectories
 
     def spy(backbone, texts, *args, **kwargs):
         sampled.append(list(texts))
         return real(backbone, texts, *args, **kwargs)
 
-    monkeypatch.setattr(sampler_mod, "sample_trajectories", spy)
+    monkeypatch.setattr(evaluate_mod, "sample_trajectories", spy)
     oracle = RecordingOracle(task.oracle_factory())
     cfg = EvalConfig(n_images=4, transfer_images=3, batch_size=2, seed=5)
     result = evaluate_model(tiny_backbone, task, oracle, SamplerConfig(steps=2), cfg)

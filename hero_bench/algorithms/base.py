@@ -20,7 +20,6 @@ are independent streams, so e.g. switching HERO's noise guidance off leaves the 
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
@@ -28,15 +27,10 @@ import numpy as np
 import torch
 
 from hero_bench.diffusion.sampler import Trajectory, initial_noise, sample_trajectories
+from hero_bench.seeding import derive_seed
 
 if TYPE_CHECKING:  # the runner imports the methods, not the other way round
     from hero_bench.runner import RunConfig
-
-
-def derive_seed(seed: int, epoch: int, purpose: str) -> int:
-    """A 63-bit seed for the stream (run seed, epoch, purpose); stable across Python runs."""
-    ss = np.random.SeedSequence([int(seed), int(epoch), zlib.crc32(purpose.encode())])
-    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 @dataclass

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hero_bench.algorithms.base import Batch, Method, RunContext, derive_seed
+from hero_bench.algorithms.base import Batch, Method, RunContext
 from hero_bench.algorithms.kernels import (
     PPOConfig,
     clip_advantages,
@@ -42,6 +42,7 @@ from hero_bench.algorithms.kernels import (
 )
 from hero_bench.errors import ConfigError
 from hero_bench.feedback import BestImage, HeroFeedback
+from hero_bench.seeding import derive_seed
 
 # --------------------------------------------------------------------------------------------
 # Config

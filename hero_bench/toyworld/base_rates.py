@@ -69,9 +69,9 @@ def measure_task(backbone, task, sampler_cfg, n: int, seed: int, batch_size: int
     "train": its own); returns the rate, its CI, and the images/results."""
     import torch
 
-    from hero_bench.algorithms.base import derive_seed
     from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
     from hero_bench.evaluate import cycle_prompts
+    from hero_bench.seeding import derive_seed
 
     if prompt_set not in ("eval", "train"):
         raise ValueError(f"prompt_set must be 'eval' or 'train', got {prompt_set!r}")
