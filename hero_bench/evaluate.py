@@ -228,10 +228,9 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
     if prompt_set not in PROMPT_SETS:
         raise ConfigError(f"prompt set {prompt_set!r} is unknown; accepted: {', '.join(PROMPT_SETS)}")
     from hero_bench.config import apply_overrides
-    from hero_bench.diffusion.backbone import load_backbone
+    from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
     from hero_bench.diffusion.lora import add_lora, load_lora
     from hero_bench.io import atomic_write_text
-    from hero_bench.presets import resolve_backbone
     from hero_bench.provenance import git_sha, run_config_hash
     from hero_bench.runner import CONFIG_FILE, TRAIN_LOG_FILE, RunConfig, load_config_file
     from hero_bench.tasks import get_task

@@ -23,7 +23,6 @@ published values; a tier preset only says what differs for its backbone and budg
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Sequence
 
 from hero_bench.algorithms.d3po import D3POConfig
@@ -31,6 +30,7 @@ from hero_bench.algorithms.ddpo import DDPOConfig
 from hero_bench.algorithms.hero import HeroConfig
 from hero_bench.algorithms.kernels import PPOConfig
 from hero_bench.config import apply_overrides
+from hero_bench.diffusion.backbone import PACKAGE_PREFIX
 from hero_bench.diffusion.lora import LoraConfig
 from hero_bench.diffusion.sampler import SamplerConfig
 from hero_bench.errors import ConfigError
@@ -38,19 +38,13 @@ from hero_bench.evaluate import EvalConfig
 from hero_bench.feedback import EvaluatorConfig
 from hero_bench.runner import TIERS, RunConfig
 
-PACKAGE_PREFIX = "hero_bench:"
 SMOKE_BACKBONE = "results/models/tiny-sd"
 # written relative to the installed package, so config.yaml, its hash and the eval rows do not
-# depend on where the checkout lives; resolve_backbone turns it into a path when loading
+# depend on where the checkout lives; hero_bench.diffusion.backbone.resolve_backbone turns it into
+# a path when loading
 TOY_BACKBONE = PACKAGE_PREFIX + "toyworld/pretrained/shapesworld"
 PAPER_BACKBONE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
-
-def resolve_backbone(source: str) -> str:
-    """A backbone source as load_backbone takes it: ``hero_bench:REL`` -> the folder inside the package."""
-    if source.startswith(PACKAGE_PREFIX):
-        return str(Path(__file__).resolve().parent / source[len(PACKAGE_PREFIX):])
-    return source
 DEFAULT_TASK = {"smoke": "anomaly", "toy": "anomaly", "paper": "hand"}
 
 

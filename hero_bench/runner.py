@@ -235,10 +235,9 @@ class Run:
     def setup(self) -> None:
         from hero_bench.algorithms import get_algorithm
         from hero_bench.algorithms.base import RunContext
-        from hero_bench.diffusion.backbone import load_backbone
+        from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
         from hero_bench.diffusion.lora import add_lora
         from hero_bench.feedback import FeedbackLedger, SimulatedEvaluator
-        from hero_bench.presets import resolve_backbone
         from hero_bench.provenance import git_sha, run_config_hash
         from hero_bench.seeding import derive_seed
         from hero_bench.tasks import TASK_TIER_OF_RUN_TIER, get_task, list_tasks

@@ -179,7 +179,8 @@ BOOKKEEPING = {"checkpoint_every", "log_every", "init_from"}
 
 
 def test_shipped_recipe_matches_the_shipped_training_record():
-    from hero_bench.presets import TOY_BACKBONE, resolve_backbone
+    from hero_bench.diffusion.backbone import resolve_backbone
+    from hero_bench.presets import TOY_BACKBONE
     from hero_bench.toyworld.recipe import SHIPPED, stage_configs
 
     record = json.loads((Path(resolve_backbone(TOY_BACKBONE)) / "training_config.json").read_text())
@@ -241,7 +242,8 @@ def test_model_card_commands_rebuild_the_recipe(tmp_path):
 
     from hero_bench.cli import build_parser
     from hero_bench.commands.pretrain_toy import config_from_args
-    from hero_bench.presets import TOY_BACKBONE, resolve_backbone
+    from hero_bench.diffusion.backbone import resolve_backbone
+    from hero_bench.presets import TOY_BACKBONE
     from hero_bench.toyworld.base_rates import write_model_card
     from hero_bench.toyworld.recipe import SHIPPED, stage_configs
 

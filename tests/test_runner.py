@@ -69,7 +69,7 @@ def test_toy_preset_sizes_and_portable_backbone():
     # on where the checkout lives
     from pathlib import Path
 
-    from hero_bench.presets import resolve_backbone
+    from hero_bench.diffusion.backbone import resolve_backbone
 
     assert cfg.backbone == "hero_bench:toyworld/pretrained/shapesworld"
     assert Path(resolve_backbone(cfg.backbone)).is_absolute()

@@ -46,10 +46,10 @@ def run(args) -> int:
 
         torch.set_num_threads(args.threads)
 
-    from hero_bench.diffusion.backbone import load_backbone
+    from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
     from hero_bench.io import atomic_write_json
     from hero_bench.noise_influence import check_design, measure_noise_influence
-    from hero_bench.presets import build_run_config, resolve_backbone
+    from hero_bench.presets import build_run_config
     from hero_bench.tasks import get_task
 
     cfg = build_run_config(args.tier, task=args.task, backbone=args.backbone, device=args.device)

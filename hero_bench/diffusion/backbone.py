@@ -25,6 +25,10 @@ import torch
 
 from hero_bench.errors import BackboneNotFoundError, ConfigError
 
+PACKAGE_PREFIX = "hero_bench:"
+"""A backbone source ``hero_bench:REL`` names the folder REL inside the installed package (the
+shipped ShapesWorld model), so config.yaml, its hash and the eval rows do not depend on where the
+checkout lives; ``resolve_backbone`` turns it into a path when loading."""
 # the components a backbone folder must hold; ``vae`` is optional (absent = pixel space)
 REQUIRED_COMPONENTS = ("tokenizer", "text_encoder", "unet", "scheduler")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -122,6 +126,13 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if str(dtype) in DTYPES:
         return DTYPES[str(dtype)]
     raise ConfigError(f"dtype {dtype!r} is not supported; accepted: {', '.join(DTYPES)}")
+
+
+def resolve_backbone(source: str) -> str:
+    """A backbone source as load_backbone takes it: ``hero_bench:REL`` -> the folder inside the package."""
+    if source.startswith(PACKAGE_PREFIX):
+        return str(Path(__file__).resolve().parent.parent / source[len(PACKAGE_PREFIX):])
+    return source
 
 
 def _hub_offline() -> bool:
