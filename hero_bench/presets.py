@@ -25,6 +25,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Sequence
 
+import torch
+
+from hero_bench.algorithms import get_algorithm
 from hero_bench.algorithms.d3po import D3POConfig
 from hero_bench.algorithms.ddpo import DDPOConfig
 from hero_bench.algorithms.hero import HeroConfig
@@ -36,7 +39,8 @@ from hero_bench.diffusion.sampler import SamplerConfig
 from hero_bench.errors import ConfigError
 from hero_bench.evaluate import EvalConfig
 from hero_bench.feedback import EvaluatorConfig
-from hero_bench.runner import TIERS, RunConfig
+from hero_bench.run_config import TIERS, RunConfig
+from oracles.paper_prompts import IMAGES_PER_EPOCH, budget_for
 
 SMOKE_BACKBONE = "results/models/tiny-sd"
 # written relative to the installed package, so config.yaml, its hash and the eval rows do not
@@ -109,8 +113,6 @@ def toy(method: str, task: str) -> RunConfig:
 
 
 def paper(method: str, task: str) -> RunConfig:
-    from oracles.paper_prompts import IMAGES_PER_EPOCH, budget_for
-
     hand = task == "hand"
     per_epoch = IMAGES_PER_EPOCH["hand" if hand else "default"]
     # Table 7: 50 diffusion steps (20 for hand); D3PO: T = 20 (§3.4); DDPO: 50 (§2.4)
@@ -137,8 +139,6 @@ PRESETS = {"smoke": smoke, "toy": toy, "paper": paper}
 def default_device(tier: str) -> str:
     """CPU for smoke and toy (small models, bitwise determinism); the paper tier takes CUDA if present."""
     if tier == "paper":
-        import torch
-
         return "cuda" if torch.cuda.is_available() else "cpu"
     return "cpu"
 
@@ -157,8 +157,6 @@ def build_run_config(
     """The resolved RunConfig: tier+method preset, explicit arguments, then ``key=value`` overrides."""
     if tier not in PRESETS:
         raise ConfigError(f"unknown tier {tier!r}; accepted: {', '.join(TIERS)}")
-    from hero_bench.algorithms import get_algorithm
-
     get_algorithm(method)  # a clear error before anything else
     task = task or DEFAULT_TASK[tier]
     cfg = PRESETS[tier](method, task)

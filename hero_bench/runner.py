@@ -1,6 +1,7 @@
-"""One training run: the resolved config, the epoch loop, checkpoint/resume and scheduled evaluation.
+"""One training run: the epoch loop, checkpoint/resume and scheduled evaluation.
 
-RUN_DIR layout (docs/architecture.md):
+The run's config (``RunConfig``) and the names of the files in RUN_DIR are in
+``hero_bench.run_config``:
 
     config.yaml                  the resolved RunConfig (written first; a resume must match it)
     ledger.jsonl                 every label, fsync'ed before use (hero_bench.feedback)
@@ -38,26 +39,36 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+import torch
 import yaml
+from tqdm.auto import tqdm
 
-from hero_bench.algorithms.d3po import D3POConfig
-from hero_bench.algorithms.ddpo import DDPOConfig
-from hero_bench.algorithms.hero import HeroConfig
-from hero_bench.config import from_dict, to_dict
-from hero_bench.diffusion.lora import LoraConfig
-from hero_bench.diffusion.sampler import SamplerConfig
+from hero_bench.algorithms import get_algorithm
+from hero_bench.algorithms.base import RunContext
+from hero_bench.config import to_dict
+from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
+from hero_bench.diffusion.lora import add_lora, load_lora_state_dict, lora_state_dict, save_lora
 from hero_bench.errors import ConfigError, HeroBenchError
-from hero_bench.evaluate import EvalConfig
-from hero_bench.feedback import EvaluatorConfig
+from hero_bench.evaluate import eval_row, evaluate_model, rows_to_csv
+from hero_bench.feedback import FeedbackLedger, SimulatedEvaluator
+from hero_bench.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from hero_bench.provenance import environment, git_sha, run_config_hash
+from hero_bench.results import EVAL_COLUMNS
+from hero_bench.run_config import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    DONE_FILE,
+    EVAL_FILE,
+    LEDGER_FILE,
+    TRAIN_LOG_FILE,
+    RunConfig,
+    config_yaml,
+)
+from hero_bench.seeding import derive_seed
+from hero_bench.tasks import TASK_TIER_OF_RUN_TIER, get_task, list_tasks
 
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_FILE = "checkpoint.pt"
-LEDGER_FILE = "ledger.jsonl"
-EVAL_FILE = "eval.csv"
-TRAIN_LOG_FILE = "train_log.csv"
-DONE_FILE = "DONE.json"
 CHECKPOINT_FORMAT = 1
 
 # Crash injection for the resume tests: HERO_BENCH_CRASH_AT=<point> ends the process with
@@ -81,84 +92,6 @@ def crash_point(name: str) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(CRASH_EXIT_CODE)
-
-
-# --------------------------------------------------------------------------------------------
-# Config
-# --------------------------------------------------------------------------------------------
-
-TIERS = ("smoke", "toy", "paper")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that determines a run, composed of the components' own configs.
-
-    Built by ``hero_bench.presets.build_run_config`` from the tier+method preset, then ``--set``
-    overrides (unknown keys are errors).  Only the section of the selected method is used (and
-    hashed); the others are kept so a resolved config.yaml is complete.
-    """
-
-    tier: Literal["smoke", "toy", "paper"] = "toy"
-    """Which preset family the run belongs to (recorded in every result row)."""
-    task: str = "anomaly"
-    """Task name (``hero-bench tasks`` lists them)."""
-    method: str = "hero"
-    """hero | ddpo | d3po | base."""
-    seed: int = 0
-    """Run seed: every training draw (prompts, noise, shuffles, network init) derives from it."""
-    budget: int = 512
-    """Feedback budget: images the evaluator may label (one feedback = one image)."""
-    backbone: str = ""
-    """Diffusers folder or hub id of the pretrained model; ``hero_bench:REL`` = a folder inside the
-    installed package (the shipped ShapesWorld model), so the config does not depend on where the
-    checkout lives."""
-    device: str = "cpu"
-    """torch device: cpu, cuda, cuda:N, mps."""
-    dtype: str = "float32"
-    """Weights dtype of the frozen backbone: float32, float16, bfloat16 (LoRA stays float32)."""
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    """Sampling (DDIM steps, η, CFG) for training batches and evaluation."""
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    """The trained LoRA adapter on the UNet."""
-    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
-    """The simulated human evaluator's noise models."""
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    """Held-out evaluation schedule and size."""
-    hero: HeroConfig = field(default_factory=HeroConfig)
-    """HERO's settings (used when method = hero)."""
-    ddpo: DDPOConfig = field(default_factory=DDPOConfig)
-    """DDPO's settings (used when method = ddpo)."""
-    d3po: D3POConfig = field(default_factory=D3POConfig)
-    """D3PO's settings (used when method = d3po)."""
-
-    def __post_init__(self) -> None:
-        from hero_bench.algorithms import ALGORITHMS
-
-        if self.method not in ALGORITHMS:
-            raise ConfigError(f"unknown method {self.method!r}; accepted: {', '.join(ALGORITHMS)}")
-        if self.tier not in TIERS:
-            raise ConfigError(f"unknown tier {self.tier!r}; accepted: {', '.join(TIERS)}")
-        if self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
-        if self.budget < 0:
-            raise ConfigError(f"budget must be a non-negative integer, got {self.budget}")
-        if not self.backbone:
-            raise ConfigError("backbone must name a diffusers folder or hub id")
-
-    @property
-    def run_id(self) -> str:
-        return f"{self.tier}/{self.task}/{self.method}/seed{self.seed}"
-
-
-def load_config_file(path: str | Path) -> RunConfig:
-    with open(path) as fh:
-        data = yaml.safe_load(fh)
-    return from_dict(RunConfig, data)
-
-
-def config_yaml(cfg: RunConfig) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,8 +148,6 @@ class Run:
     # -- setup --------------------------------------------------------------------------------
     def check_config(self) -> None:
         """Write config.yaml, or check that an existing one is this config (a resume)."""
-        from hero_bench.io import atomic_write_text
-
         path = self.dir / CONFIG_FILE
         if path.exists():
             with open(path) as fh:
@@ -233,15 +164,6 @@ class Run:
         atomic_write_text(path, config_yaml(self.cfg))
 
     def setup(self) -> None:
-        from hero_bench.algorithms import get_algorithm
-        from hero_bench.algorithms.base import RunContext
-        from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
-        from hero_bench.diffusion.lora import add_lora
-        from hero_bench.feedback import FeedbackLedger, SimulatedEvaluator
-        from hero_bench.provenance import git_sha, run_config_hash
-        from hero_bench.seeding import derive_seed
-        from hero_bench.tasks import TASK_TIER_OF_RUN_TIER, get_task, list_tasks
-
         cfg = self.cfg
         self.task = get_task(cfg.task)
         if self.task.tier != TASK_TIER_OF_RUN_TIER[cfg.tier]:
@@ -260,9 +182,6 @@ class Run:
 
     # -- checkpoint -----------------------------------------------------------------------------
     def save_checkpoint(self, state: RunState) -> None:
-        from hero_bench.diffusion.lora import lora_state_dict
-        from hero_bench.io import atomic_torch_save
-
         atomic_torch_save(self.dir / CHECKPOINT_FILE, {
             "format": CHECKPOINT_FORMAT,
             "run_id": self.cfg.run_id,
@@ -282,10 +201,6 @@ class Run:
         })
 
     def load_checkpoint(self) -> RunState:
-        import torch
-
-        from hero_bench.diffusion.lora import load_lora_state_dict
-
         path = self.dir / CHECKPOINT_FILE
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -308,18 +223,11 @@ class Run:
 
     def write_tables(self, state: RunState) -> None:
         """eval.csv and train_log.csv, rewritten whole (atomically) from the checkpointed rows."""
-        from hero_bench.evaluate import rows_to_csv
-        from hero_bench.io import atomic_write_text
-        from hero_bench.results import EVAL_COLUMNS
-
         atomic_write_text(self.dir / EVAL_FILE, rows_to_csv(state.eval_rows, EVAL_COLUMNS))
         atomic_write_text(self.dir / TRAIN_LOG_FILE, rows_to_csv(state.train_rows, train_log_columns(state.train_rows)))
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, state: RunState) -> dict:
-        from hero_bench.diffusion.lora import save_lora
-        from hero_bench.evaluate import eval_row, evaluate_model
-
         save_lora(self.backbone.unet, self.dir / "lora" / f"epoch_{state.epoch:04d}.safetensors")
         result = evaluate_model(self.backbone, self.task, self.oracle, self.cfg.sampler, self.cfg.eval)
         row = eval_row(self.cfg, state.epoch, state.feedback_used, state.queries, state.images_generated, result,
@@ -367,9 +275,6 @@ class Run:
                 bar.close()
 
         crash_point("end.before_done")
-        from hero_bench.io import atomic_write_json
-        from hero_bench.provenance import environment
-
         final = state.eval_rows[-1] if state.eval_rows else {}
         atomic_write_json(self.dir / DONE_FILE, {
             "run_id": cfg.run_id,
@@ -426,8 +331,6 @@ class Run:
     # -- printing -------------------------------------------------------------------------------
     def say(self, text: str) -> None:
         if self.progress:
-            from tqdm.auto import tqdm
-
             tqdm.write(text, file=sys.stderr)
 
     def print_sizes(self, sizes: list[int]) -> None:
@@ -447,8 +350,6 @@ class Run:
     def progress_bar(self, state: RunState):
         if not self.progress or not self.method.trains:
             return None
-        from tqdm.auto import tqdm
-
         return tqdm(total=self.cfg.budget, initial=state.feedback_used, unit="fb", desc=self.cfg.run_id,
                     file=sys.stderr, dynamic_ncols=True, leave=True)
 

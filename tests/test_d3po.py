@@ -36,6 +36,7 @@ def brightness_task(monkeypatch):
     """Every task lookup returns the task with the brightness oracle."""
     import dataclasses
 
+    import hero_bench.runner as runner
     import hero_bench.tasks as tasks
 
     real = tasks.get_task
@@ -44,6 +45,7 @@ def brightness_task(monkeypatch):
         return dataclasses.replace(real(name), oracle_factory=BrightnessOracle, oracle_name="brightness")
 
     monkeypatch.setattr(tasks, "get_task", get_task)
+    monkeypatch.setattr(runner, "get_task", get_task)  # the runner's own reference to it
 
 
 def test_group_layout():

@@ -35,11 +35,14 @@ class BrightnessOracle:
 def brightness_task(monkeypatch):
     import dataclasses
 
+    import hero_bench.runner as runner
     import hero_bench.tasks as tasks
 
     real = tasks.get_task
-    monkeypatch.setattr(tasks, "get_task", lambda name: dataclasses.replace(
-        real(name), oracle_factory=BrightnessOracle, oracle_name="brightness"))
+    patched = lambda name: dataclasses.replace(  # noqa: E731
+        real(name), oracle_factory=BrightnessOracle, oracle_name="brightness")
+    monkeypatch.setattr(tasks, "get_task", patched)
+    monkeypatch.setattr(runner, "get_task", patched)  # the runner's own reference to it
 
 
 def _rows(path):

@@ -133,11 +133,14 @@ class BrightnessOracle:
 def test_d3po_resume_after_crash_is_identical(tmp_path, tiny_backbone_dir, monkeypatch):
     import dataclasses
 
+    import hero_bench.runner as runner
     import hero_bench.tasks as tasks
 
     real = tasks.get_task
-    monkeypatch.setattr(tasks, "get_task", lambda name: dataclasses.replace(
-        real(name), oracle_factory=BrightnessOracle, oracle_name="brightness"))
+    patched = lambda name: dataclasses.replace(  # noqa: E731
+        real(name), oracle_factory=BrightnessOracle, oracle_name="brightness")
+    monkeypatch.setattr(tasks, "get_task", patched)
+    monkeypatch.setattr(runner, "get_task", patched)  # the runner's own reference to it
     train(config("d3po", tiny_backbone_dir), tmp_path / "ref", progress=False)
     log = train_log_without_timings(tmp_path / "ref")
     assert all(float(r["n_pairs"]) > 0 for r in log)  # D3PO really trained

@@ -14,7 +14,8 @@ from hero_bench.config import from_dict
 from hero_bench.errors import ConfigError, UnknownTaskError
 from hero_bench.presets import build_run_config
 from hero_bench.results import EVAL_COLUMNS, TRANSFER_COLUMNS
-from hero_bench.runner import RunConfig, train
+from hero_bench.run_config import RunConfig
+from hero_bench.runner import train
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -194,7 +195,7 @@ def test_evaluate_command_recomputes_the_same_eval_csv(hero_run, tmp_path, capsy
 
 
 def test_evaluate_single_split_writes_its_own_file(hero_run, monkeypatch, capsys):
-    import hero_bench.evaluate as ev
+    import hero_bench.reevaluate as ev
     from hero_bench.report import ResultsFormatError, gather
     from hero_bench.tasks import get_task
 

@@ -29,8 +29,8 @@ import torch
 from hero_bench.diffusion.sampler import Trajectory, initial_noise, sample_trajectories
 from hero_bench.seeding import derive_seed
 
-if TYPE_CHECKING:  # the runner imports the methods, not the other way round
-    from hero_bench.runner import RunConfig
+if TYPE_CHECKING:  # annotation only: RunConfig is built from the methods' configs (hero_bench.run_config)
+    from hero_bench.run_config import RunConfig
 
 
 @dataclass

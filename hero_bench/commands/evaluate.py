@@ -59,7 +59,7 @@ def run(args) -> int:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     from hero_bench.errors import ConfigError
-    from hero_bench.evaluate import evaluate_run
+    from hero_bench.reevaluate import evaluate_run
 
     epochs = None
     if args.epochs is not None:

@@ -79,7 +79,8 @@ def run(args) -> int:
             raise ConfigError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     from hero_bench.presets import build_run_config
-    from hero_bench.runner import config_yaml, train
+    from hero_bench.run_config import config_yaml
+    from hero_bench.runner import train
 
     cfg = build_run_config(args.tier, task=args.task, method=args.method, seed=args.seed, budget=args.budget,
                            backbone=args.backbone, device=args.device, dtype=args.dtype, overrides=args.overrides)

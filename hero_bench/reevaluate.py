@@ -1,0 +1,132 @@
+"""Re-evaluating a finished (or interrupted) run folder from its saved adapters.
+
+``hero-bench evaluate RUN_DIR`` loads the run's config.yaml, applies ``eval.*`` overrides only,
+and evaluates every saved adapter (``lora/epoch_XXXX.safetensors``) with the evaluation protocol of
+``hero_bench.evaluate``, the one the runner uses during training; the feedback counters of each
+row come from the run's train_log.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+from pathlib import Path
+from typing import Sequence
+
+from hero_bench.config import apply_overrides
+from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
+from hero_bench.diffusion.lora import add_lora, load_lora
+from hero_bench.errors import ConfigError, HeroBenchError
+from hero_bench.evaluate import eval_row, evaluate_model, evaluate_prompts, rows_to_csv
+from hero_bench.io import atomic_write_text
+from hero_bench.provenance import git_sha, run_config_hash
+from hero_bench.results import EVAL_COLUMNS, TRANSFER_COLUMNS
+from hero_bench.run_config import CONFIG_FILE, TRAIN_LOG_FILE, RunConfig, load_config_file
+from hero_bench.tasks import get_task
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+_LORA_FILE = re.compile(r"^epoch_(\d{4,})\.safetensors$")
+
+
+PROMPT_SETS = ("both", "train", "eval")
+"""What ``evaluate_run`` samples: ``both`` = the run's own evaluation (primary on the task's training
+prompts + transfer on its held-out eval prompts, eval.csv's columns); ``train`` / ``eval`` = one
+prompt list only, a single-split file whose ``success_rate``, ``mean_score``, ``n_eval`` and
+``diversity`` hold that list's numbers, marked by a ``prompt_set`` column (transfer columns empty)."""
+PROMPT_SET_FILES = {"both": "eval.csv", "train": "eval_train.csv", "eval": "eval_heldout.csv"}
+"""Default output file per prompt set; a single-split file never overwrites eval.csv.  (Before the
+primary metric moved to the training prompts, ``eval`` was the default and rewrote eval.csv with
+held-out rows; eval.csv now holds both evaluations.)"""
+
+
+def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None,
+                 device: str | None = None, progress: bool = True, prompt_set: str = "both",
+                 epochs: Sequence[int | str] | None = None) -> Path:
+    """Recompute a run's eval.csv from its saved adapters; returns the CSV path written.
+
+    ``overrides`` may change ``eval.*`` keys only (e.g. ``eval.n_images=1024``,
+    ``eval.transfer_images=0``): training settings are fixed by the run.  The feedback counters of
+    each row come from ``train_log.csv``.  ``prompt_set="both"`` (default) writes eval.csv exactly
+    as training does: primary (the task's training prompts) and transfer (its held-out prompts).
+    ``prompt_set="train"`` or ``"eval"`` samples one prompt list only (same eval noise, same oracle)
+    into ``eval_train.csv`` / ``eval_heldout.csv``, with an extra ``prompt_set`` column; ``gather``
+    and the report refuse such single-split files.  ``epochs`` limits the checkpoints evaluated
+    (epoch numbers, or ``"last"``); eval.csv itself is only ever rewritten whole.
+    """
+    if prompt_set not in PROMPT_SETS:
+        raise ConfigError(f"prompt set {prompt_set!r} is unknown; accepted: {', '.join(PROMPT_SETS)}")
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise HeroBenchError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
+    cfg = load_config_file(run_dir / CONFIG_FILE)
+    bad = [o for o in overrides if not o.strip().startswith("eval.")]
+    if bad:
+        raise ConfigError(f"evaluate accepts only eval.* overrides (training is fixed by the run); got {', '.join(bad)}")
+    cfg = apply_overrides(RunConfig, cfg, list(overrides))
+    if device is not None:
+        cfg = dataclasses.replace(cfg, device=device)
+
+    files = sorted(
+        (int(m.group(1)), p) for p in (run_dir / "lora").glob("epoch_*.safetensors") if (m := _LORA_FILE.match(p.name))
+    )
+    if not files:
+        raise HeroBenchError(f"{run_dir / 'lora'} holds no epoch_XXXX.safetensors adapters to evaluate")
+    target = Path(out) if out is not None else run_dir / PROMPT_SET_FILES[prompt_set]
+    if epochs is not None:
+        if target.resolve() == (run_dir / "eval.csv").resolve():
+            raise ConfigError("selecting epochs would drop checkpoints from eval.csv; write the subset elsewhere "
+                              "with --out, or use --prompts train|eval")
+        saved = [e for e, _ in files]
+        wanted = {saved[-1] if str(e) == "last" else int(e) for e in epochs}
+        unknown = sorted(wanted - set(saved))
+        if unknown:
+            raise ConfigError(f"no saved adapter for epoch(s) {unknown}; {run_dir / 'lora'} has epochs {saved}")
+        files = [(e, p) for e, p in files if e in wanted]
+    counters = {0: (0, 0, 0)}
+    if (run_dir / TRAIN_LOG_FILE).is_file():
+        for r in read_csv_rows(run_dir / TRAIN_LOG_FILE):
+            counters[int(r["epoch"])] = (int(r["feedback_used"]), int(r["queries"]), int(r["images_generated"]))
+    missing = [e for e, _ in files if e not in counters]
+    if missing:
+        raise HeroBenchError(f"{run_dir / TRAIN_LOG_FILE} has no row for epoch(s) {missing}; cannot label their feedback")
+
+    task = get_task(cfg.task)
+    if prompt_set == "eval" and cfg.eval.n_transfer == 0:
+        raise ConfigError("--prompts eval with eval.transfer_images=0 has nothing to evaluate")
+    oracle = task.oracle_factory()
+    backbone = load_backbone(resolve_backbone(cfg.backbone), cfg.device, cfg.dtype)
+    add_lora(backbone.unet, cfg.lora)
+    chash, sha = run_config_hash(cfg), git_sha()
+    rows = []
+    for epoch, path in files:
+        load_lora(backbone.unet, path)
+        if prompt_set == "both":
+            result = evaluate_model(backbone, task, oracle, cfg.sampler, cfg.eval)
+        else:
+            prompts, n = (task.train_prompts, cfg.eval.n_images) if prompt_set == "train" else \
+                (task.eval_prompts, cfg.eval.n_transfer)
+            result = {**evaluate_prompts(backbone, prompts, oracle, cfg.sampler, cfg.eval, n_images=n),
+                      **dict.fromkeys(TRANSFER_COLUMNS)}
+        rows.append(eval_row(cfg, epoch, *counters[epoch], result, oracle, chash, sha))
+        if progress:
+            line = f"epoch {epoch}: success {result['success_rate']:.3f} (n={result['n_eval']}, "
+            if prompt_set == "both":
+                line += "the task's prompts"
+                if result["transfer_n_eval"] is not None:
+                    line += (f"; transfer {result['transfer_success_rate']:.3f} on held-out prompts, "
+                             f"n={result['transfer_n_eval']}")
+            else:
+                line += f"{prompt_set} prompts only"
+            print(line + ")", flush=True)
+    columns = EVAL_COLUMNS
+    if prompt_set != "both":  # say so in every row, so a single-split row is never mistaken for eval.csv's
+        columns = (*EVAL_COLUMNS, "prompt_set")
+        rows = [{**r, "prompt_set": prompt_set} for r in rows]
+    atomic_write_text(target, rows_to_csv(rows, columns))
+    return target

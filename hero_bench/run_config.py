@@ -1,0 +1,113 @@
+"""The run's configuration (``RunConfig``), the tiers, and the names of the files in a run folder.
+
+RUN_DIR layout (docs/architecture.md, "Runs and results"):
+
+    config.yaml                  the resolved RunConfig (written first; a resume must match it)
+    ledger.jsonl                 every label, fsync'ed before use (hero_bench.feedback)
+    checkpoint.pt                the latest epoch's complete state (atomic)
+    lora/epoch_XXXX.safetensors  adapter weights of every evaluated epoch (0 = pretrained)
+    train_log.csv                per-epoch losses, diagnostics, counters and timings
+    eval.csv                     evaluation rows (hero_bench.results.EVAL_COLUMNS)
+    DONE.json                    written last: the run is complete
+
+``hero_bench.runner`` trains a run folder, ``hero_bench.reevaluate`` re-evaluates one, and
+``hero_bench.presets`` builds the RunConfig of every (tier, method).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from hero_bench.algorithms import ALGORITHMS
+from hero_bench.algorithms.d3po import D3POConfig
+from hero_bench.algorithms.ddpo import DDPOConfig
+from hero_bench.algorithms.hero import HeroConfig
+from hero_bench.config import from_dict, to_dict
+from hero_bench.diffusion.lora import LoraConfig
+from hero_bench.diffusion.sampler import SamplerConfig
+from hero_bench.errors import ConfigError
+from hero_bench.evaluate import EvalConfig
+from hero_bench.feedback import EvaluatorConfig
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "checkpoint.pt"
+LEDGER_FILE = "ledger.jsonl"
+EVAL_FILE = "eval.csv"
+TRAIN_LOG_FILE = "train_log.csv"
+DONE_FILE = "DONE.json"
+
+
+TIERS = ("smoke", "toy", "paper")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run, composed of the components' own configs.
+
+    Built by ``hero_bench.presets.build_run_config`` from the tier+method preset, then ``--set``
+    overrides (unknown keys are errors).  Only the section of the selected method is used (and
+    hashed); the others are kept so a resolved config.yaml is complete.
+    """
+
+    tier: Literal["smoke", "toy", "paper"] = "toy"
+    """Which preset family the run belongs to (recorded in every result row)."""
+    task: str = "anomaly"
+    """Task name (``hero-bench tasks`` lists them)."""
+    method: str = "hero"
+    """hero | ddpo | d3po | base."""
+    seed: int = 0
+    """Run seed: every training draw (prompts, noise, shuffles, network init) derives from it."""
+    budget: int = 512
+    """Feedback budget: images the evaluator may label (one feedback = one image)."""
+    backbone: str = ""
+    """Diffusers folder or hub id of the pretrained model; ``hero_bench:REL`` = a folder inside the
+    installed package (the shipped ShapesWorld model), so the config does not depend on where the
+    checkout lives."""
+    device: str = "cpu"
+    """torch device: cpu, cuda, cuda:N, mps."""
+    dtype: str = "float32"
+    """Weights dtype of the frozen backbone: float32, float16, bfloat16 (LoRA stays float32)."""
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    """Sampling (DDIM steps, η, CFG) for training batches and evaluation."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """The trained LoRA adapter on the UNet."""
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    """The simulated human evaluator's noise models."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Held-out evaluation schedule and size."""
+    hero: HeroConfig = field(default_factory=HeroConfig)
+    """HERO's settings (used when method = hero)."""
+    ddpo: DDPOConfig = field(default_factory=DDPOConfig)
+    """DDPO's settings (used when method = ddpo)."""
+    d3po: D3POConfig = field(default_factory=D3POConfig)
+    """D3PO's settings (used when method = d3po)."""
+
+    def __post_init__(self) -> None:
+        if self.method not in ALGORITHMS:
+            raise ConfigError(f"unknown method {self.method!r}; accepted: {', '.join(ALGORITHMS)}")
+        if self.tier not in TIERS:
+            raise ConfigError(f"unknown tier {self.tier!r}; accepted: {', '.join(TIERS)}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed}")
+        if self.budget < 0:
+            raise ConfigError(f"budget must be a non-negative integer, got {self.budget}")
+        if not self.backbone:
+            raise ConfigError("backbone must name a diffusers folder or hub id")
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.tier}/{self.task}/{self.method}/seed{self.seed}"
+
+
+def load_config_file(path: str | Path) -> RunConfig:
+    with open(path) as fh:
+        data = yaml.safe_load(fh)
+    return from_dict(RunConfig, data)
+
+
+def config_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
