@@ -1,0 +1,83 @@
+"""What trained models draw: each run's best-scoring and borderline images, one row per method.
+
+Training finds every hole in an oracle, so after a comparison look at the pictures behind the
+numbers. For each task, this samples every method's last adapter (seed ``--seed``) on 64 images of
+the task's training prompts with the benchmark's evaluation noise, judges them with the task's
+oracle, and writes one grid per task: a row per model (base, HERO, DDPO, D3PO), each the 8
+best-scoring images, then the 4 lowest-scoring successes and the 4 highest-scoring failures (green
+frame = success, red = failure).
+
+    python scripts/trained_samples.py RUNS_DIR OUT_DIR [--task sanity --task anomaly] [--seed 0]
+
+RUNS_DIR is a workflow's ``results/runs`` (run folders ``<tier>/<task>/<method>/seed<k>`` with their
+``lora/`` adapters; the published copies keep no adapters). Writes ``OUT_DIR/trained_<task>.png``.
+docs/figures/trained_{sanity,anomaly}.png were made from the default run's results/runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
+from hero_bench.diffusion.lora import add_lora, load_lora
+from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
+from hero_bench.evaluate import cycle_prompts
+from hero_bench.run_config import load_config_file
+from hero_bench.seeding import derive_seed
+from hero_bench.tasks import get_task
+from hero_bench.toyworld.base_rates import success_grid
+from hero_bench.toyworld.pretrain import save_png
+
+METHODS = ("base", "hero", "ddpo", "d3po")
+N_IMAGES = 64
+
+
+def model_row(run: Path) -> np.ndarray:
+    cfg = load_config_file(run / "config.yaml")
+    task = get_task(cfg.task)
+    backbone = load_backbone(resolve_backbone(cfg.backbone))
+    add_lora(backbone.unet, cfg.lora)
+    adapters = sorted((run / "lora").glob("epoch_*.safetensors"))
+    if adapters:  # the base model's run has none: LoRA B = 0 is the pretrained model
+        load_lora(backbone.unet, adapters[-1])
+    prompts = cycle_prompts(task.train_prompts, N_IMAGES)
+    # the evaluation's own noise streams (evaluate.evaluate_prompts), so the images are those judged
+    noise = torch.Generator().manual_seed(derive_seed(cfg.eval.seed, 0, "eval-noise"))
+    steps = torch.Generator().manual_seed(derive_seed(cfg.eval.seed, 0, "eval-sampler"))
+    with torch.no_grad():
+        traj = sample_trajectories(backbone, [p.text for p in prompts], initial_noise(backbone, N_IMAGES, noise),
+                                   cfg.sampler, steps)
+    results = task.oracle_factory()(traj.images, [p.text for p in prompts], [p.metadata for p in prompts])
+    score = np.array([r.score for r in results])
+    success = np.array([r.success for r in results])
+    best = list(np.argsort(-score)[:8])
+    weakest_successes = [i for i in np.argsort(score) if success[i]][:4]
+    strongest_failures = [i for i in np.argsort(-score) if not success[i]][:4]
+    pick = best + weakest_successes + strongest_failures
+    pick += [pick[-1]] * (16 - len(pick))  # a model with few successes repeats its last image
+    print(f"{run}: success {success.mean():.3f} on {N_IMAGES} images")
+    return success_grid(traj.images[pick], success[pick], columns=16)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path, help="a workflow's results/runs folder")
+    parser.add_argument("out", type=Path, help="folder for trained_<task>.png")
+    parser.add_argument("--task", action="append", default=None, help="task (repeatable; default sanity, anomaly)")
+    parser.add_argument("--tier", default="toy")
+    parser.add_argument("--seed", type=int, default=0, help="which seed's runs (default 0)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for task in args.task or ["sanity", "anomaly"]:
+        rows = [model_row(args.runs / args.tier / task / method / f"seed{args.seed}") for method in METHODS]
+        gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
+        grid = np.concatenate([part for row in rows for part in (row, gap)][:-1])
+        save_png(args.out / f"trained_{task}.png", grid)
+
+
+if __name__ == "__main__":
+    main()
