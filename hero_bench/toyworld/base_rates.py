@@ -77,7 +77,7 @@ def measure_task(backbone, task, sampler_cfg, n: int, seed: int, batch_size: int
         raise ValueError(f"prompt_set must be 'eval' or 'train', got {prompt_set!r}")
     source = task.eval_prompts if prompt_set == "eval" else task.train_prompts
     prompts = cycle_prompts(source, n)
-    # the same two streams evaluate_model uses at epoch 0, so this is the benchmark's own transfer set
+    # the two streams evaluate_model uses at epoch 0: these are the benchmark's own evaluation images
     noise_gen = torch.Generator(device="cpu").manual_seed(derive_seed(seed, 0, "eval-noise"))
     step_gen = torch.Generator(device="cpu").manual_seed(derive_seed(seed, 0, "eval-sampler"))
     with torch.no_grad():
