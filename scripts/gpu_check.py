@@ -109,26 +109,16 @@ def text_kwargs(size: str) -> dict[str, Any]:
 def build_model(size: str, out_dir: Path, seed: int = 0) -> dict[str, int]:
     """Save a random SD-1.5-architecture model (``size``) in diffusers format, float32 (the training
     code loads it in the run's dtype, as it loads SD 1.5); return the parameter counts."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import StableDiffusionPipeline
 
     from hero_bench.diffusion.backbone import quiet_hf_progress
-    from hero_bench.diffusion.tiny import MAX_LENGTH, SD15_SCHEDULER, build_tokenizer
+    from hero_bench.diffusion.tiny import build_components
 
-    tokenizer = build_tokenizer()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**unet_kwargs(size))
-        vae = AutoencoderKL(**vae_kwargs(size))
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=TEXT_VOCAB, max_position_embeddings=MAX_LENGTH, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **text_kwargs(size)))
-    counts = {name: sum(p.numel() for p in module.parameters())
-              for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))}
-    pipeline = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder,
-                                       tokenizer=tokenizer, scheduler=DDIMScheduler(**SD15_SCHEDULER),
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    components = build_components(seed, unet=unet_kwargs(size), vae=vae_kwargs(size),
+                                  text={"vocab_size": TEXT_VOCAB, **text_kwargs(size)})
+    counts = {name: sum(p.numel() for p in components[name].parameters()) for name in ("unet", "vae", "text_encoder")}
+    pipeline = StableDiffusionPipeline(**components, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
     with quiet_hf_progress():
         pipeline.save_pretrained(out_dir, safe_serialization=True)
     return counts

@@ -97,8 +97,39 @@ def build_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH)
 
 
-def build_components(seed: int = 0) -> dict:
-    """The tiny model's components (random weights, deterministic from ``seed``), not yet saved."""
+TINY_UNET = dict(
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=HIDDEN,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+"""The tiny UNet's ``UNet2DConditionModel`` arguments."""
+TINY_VAE = dict(
+    block_out_channels=(32, 64),
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+    up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+    latent_channels=4,
+    sample_size=32,
+)
+"""The tiny VAE's ``AutoencoderKL`` arguments."""
+TINY_TEXT = dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=4)
+"""The tiny text encoder's ``CLIPTextConfig`` arguments (positions and special tokens come from the tokenizer)."""
+
+
+def build_components(seed: int = 0, unet: dict | None = None, vae: dict | None = None,
+                     text: dict | None = None) -> dict:
+    """An SD-architecture model's components with random weights (deterministic from ``seed``), not
+    yet saved: the tiny model by default; ``unet`` / ``vae`` / ``text`` give other architectures
+    (``scripts/gpu_check.py`` builds SD 1.5's) with the same tokenizer and scheduler."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -107,43 +138,20 @@ def build_components(seed: int = 0) -> dict:
     # weights a function of ``seed`` alone and leaves the caller's RNG state untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=HIDDEN,
-            attention_head_dim=8,
-            norm_num_groups=32,
-        )
-        vae = AutoencoderKL(
-            block_out_channels=(32, 64),
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-            latent_channels=4,
-            sample_size=32,
-        )
+        unet_model = UNet2DConditionModel(**(TINY_UNET if unet is None else unet))
+        vae_model = AutoencoderKL(**(TINY_VAE if vae is None else vae))
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
-                vocab_size=VOCAB_SIZE,
-                hidden_size=HIDDEN,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
                 max_position_embeddings=MAX_LENGTH,
                 bos_token_id=tokenizer.bos_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
+                **(TINY_TEXT if text is None else text),
             )
         )
     return {
-        "unet": unet.eval(),
-        "vae": vae.eval(),
+        "unet": unet_model.eval(),
+        "vae": vae_model.eval(),
         "text_encoder": text_encoder.eval(),
         "tokenizer": tokenizer,
         "scheduler": DDIMScheduler(**SD15_SCHEDULER),
