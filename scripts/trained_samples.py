@@ -24,12 +24,9 @@ import torch
 
 from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
 from hero_bench.diffusion.lora import add_lora, load_lora
-from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
-from hero_bench.evaluate import cycle_prompts
 from hero_bench.run_config import load_config_file
-from hero_bench.seeding import derive_seed
 from hero_bench.tasks import get_task
-from hero_bench.toyworld.base_rates import success_grid
+from hero_bench.toyworld.base_rates import measure_task, success_grid
 from hero_bench.toyworld.pretrain import save_png
 
 METHODS = ("base", "hero", "ddpo", "d3po")
@@ -38,29 +35,22 @@ N_IMAGES = 64
 
 def model_row(run: Path) -> np.ndarray:
     cfg = load_config_file(run / "config.yaml")
-    task = get_task(cfg.task)
     backbone = load_backbone(resolve_backbone(cfg.backbone))
     add_lora(backbone.unet, cfg.lora)
     adapters = sorted((run / "lora").glob("epoch_*.safetensors"))
     if adapters:  # the base model's run has none: LoRA B = 0 is the pretrained model
         load_lora(backbone.unet, adapters[-1])
-    prompts = cycle_prompts(task.train_prompts, N_IMAGES)
-    # the evaluation's own noise streams (evaluate.evaluate_prompts), so the images are those judged
-    noise = torch.Generator().manual_seed(derive_seed(cfg.eval.seed, 0, "eval-noise"))
-    steps = torch.Generator().manual_seed(derive_seed(cfg.eval.seed, 0, "eval-sampler"))
-    with torch.no_grad():
-        traj = sample_trajectories(backbone, [p.text for p in prompts], initial_noise(backbone, N_IMAGES, noise),
-                                   cfg.sampler, steps)
-    results = task.oracle_factory()(traj.images, [p.text for p in prompts], [p.metadata for p in prompts])
-    score = np.array([r.score for r in results])
-    success = np.array([r.success for r in results])
+    # the evaluation's own noise streams and oracle: the images the run's primary metric judged
+    judged = measure_task(backbone, get_task(cfg.task), cfg.sampler, N_IMAGES, cfg.eval.seed,
+                          batch_size=cfg.sampler.batch_size, prompt_set="train")
+    score, success = judged["_scores"], judged["_success"]
     best = list(np.argsort(-score)[:8])
     weakest_successes = [i for i in np.argsort(score) if success[i]][:4]
     strongest_failures = [i for i in np.argsort(-score) if not success[i]][:4]
     pick = best + weakest_successes + strongest_failures
     pick += [pick[-1]] * (16 - len(pick))  # a model with few successes repeats its last image
-    print(f"{run}: success {success.mean():.3f} on {N_IMAGES} images")
-    return success_grid(traj.images[pick], success[pick], columns=16)
+    print(f"{run}: success {judged['success_rate']:.3f} on {N_IMAGES} images")
+    return success_grid(judged["_images"][pick], success[pick], columns=16)
 
 
 def main() -> None:
