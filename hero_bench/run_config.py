@@ -7,7 +7,8 @@ RUN_DIR layout (docs/architecture.md, "Runs and results"):
     checkpoint.pt                the latest epoch's complete state (atomic)
     lora/epoch_XXXX.safetensors  adapter weights of every evaluated epoch (0 = pretrained)
     train_log.csv                per-epoch losses, diagnostics, counters and timings
-    eval.csv                     evaluation rows (hero_bench.results.EVAL_COLUMNS)
+    eval.csv                     evaluation rows: success on the task's own prompts from fresh eval noise
+                                 (primary) + transfer to its held-out prompts (hero_bench.results.EVAL_COLUMNS)
     DONE.json                    written last: the run is complete
 
 ``hero_bench.runner`` trains a run folder, ``hero_bench.reevaluate`` re-evaluates one, and

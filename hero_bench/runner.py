@@ -1,16 +1,7 @@
 """One training run: the epoch loop, checkpoint/resume and scheduled evaluation.
 
-The run's config (``RunConfig``) and the names of the files in RUN_DIR are in
-``hero_bench.run_config``:
-
-    config.yaml                  the resolved RunConfig (written first; a resume must match it)
-    ledger.jsonl                 every label, fsync'ed before use (hero_bench.feedback)
-    checkpoint.pt                the latest epoch's complete state (atomic)
-    lora/epoch_XXXX.safetensors  adapter weights of every evaluated epoch (0 = pretrained)
-    train_log.csv                per-epoch losses, diagnostics, counters and timings
-    eval.csv                     evaluation rows: success on the task's own prompts from fresh eval noise
-                                 (primary) + transfer to its held-out prompts (hero_bench.results.EVAL_COLUMNS)
-    DONE.json                    written last: the run is complete
+The run's config (``RunConfig``), the layout of RUN_DIR and its file names are in
+``hero_bench.run_config``.
 
 The loop (docs/architecture.md, "The flow of one run"):
 
