@@ -328,9 +328,9 @@ TOY_TASKS: tuple[Task, ...] = (
     Task(
         name="counting", tier="toy", category="counting",
         description="exactly the requested number (2 to 4) of the requested well-formed objects",
-        # training counts the model can draw (base 33% and 16% on 64 images each); "three red
-        # circles" and "four yellow squares" started at 6% and 0%: one good image per 32-image
-        # round, nothing for a method to learn from. The held-out prompts keep the harder counts.
+        # training counts the model can draw (base 21% and 17% on 128 images each, MODEL_CARD.md);
+        # "three red circles" and "four yellow squares" started at 6% and 0%: one good image per
+        # 32-image round, nothing for a method to learn from. The held-out prompts keep the harder counts.
         train_prompts=(exact_count(2, "blue", "square"), exact_count(3, "red", "triangle")),
         eval_prompts=(exact_count(3, "green", "square"), exact_count(4, "purple", "circle"),
                       exact_count(3, "yellow", "triangle")),
@@ -352,8 +352,8 @@ TOY_TASKS: tuple[Task, ...] = (
         # both objects share a colour: the shipped model binds colours so poorly in two-object
         # scenes that two-colour prompts succeed <1% of the time (MODEL_CARD.md), and the task is
         # about composition, not binding (rare_binding measures that)
-        # training pairs measured at 14% and 23% base success ("a blue square above a blue
-        # circle", the earlier second prompt, started at 8%)
+        # training pairs measured at 6% and 19% base success on 128 images each (MODEL_CARD.md;
+        # "a blue square above a blue circle", the earlier second prompt, started at 8% on 64)
         train_prompts=(related(("purple", "triangle"), "above", ("purple", "circle")),
                        related(("red", "triangle"), "above", ("red", "triangle"))),
         eval_prompts=(related(("green", "circle"), "above", ("green", "triangle")),
@@ -363,7 +363,7 @@ TOY_TASKS: tuple[Task, ...] = (
     ),
     Task(
         name="preference", tier="toy", category="personalization",
-        description=(f"an under-specified prompt ('a circle'); hidden criterion: the object is "
+        description=(f"an under-specified prompt ('a square'); hidden criterion: the object is "
                      f"{HIDDEN_PREFERENCE}"),
         # trained on "a square" alone: it starts at 13% purple (256 images), "a triangle" at 5% and
         # "a circle" at 6%, too rare for a 32-image round to hold more than one or two positives
