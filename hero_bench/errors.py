@@ -12,6 +12,10 @@ class BackboneNotFoundError(HeroBenchError):
     """A diffusion backbone (local folder or hub id) cannot be found or loaded offline."""
 
 
+class UnsupportedBackboneError(HeroBenchError):
+    """A backbone loads, but a setting of it makes the methods' quantities undefined."""
+
+
 class ModelNotFoundError(HeroBenchError):
     """An oracle's model weights are missing."""
 

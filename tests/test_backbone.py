@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
@@ -14,7 +15,7 @@ from hero_bench.cli import main
 from hero_bench.diffusion.backbone import load_backbone, resolve_device, resolve_dtype
 from hero_bench.diffusion.lora import add_lora, save_lora
 from hero_bench.diffusion.tiny import build_info, is_complete
-from hero_bench.errors import BackboneNotFoundError, ConfigError
+from hero_bench.errors import BackboneNotFoundError, ConfigError, UnsupportedBackboneError
 
 from conftest import NET_RTOL
 
@@ -169,3 +170,34 @@ def test_loading_hides_hub_progress_bars_only_while_loading(tiny_backbone_dir):
     before = (diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled())
     load_backbone(str(tiny_backbone_dir))
     assert (diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()) == before
+
+
+def _with_scheduler_setting(tiny_backbone_dir, folder, **settings):
+    shutil.copytree(tiny_backbone_dir, folder)
+    config_file = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_file.read_text())
+    config.update(settings)
+    config_file.write_text(json.dumps(config))
+    return folder
+
+
+def test_a_scheduler_that_makes_the_last_log_prob_undefined_is_refused_at_load(tiny_backbone_dir, tmp_path):
+    folder = _with_scheduler_setting(tiny_backbone_dir, tmp_path / "alpha-one", set_alpha_to_one=True)
+    with pytest.raises(UnsupportedBackboneError, match="set_alpha_to_one=true") as info:
+        load_backbone(str(folder))
+    assert "accepted: set_alpha_to_one=false" in str(info.value)
+
+
+def test_set_alpha_to_one_really_makes_the_last_step_log_prob_nan(tiny_backbone_dir, tmp_path, monkeypatch):
+    # why the check above exists: without it, sampling runs and the last step's log-prob is NaN
+    from hero_bench.diffusion import backbone as backbone_module
+    from hero_bench.diffusion.sampler import SamplerConfig, initial_noise, sample_trajectories
+
+    folder = _with_scheduler_setting(tiny_backbone_dir, tmp_path / "alpha-one", set_alpha_to_one=True)
+    monkeypatch.setattr(backbone_module, "_check_scheduler", lambda scheduler, source: None)
+    bb = load_backbone(str(folder))
+    generator = torch.Generator().manual_seed(0)
+    traj = sample_trajectories(bb, ["a red circle"], initial_noise(bb, 1, generator),
+                               SamplerConfig(steps=3, eta=1.0, guidance_scale=2.0, batch_size=1), generator)
+    assert torch.isfinite(traj.log_probs[:, :-1]).all()
+    assert torch.isnan(traj.log_probs[:, -1]).all()

@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from hero_bench.errors import BackboneNotFoundError, ConfigError
+from hero_bench.errors import BackboneNotFoundError, ConfigError, UnsupportedBackboneError
 
 PACKAGE_PREFIX = "hero_bench:"
 """A backbone source ``hero_bench:REL`` names the folder REL inside the installed package (the
@@ -195,6 +195,19 @@ def _check_components(folder: Path, source: str) -> None:
         )
 
 
+def _check_scheduler(scheduler, source: str) -> None:
+    # With set_alpha_to_one the last DDIM step goes to alpha_prev = 1, where the step's variance is
+    # zero for every eta: the sample is deterministic, its Gaussian log-prob is NaN, and the PPO
+    # ratios and DPO terms of that step with it. SD 1.5 ships false; diffusers' DDIMScheduler
+    # defaults to true, so a hand-made scheduler config can carry it.
+    if scheduler.config.get("set_alpha_to_one", False):
+        raise UnsupportedBackboneError(
+            f"backbone {source!r}: scheduler/scheduler_config.json sets set_alpha_to_one=true, which makes the "
+            "last sampling step deterministic and its log-probability undefined (NaN); accepted: "
+            "set_alpha_to_one=false (as Stable Diffusion 1.5 ships)"
+        )
+
+
 def _load_component(name: str, source: str, loader, *args, **kwargs):
     try:
         return loader(*args, **kwargs)
@@ -256,6 +269,7 @@ def _load_folder(folder: Path, source: str, torch_device: torch.device, torch_dt
     # SD 1.5 ships a PNDM scheduler config; the DDIM scheduler reads the same beta schedule from it
     scheduler_config = _load_component("scheduler", source, DDIMScheduler.load_config, folder / "scheduler")
     scheduler = DDIMScheduler.from_config(scheduler_config)
+    _check_scheduler(scheduler, source)
     vae = None
     if (folder / "vae").is_dir():
         vae = _load_component("vae", source, AutoencoderKL.from_pretrained, folder / "vae", torch_dtype=torch_dtype)
