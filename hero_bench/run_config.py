@@ -98,6 +98,13 @@ class RunConfig:
             raise ConfigError(f"budget must be a non-negative integer, got {self.budget}")
         if not self.backbone:
             raise ConfigError("backbone must name a diffusers folder or hub id")
+        # every training method scores its samples by the Gaussian log-density of the DDIM steps,
+        # which is undefined (NaN) when eta = 0 makes each step deterministic
+        if ALGORITHMS[self.method].trains and self.sampler.eta == 0:
+            raise ConfigError(
+                f"sampler.eta=0 cannot train method {self.method!r}: deterministic DDIM steps have no "
+                "log-probability; accepted: sampler.eta > 0 (the methods use 1.0)"
+            )
 
     @property
     def run_id(self) -> str:
