@@ -98,9 +98,17 @@ class RunConfig:
             raise ConfigError(f"budget must be a non-negative integer, got {self.budget}")
         if not self.backbone:
             raise ConfigError("backbone must name a diffusers folder or hub id")
+        algorithm = ALGORITHMS[self.method]
+        # a budget below the smallest batch the protocol accepts would give a "finished" run of zero
+        # epochs: nothing trained, nothing to compare
+        if algorithm.trains and self.budget < algorithm.min_batch:
+            raise ConfigError(
+                f"budget {self.budget} cannot buy one round of {self.method} feedback; accepted: a budget of at "
+                f"least {algorithm.min_batch} label(s) for {self.method} (0 only for the base model)"
+            )
         # every training method scores its samples by the Gaussian log-density of the DDIM steps,
         # which is undefined (NaN) when eta = 0 makes each step deterministic
-        if ALGORITHMS[self.method].trains and self.sampler.eta == 0:
+        if algorithm.trains and self.sampler.eta == 0:
             raise ConfigError(
                 f"sampler.eta=0 cannot train method {self.method!r}: deterministic DDIM steps have no "
                 "log-probability; accepted: sampler.eta > 0 (the methods use 1.0)"
