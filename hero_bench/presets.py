@@ -40,6 +40,7 @@ from hero_bench.errors import ConfigError
 from hero_bench.evaluate import EvalConfig
 from hero_bench.feedback import EvaluatorConfig
 from hero_bench.run_config import TIERS, RunConfig
+from hero_bench.tasks import get_task_of_tier
 from oracles.paper_prompts import IMAGES_PER_EPOCH, budget_for
 
 SMOKE_BACKBONE = "results/models/tiny-sd"
@@ -160,6 +161,7 @@ def build_run_config(
         raise ConfigError(f"unknown tier {tier!r}; accepted: {', '.join(TIERS)}")
     get_algorithm(method)  # a clear error before anything else
     task = task or DEFAULT_TASK[tier]
+    get_task_of_tier(task, tier)  # before a run folder is made for it
     cfg = PRESETS[tier](method, task)
     device = device or default_device(tier)
     if dtype is None:

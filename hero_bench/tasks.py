@@ -171,3 +171,21 @@ def list_tasks(tier: str | None = None) -> list[Task]:
         raise ConfigError(f"tier {tier!r} is not one of {list(TASK_TIER_OF_RUN_TIER)}")
     wanted = TASK_TIER_OF_RUN_TIER.get(tier) if tier is not None else None
     return [t for _, t in sorted(_REGISTRY.items()) if wanted is None or t.tier == wanted]
+
+
+def get_task_of_tier(name: str, run_tier: str) -> Task:
+    """The task called ``name`` if a run of ``run_tier`` can run it; the error lists that tier's tasks only.
+
+    A run of the toy tier cannot judge Stable Diffusion's hands and the reverse, so the other tiers'
+    names would only mislead.
+    """
+    runnable = list_tasks(run_tier)
+    names = ", ".join(t.name for t in runnable)
+    discover_tasks()
+    task = _REGISTRY.get(name)
+    if task is None:
+        raise UnknownTaskError(f"unknown task {name!r}; tier {run_tier} runs: {names} (see `hero-bench tasks`)")
+    if task not in runnable:
+        raise ConfigError(f"task {name!r} belongs to the {task.tier} tier; tier {run_tier} runs: {names}")
+    return task
+

@@ -9,7 +9,8 @@ import pytest
 from hero_bench import tasks as registry
 from hero_bench.cli import main
 from hero_bench.errors import ConfigError, HeroBenchError, UnknownTaskError
-from hero_bench.tasks import Prompt, Task, TaskDefinitionError, get_task, list_tasks, register_task
+from hero_bench.tasks import (Prompt, Task, TaskDefinitionError, get_task, get_task_of_tier, list_tasks,
+                              register_task)
 from hero_bench.toyworld import scenes
 from oracles.base import OracleResult
 
@@ -75,6 +76,20 @@ def test_unknown_task_names_the_known_ones():
     for name in ("anomaly", "counting", "safety"):
         assert name in message
     assert isinstance(info.value, HeroBenchError) and isinstance(info.value, KeyError)
+
+
+def test_a_run_tier_names_only_the_tasks_it_can_run(tmp_path):
+    with pytest.raises(UnknownTaskError) as info:
+        get_task_of_tier("countng", "toy")
+    toy_names = ", ".join(t.name for t in list_tasks("toy"))
+    assert str(info.value) == f"unknown task 'countng'; tier toy runs: {toy_names} (see `hero-bench tasks`)"
+    assert "hand" not in str(info.value)  # a paper task would only mislead a toy user
+    with pytest.raises(ConfigError, match="task 'hand' belongs to the paper tier; tier smoke runs: anomaly"):
+        get_task_of_tier("hand", "smoke")
+    assert get_task_of_tier("hand", "paper").name == "hand"
+    # the CLI refuses before a run folder exists
+    assert main(["train", "--tier", "toy", "--task", "countng", "--out", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()
 
 
 def test_list_tasks_filters_by_tier():
