@@ -62,6 +62,9 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
     if prompt_set not in PROMPT_SETS:
         raise ConfigError(f"prompt set {prompt_set!r} is unknown; accepted: {', '.join(PROMPT_SETS)}")
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise HeroBenchError(f"{run_dir} is not a run directory: it does not exist (evaluate takes a folder "
+                             "that `hero-bench train --out` wrote)")
     if not (run_dir / CONFIG_FILE).is_file():
         raise HeroBenchError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
     cfg = load_config_file(run_dir / CONFIG_FILE)

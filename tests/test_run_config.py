@@ -36,3 +36,13 @@ def test_the_cli_refuses_budget_1_for_hero_in_one_line(capsys, tmp_path):
     assert not (tmp_path / "run").exists()
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "budget 1 cannot buy one round of hero feedback" in err
+
+
+def test_evaluate_says_a_missing_run_folder_does_not_exist(tmp_path, capsys):
+    from hero_bench.cli import main
+
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert "missing is not a run directory: it does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", str(tmp_path / "empty")]) == 2
+    assert "empty is not a run directory: config.yaml is missing" in capsys.readouterr().err
