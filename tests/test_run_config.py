@@ -1,4 +1,5 @@
-"""RunConfig's own checks: inputs that would give an undefined or empty run are refused up front."""
+"""RunConfig's own checks and the CLI's first errors: inputs that would give an undefined or
+empty run are refused before anything is loaded or written."""
 
 from __future__ import annotations
 
