@@ -1,4 +1,4 @@
-"""The simulated evaluator and the feedback ledger.
+"""The simulated evaluator: the label protocols of HERO, DDPO and D3PO.
 
 The evaluator turns an oracle's per-image ``(success, score)`` into exactly what each method's
 protocol asks of a human (``docs/feedback.md``; ``docs/algorithms.md`` §2, §3.2, §4.2):
@@ -14,36 +14,24 @@ evaluator behave like an imperfect person.  All noise comes from a numpy Generat
 ``(noise_seed, run seed, epoch, method, purpose)``, never from a running stream, so a resumed run
 that replays an epoch from the ledger draws exactly what a fresh run draws afterwards.
 
-The ledger is an append-only JSONL file (``RUN_DIR/ledger.jsonl``).  It is the single source of
-the ``feedback_used`` figure (one feedback = one image labelled) and of ``queries`` (HERO's best
-pick, D3PO's pair comparisons), enforces the budget, and is fsync'ed before any label is handed
-back to the caller.  Records of one evaluator call are written as one transaction; a crash while
-writing leaves at most a torn tail, which is ignored on reload and truncated before the next
-append.
+Every answer is written to the run's ledger (``hero_bench.ledger``: storage, crash safety, the
+budget) before it is handed back; ``FeedbackLedger``, ``LedgerError`` and ``image_id`` are
+importable from here too, as the evaluator's callers build the ledger it writes to.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
-import logging
 import math
-import os
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
 from hero_bench.config import config_hash
-from hero_bench.errors import BudgetExceededError, ConfigError, HeroBenchError
-from hero_bench.io import fsync_dir
-
-log = logging.getLogger(__name__)
-
-LEDGER_FILENAME = "ledger.jsonl"
+from hero_bench.errors import ConfigError
+from hero_bench.ledger import FeedbackLedger, LedgerError, image_id
 
 # Label kinds (one record per image, counted as feedback) and query kinds (counted as queries).
 HERO_GOOD = "hero_good"
@@ -56,16 +44,6 @@ FALLBACK_NO_GOOD = "no_good"
 FALLBACK_ALL_GOOD = "all_good"
 
 
-class LedgerError(HeroBenchError):
-    """The ledger file is corrupt, belongs to another run, or disagrees with the current call
-    (e.g. a resume with a different seed, evaluator config or batch layout)."""
-
-
-def image_id(epoch: int, index: int) -> str:
-    """Deterministic id of the ``index``-th image of ``epoch``'s batch (the ledger key)."""
-    return f"e{epoch:04d}-i{index:04d}"
-
-
 def _pair_key(epoch: int, a: int, b: int) -> str:
     return f"{image_id(epoch, a)}/{image_id(epoch, b)}"
 
@@ -74,9 +52,7 @@ def _best_key(epoch: int) -> str:
     return f"e{epoch:04d}"
 
 
-# --------------------------------------------------------------------------------------------
-# Config
-# --------------------------------------------------------------------------------------------
+# -- Config ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -135,317 +111,7 @@ class EvaluatorConfig:
             )
 
 
-# --------------------------------------------------------------------------------------------
-# Ledger
-# --------------------------------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy scalars/arrays and tuples -> plain JSON types (the ledger must not depend on numpy)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-_REQUIRED = frozenset({"seq", "txn", "txn_size", "type", "run_id", "epoch", "kind", "value", "evaluator_seed"})
-
-
-class FeedbackLedger:
-    """Append-only JSONL at RUN_DIR/ledger.jsonl; every record flushed+fsync'ed before the label is returned.
-
-    ``path`` is the ledger file (a directory means ``<dir>/ledger.jsonl``). Reopening an existing
-    ledger reloads its records, so a resumed run can replay labels with :meth:`lookup` instead of
-    asking again. Each record carries ``seq`` (0, 1, 2, ... without gaps), ``txn``/``txn_size``
-    (the records written together by one call), ``type`` ("label" or "query"), ``run_id``,
-    ``epoch``, ``kind``, ``image_id`` (labels) or ``key`` (queries), ``value``, ``evaluator_seed``
-    and audit fields (``oracle_success``, ``oracle_score``, ``extra``).
-    """
-
-    def __init__(self, path: str | os.PathLike, budget: int, run_id: str):
-        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 0:
-            raise ConfigError(f"feedback budget must be a non-negative integer, got {budget!r}")
-        if not isinstance(run_id, str) or not run_id:
-            raise ConfigError(f"ledger run_id must be a non-empty string, got {run_id!r}")
-        path = Path(path)
-        if path.is_dir():
-            path = path / LEDGER_FILENAME
-        self.path = path
-        self.run_id = run_id
-        self._budget = int(budget)
-        self._records: list[dict] = []
-        self._index: dict[tuple[str, str], dict] = {}
-        self._labels = 0
-        self._queries = 0
-        self._per_epoch: dict[tuple[str, int], int] = {}
-        self._valid_end = 0  # byte offset after the last complete, accepted record
-        self._file_size = 0
-        self._pending: list[dict] | None = None
-        self._pending_labels = 0
-        self.recovered_bytes = 0
-        """Bytes of a torn tail found on load (ignored, truncated before the next append)."""
-        if path.exists():
-            self._load()
-
-    # -- properties -------------------------------------------------------------------------
-    @property
-    def budget(self) -> int:
-        """Maximum number of image labels this run may ask for."""
-        return self._budget
-
-    @property
-    def feedback_used(self) -> int:
-        """Image labels recorded (one feedback = one image labelled)."""
-        return self._labels
-
-    @property
-    def queries(self) -> int:
-        """Best picks and pair comparisons recorded (reported next to, not inside, feedback_used)."""
-        return self._queries
-
-    @property
-    def remaining(self) -> int:
-        """Labels still allowed by the budget (never negative)."""
-        return max(0, self._budget - self._labels - self._pending_labels)
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def __repr__(self) -> str:
-        return (f"FeedbackLedger({str(self.path)!r}, budget={self._budget}, feedback_used={self._labels}, "
-                f"queries={self._queries}, run_id={self.run_id!r})")
-
-    # -- reading ----------------------------------------------------------------------------
-    def lookup(self, kind: str, key: str) -> dict | None:
-        """The record of label ``(kind, image_id)`` or query ``(kind, key)``, or None (a copy)."""
-        rec = self._index.get((kind, key))
-        return None if rec is None else json.loads(json.dumps(rec))
-
-    def count(self, kind: str, epoch: int | None = None) -> int:
-        """Number of records of ``kind`` (in ``epoch``, if given)."""
-        if epoch is None:
-            return sum(n for (k, _), n in self._per_epoch.items() if k == kind)
-        return self._per_epoch.get((kind, int(epoch)), 0)
-
-    def used_before(self, epoch: int) -> int:
-        """Labels recorded in epochs < ``epoch``.
-
-        A resumed run must size a replayed epoch's batch with ``budget - used_before(epoch)``:
-        ``remaining`` already counts the labels of the epoch being replayed."""
-        return sum(1 for r in self._records if r["type"] == "label" and r["epoch"] < epoch)
-
-    def records(self, kind: str | None = None, epoch: int | None = None) -> Iterator[dict]:
-        """All records in write order (copies), optionally filtered by kind and epoch."""
-        for rec in self._records:
-            if (kind is None or rec["kind"] == kind) and (epoch is None or rec["epoch"] == epoch):
-                yield json.loads(json.dumps(rec))
-
-    def _load(self) -> None:
-        data = self.path.read_bytes()
-        self._file_size = len(data)
-        # Only complete lines count; a missing final newline means the write was cut short.
-        lines: list[tuple[int, int, bytes]] = []  # (start, end incl. newline, raw)
-        pos = 0
-        while pos < len(data):
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                break
-            lines.append((pos, nl + 1, data[pos:nl]))
-            pos = nl + 1
-        parsed: list[tuple[int, int, dict]] = []
-        for i, (start, end, raw) in enumerate(lines):
-            try:
-                rec = json.loads(raw.decode("utf-8"))
-                if not isinstance(rec, dict) or not _REQUIRED.issubset(rec) or (
-                    ("image_id" if rec["type"] == "label" else "key") not in rec
-                ):
-                    raise ValueError("not a ledger record")
-            except (ValueError, UnicodeDecodeError) as exc:
-                if i == len(lines) - 1:
-                    # A crash can leave garbage (e.g. zero-filled blocks) in the last line only.
-                    break
-                raise LedgerError(
-                    f"ledger {self.path} is corrupt at line {i + 1} ({exc}); only a torn final line is "
-                    "tolerated. Restore it from a backup or start the run in a fresh directory."
-                ) from None
-            parsed.append((start, end, rec))
-
-        # Transactions are all-or-nothing: an incomplete trailing transaction is a torn write.
-        accepted: list[tuple[int, int, dict]] = []
-        txn_start = 0
-        for j, (start, end, rec) in enumerate(parsed):
-            if rec["seq"] != j:
-                raise LedgerError(f"ledger {self.path}: record {j} has sequence number {rec['seq']} (expected {j})")
-            if rec.get("run_id") != self.run_id:
-                raise LedgerError(
-                    f"ledger {self.path} belongs to run {rec.get('run_id')!r}, not {self.run_id!r}; "
-                    "use a fresh run directory or the same run id"
-                )
-            if rec["txn"] == rec["seq"]:
-                if j != txn_start and j - txn_start != parsed[txn_start][2]["txn_size"]:
-                    raise LedgerError(f"ledger {self.path}: transaction at record {txn_start} is incomplete")
-                txn_start = j
-            elif rec["txn"] != txn_start:
-                raise LedgerError(f"ledger {self.path}: record {j} claims transaction {rec['txn']}, open is {txn_start}")
-        if parsed:
-            last_size = parsed[txn_start][2]["txn_size"]
-            n_complete = len(parsed) if len(parsed) - txn_start == last_size else txn_start
-            accepted = parsed[:n_complete]
-        for _, _, rec in accepted:
-            self._add(rec)
-        self._valid_end = accepted[-1][1] if accepted else 0
-        self.recovered_bytes = self._file_size - self._valid_end
-        if self.recovered_bytes:
-            log.warning(
-                "ledger %s: ignoring a torn tail of %d bytes (%d incomplete records) left by a crash; "
-                "it will be truncated before the next append",
-                self.path, self.recovered_bytes, len(parsed) - len(accepted),
-            )
-
-    def _add(self, rec: dict) -> None:
-        key = rec["image_id"] if rec["type"] == "label" else rec["key"]
-        self._records.append(rec)
-        self._index[(rec["kind"], key)] = rec
-        pe = (rec["kind"], rec["epoch"])
-        self._per_epoch[pe] = self._per_epoch.get(pe, 0) + 1
-        if rec["type"] == "label":
-            self._labels += 1
-        else:
-            self._queries += 1
-
-    # -- writing ----------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator["FeedbackLedger"]:
-        """Group the records of one evaluator call: written and fsync'ed together on exit, or not
-        at all if the block raises (and, after a crash mid-write, dropped whole on reload)."""
-        if self._pending is not None:
-            raise RuntimeError("ledger transactions do not nest")
-        self._pending = []
-        self._pending_labels = 0
-        try:
-            yield self
-            pending = self._pending
-        finally:
-            self._pending = None
-            self._pending_labels = 0
-        self._commit(pending)
-
-    def record_labels(self, epoch: int, image_ids: Sequence[str], kind: str, values: Sequence[Any],
-                      evaluator_seed: int, *, oracle_successes: Sequence[bool] | None = None,
-                      oracle_scores: Sequence[float] | None = None,
-                      extra: Sequence[Mapping[str, Any]] | None = None) -> None:
-        """Append one label per image (each counts as one feedback).
-
-        Raises BudgetExceededError, before recording anything, if the labels would exceed the
-        budget; LedgerError if an image already has a ``kind`` label (replay it instead)."""
-        image_ids = list(image_ids)
-        values = list(values)
-        n = len(image_ids)
-        for name, seq in (("values", values), ("oracle_successes", oracle_successes),
-                          ("oracle_scores", oracle_scores), ("extra", extra)):
-            if seq is not None and len(seq) != n:
-                raise ValueError(f"record_labels: {len(seq)} {name} for {n} image ids")
-        used = self._labels + self._pending_labels
-        if used + n > self._budget:
-            raise BudgetExceededError(
-                f"feedback budget exceeded: budget {self._budget}, used {used}, requested {n} "
-                f"(remaining {max(0, self._budget - used)}); size the batch with ledger.remaining"
-            )
-        pending_ids = {r["image_id"] for r in (self._pending or []) if r["type"] == "label" and r["kind"] == kind}
-        if len(set(image_ids)) != n:
-            raise LedgerError(f"record_labels: duplicate image ids in one call for kind {kind!r}")
-        for iid in image_ids:
-            if (kind, iid) in self._index or iid in pending_ids:
-                raise LedgerError(
-                    f"image {iid} already has a {kind!r} label in {self.path}; replay it with lookup() "
-                    "instead of labelling it again"
-                )
-        recs = []
-        for i, iid in enumerate(image_ids):
-            rec = {"type": "label", "run_id": self.run_id, "epoch": int(epoch), "kind": kind,
-                   "image_id": iid, "value": _jsonable(values[i]), "evaluator_seed": int(evaluator_seed)}
-            if oracle_successes is not None:
-                rec["oracle_success"] = bool(oracle_successes[i])
-            if oracle_scores is not None:
-                rec["oracle_score"] = float(oracle_scores[i])
-            if extra is not None:
-                rec["extra"] = _jsonable(dict(extra[i]))
-            recs.append(rec)
-        self._stage(recs, labels=n)
-
-    def record_query(self, epoch: int, kind: str, key: str, value: Any, evaluator_seed: int, *,
-                     extra: Mapping[str, Any] | None = None) -> None:
-        """Append one query (a best pick or a pair comparison); counts toward ``queries``."""
-        if (kind, key) in self._index or any(
-            r["type"] == "query" and r["kind"] == kind and r["key"] == key for r in (self._pending or [])
-        ):
-            raise LedgerError(f"query {kind}:{key} is already in {self.path}; replay it with lookup()")
-        rec = {"type": "query", "run_id": self.run_id, "epoch": int(epoch), "kind": kind, "key": key,
-               "value": _jsonable(value), "evaluator_seed": int(evaluator_seed)}
-        if extra is not None:
-            rec["extra"] = _jsonable(dict(extra))
-        self._stage([rec], labels=0)
-
-    def _stage(self, recs: list[dict], labels: int) -> None:
-        if self._pending is not None:
-            self._pending.extend(recs)
-            self._pending_labels += labels
-        else:
-            self._commit(recs)
-
-    def _commit(self, recs: list[dict]) -> None:
-        if not recs:
-            return
-        seq0 = len(self._records)
-        lines = []
-        for k, rec in enumerate(recs):
-            rec = dict(rec, seq=seq0 + k, txn=seq0, txn_size=len(recs))
-            try:
-                lines.append(json.dumps(rec, sort_keys=True, separators=(",", ":"), allow_nan=False))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"ledger record {rec.get('kind')}:{rec.get('image_id', rec.get('key'))} "
-                                 f"is not finite JSON: {exc}") from None
-            recs[k] = rec
-        blob = ("\n".join(lines) + "\n").encode("utf-8")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.path.exists()
-        fd = os.open(str(self.path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            if self._file_size != self._valid_end:
-                # Drop a torn tail (or a failed earlier write) so the new records follow complete lines.
-                os.ftruncate(fd, self._valid_end)
-                self._file_size = self._valid_end
-            try:
-                view = memoryview(blob)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
-            except BaseException:
-                # Nothing of this transaction counts; cut what reached the file so it cannot be
-                # mistaken for data (a reload would drop the incomplete transaction anyway).
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, self._valid_end)
-                    os.fsync(fd)
-                raise
-        finally:
-            os.close(fd)
-        if created:
-            fsync_dir(self.path.parent)
-        self._valid_end += len(blob)
-        self._file_size = self._valid_end
-        for rec in recs:
-            self._add(rec)
-
-
-# --------------------------------------------------------------------------------------------
-# Feedback results
-# --------------------------------------------------------------------------------------------
+# -- Feedback results --------------------------------------------------------------------------
 
 
 @dataclass
@@ -490,9 +156,7 @@ class D3POFeedback:
     """True when the labels came from the ledger (resume) instead of the oracle."""
 
 
-# --------------------------------------------------------------------------------------------
-# Evaluator
-# --------------------------------------------------------------------------------------------
+# -- Evaluator ---------------------------------------------------------------------------------
 
 
 def softmax_choice(scores: Sequence[float], temperature: float, rng: np.random.Generator) -> int:
@@ -509,6 +173,48 @@ def softmax_choice(scores: Sequence[float], temperature: float, rng: np.random.G
     cdf = np.cumsum(z)
     # side="right" never lands on an entry whose probability underflowed to exactly zero.
     return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), s.size - 1))
+
+
+@dataclass
+class _HeroChoice:
+    best_index: int | None
+    best: BestImage
+    fallback: str | None
+    candidates: list[str]
+
+
+def _hero_best(good: np.ndarray, seen: np.ndarray, ids: list[str], epoch: int, current_best: BestImage | None,
+               temperature: float, rng: np.random.Generator) -> _HeroChoice:
+    """HERO's best pick among ``seen`` scores; fixes ``good`` in place so that it holds at least
+    one good and one bad image (the fallbacks) and includes a new best."""
+    fallback = None
+    if current_best is None:
+        # First batch: the best of the whole batch, added to the positives if not listed.
+        b = softmax_choice(seen, temperature, rng)
+        if not good.any():
+            fallback = FALLBACK_NO_GOOD
+        good[b] = True
+        if good.all():
+            fallback = FALLBACK_ALL_GOOD
+            order = [int(i) for i in np.argsort(seen, kind="stable") if i != b]
+            good[order[0]] = False
+        return _HeroChoice(int(b), BestImage(ids[b], epoch, float(seen[b])), fallback, list(ids))
+    if not good.any():
+        fallback = FALLBACK_NO_GOOD
+        good[int(np.argmax(seen))] = True
+    elif good.all():
+        fallback = FALLBACK_ALL_GOOD
+        good[int(np.argmin(seen))] = False
+    good_idx = np.flatnonzero(good)
+    # The current best comes first so that an exact tie keeps it (a new image must be better).
+    cand_scores = [float(current_best.score)] + [float(seen[i]) for i in good_idx]
+    candidates = [current_best.image_id] + [ids[i] for i in good_idx]
+    c = softmax_choice(cand_scores, temperature, rng)
+    if c == 0:
+        return _HeroChoice(None, current_best, fallback, candidates)
+    # Map the candidate index back to a BATCH index (docs/algorithms.md §4.12.1).
+    best_index = int(good_idx[c - 1])
+    return _HeroChoice(best_index, BestImage(ids[best_index], epoch, float(seen[best_index])), fallback, candidates)
 
 
 class SimulatedEvaluator:
@@ -572,13 +278,6 @@ class SimulatedEvaluator:
         # Always draw n uniforms: p=0 flips nothing (u < 0 never), p=1 flips everything (u < 1).
         return self._rng(epoch, method, "flip").random(n) < self.config.flip_prob
 
-    def _check_budget(self, n: int) -> None:
-        if n > self.ledger.remaining:
-            raise BudgetExceededError(
-                f"feedback budget exceeded: budget {self.ledger.budget}, used {self.ledger.feedback_used}, "
-                f"requested {n} (remaining {self.ledger.remaining}); size the batch with ledger.remaining"
-            )
-
     def _replay_labels(self, kind: str, epoch: int, ids: list[str]) -> list[dict] | None:
         """The recorded labels of this call, None if it was never asked, LedgerError if the ledger
         holds a different call for this epoch."""
@@ -623,63 +322,15 @@ class SimulatedEvaluator:
         ids = [image_id(epoch, i) for i in range(n)]
         recs = self._replay_labels(HERO_GOOD, epoch, ids)
         if recs is not None:
-            q = self.ledger.lookup(HERO_BEST, _best_key(epoch))
-            if q is None:
-                raise LedgerError(f"ledger {self.ledger.path} has HERO labels for epoch {epoch} but no best pick")
-            v = q["value"]
-            prev = v["previous_best"]
-            if (prev is None) != (current_best is None) or (
-                prev is not None and prev["image_id"] != current_best.image_id
-            ):
-                raise LedgerError(
-                    f"epoch {epoch} was labelled with current best {prev and prev['image_id']}, but the resumed "
-                    f"run passes {current_best and current_best.image_id}; the checkpoint and ledger disagree"
-                )
-            good = np.array([bool(r["value"]) for r in recs], dtype=bool)
-            return HeroFeedback(good=good, best_index=v["best_index"], best=BestImage.from_dict(v["best"]),
-                                fallback=v["fallback"], replayed=True)
+            return self._hero_replay(recs, epoch, current_best)
 
-        self._check_budget(n)
+        self.ledger.check_budget(n)  # before the oracle is asked
         success, score = self._ask(images, prompts, metadata)
         seen = score + self.config.bias
         flips = self._flips(epoch, "hero", n)
         good = success ^ flips
-        rng_best = self._rng(epoch, "hero", "best")
-        T = self.config.best_temperature
-        fallback = None
-        candidates: list[str]
-        if current_best is None:
-            # First batch: the best of the whole batch, added to the positives if not listed.
-            b = softmax_choice(seen, T, rng_best)
-            candidates = list(ids)
-            if not good.any():
-                fallback = FALLBACK_NO_GOOD
-            good[b] = True
-            if good.all():
-                fallback = FALLBACK_ALL_GOOD
-                order = [int(i) for i in np.argsort(seen, kind="stable") if i != b]
-                good[order[0]] = False
-            best_index: int | None = int(b)
-            best = BestImage(ids[b], int(epoch), float(seen[b]))
-        else:
-            if not good.any():
-                fallback = FALLBACK_NO_GOOD
-                good[int(np.argmax(seen))] = True
-            elif good.all():
-                fallback = FALLBACK_ALL_GOOD
-                good[int(np.argmin(seen))] = False
-            good_idx = np.flatnonzero(good)
-            # The current best comes first so that an exact tie keeps it (a new image must be better).
-            cand_scores = [float(current_best.score)] + [float(seen[i]) for i in good_idx]
-            candidates = [current_best.image_id] + [ids[i] for i in good_idx]
-            c = softmax_choice(cand_scores, T, rng_best)
-            if c == 0:
-                best_index, best = None, current_best
-            else:
-                # Map the candidate index back to a BATCH index (docs/algorithms.md §4.12.1).
-                best_index = int(good_idx[c - 1])
-                best = BestImage(ids[best_index], int(epoch), float(seen[best_index]))
-
+        choice = _hero_best(good, seen, ids, int(epoch), current_best, self.config.best_temperature,
+                            self._rng(epoch, "hero", "best"))
         with self.ledger.transaction():
             self.ledger.record_labels(
                 epoch, ids, HERO_GOOD, good.tolist(), self.evaluator_seed,
@@ -687,12 +338,31 @@ class SimulatedEvaluator:
             )
             self.ledger.record_query(
                 epoch, HERO_BEST, _best_key(epoch),
-                {"best_index": best_index, "best": best.to_dict(), "fallback": fallback,
+                {"best_index": choice.best_index, "best": choice.best.to_dict(), "fallback": choice.fallback,
                  "previous_best": None if current_best is None else current_best.to_dict()},
                 self.evaluator_seed,
-                extra={"candidates": candidates, "temperature": T, "evaluator_config": self.config_hash},
+                extra={"candidates": choice.candidates, "temperature": self.config.best_temperature,
+                       "evaluator_config": self.config_hash},
             )
-        return HeroFeedback(good=good, best_index=best_index, best=best, fallback=fallback)
+        return HeroFeedback(good=good, best_index=choice.best_index, best=choice.best, fallback=choice.fallback)
+
+    def _hero_replay(self, recs: list[dict], epoch: int, current_best: BestImage | None) -> HeroFeedback:
+        """The recorded answer of an epoch, after checking it was given against the same current best."""
+        q = self.ledger.lookup(HERO_BEST, _best_key(epoch))
+        if q is None:
+            raise LedgerError(f"ledger {self.ledger.path} has HERO labels for epoch {epoch} but no best pick")
+        v = q["value"]
+        prev = v["previous_best"]
+        if (prev is None) != (current_best is None) or (
+            prev is not None and prev["image_id"] != current_best.image_id
+        ):
+            raise LedgerError(
+                f"epoch {epoch} was labelled with current best {prev and prev['image_id']}, but the resumed "
+                f"run passes {current_best and current_best.image_id}; the checkpoint and ledger disagree"
+            )
+        good = np.array([bool(r["value"]) for r in recs], dtype=bool)
+        return HeroFeedback(good=good, best_index=v["best_index"], best=BestImage.from_dict(v["best"]),
+                            fallback=v["fallback"], replayed=True)
 
     # -- D3PO -------------------------------------------------------------------------------
     def d3po(self, images, prompts, metadata, groups: Sequence[int], epoch: int) -> D3POFeedback:
@@ -724,7 +394,7 @@ class SimulatedEvaluator:
                 raise LedgerError(f"ledger {self.ledger.path} has D3PO pairs for epoch {epoch} outside this group layout")
             return D3POFeedback(success=success, pairs=pairs, replayed=True)
 
-        self._check_budget(n)
+        self.ledger.check_budget(n)  # before the oracle is asked
         success_oracle, score = self._ask(images, prompts, metadata)
         seen = score + self.config.bias
         flips = self._flips(epoch, "d3po", n)
@@ -761,7 +431,7 @@ class SimulatedEvaluator:
         if recs is not None:
             return np.array([float(r["value"]) for r in recs], dtype=np.float64)
 
-        self._check_budget(n)
+        self.ledger.check_budget(n)  # before the oracle is asked
         success, score = self._ask(images, prompts, metadata)
         if self.config.ddpo_reward == "success":
             flips = self._flips(epoch, "ddpo", n)

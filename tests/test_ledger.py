@@ -1,4 +1,4 @@
-"""The feedback ledger: append-only JSONL, budget, reload, torn tails, transactions."""
+"""The feedback ledger (hero_bench.ledger): append-only JSONL, budget, reload, torn tails, transactions."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hero_bench.errors import BudgetExceededError, ConfigError
-from hero_bench.feedback import FeedbackLedger, LedgerError, image_id
+from hero_bench.ledger import FeedbackLedger, LedgerError, image_id
 
 
 def lines(path):
