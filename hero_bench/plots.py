@@ -1,4 +1,4 @@
-"""Figures of a ``hero_bench.report.summarise`` result.
+"""Figures of a ``hero_bench.summary.summarise`` result (``hero_bench.report.summarise``).
 
 Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no global
 backend switch, no display needed) and saved with ``hero_bench.io.atomic_save_figure``.
@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from hero_bench.io import atomic_save_figure
-from hero_bench.report import AGGREGATE_TASK, BASE, ResultsFormatError, method_label, method_sort_key
+from hero_bench.runs_table import ResultsFormatError
+from hero_bench.summary import AGGREGATE_TASK, BASE, method_label, method_sort_key
 
 FEEDBACK_LABEL = "feedback (images labelled)"
 SUCCESS_LABEL = "success on the task's prompts"
