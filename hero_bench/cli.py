@@ -16,6 +16,7 @@ COMMANDS = {
     "sample": "sample",
     "build-tiny": "build_tiny",
     "pretrain-toy": "pretrain_toy",
+    "base-rates": "base_rates",
     "tasks": "tasks",
     "train": "train",
     "evaluate": "evaluate",

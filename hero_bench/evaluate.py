@@ -108,13 +108,36 @@ def eval_prompts(task, n: int) -> list[Any]:
     return cycle_prompts(task.eval_prompts, n)
 
 
-@torch.no_grad()
-def evaluate_prompts(backbone, prompts: Sequence[Any], oracle, sampler_cfg, eval_cfg: EvalConfig,
-                     n_images: int | None = None) -> dict[str, float]:
-    """Sample ``n_images`` (default ``eval_cfg.n_images``) images cycling through ``prompts`` from the
-    fixed evaluation noise, with the backbone's current weights, and judge them with ``oracle``.
+@dataclass(frozen=True)
+class JudgedImages:
+    """The images of one evaluation and the oracle's verdict on each (what ``evaluate_prompts`` summarises)."""
 
-    Returns ``success_rate``, ``mean_score``, ``n_eval`` and ``diversity``."""
+    prompts: list[Any]
+    """The prompt of each image (the prompt list cycled to the number of images)."""
+    images: np.ndarray
+    """uint8 ``[N, H, W, 3]``."""
+    results: list[Any]
+    """The oracle's ``OracleResult`` of each image."""
+
+    @property
+    def success(self) -> np.ndarray:
+        """bool ``[N]``: the oracle's success verdict per image."""
+        return np.array([bool(r.success) for r in self.results])
+
+    @property
+    def scores(self) -> np.ndarray:
+        """float64 ``[N]``: the oracle's score per image."""
+        return np.array([float(r.score) for r in self.results], dtype=np.float64)
+
+
+@torch.no_grad()
+def sample_and_judge(backbone, prompts: Sequence[Any], oracle, sampler_cfg, eval_cfg: EvalConfig,
+                     n_images: int | None = None) -> JudgedImages:
+    """Sample ``n_images`` (default ``eval_cfg.n_images``) images cycling through ``prompts`` from the
+    fixed evaluation noise, with the backbone's current weights, and judge each with ``oracle``.
+
+    This is the protocol itself; ``evaluate_prompts`` summarises it for eval.csv, and the base-rate
+    measurement (``hero_bench.toyworld.base_rates``) keeps the images and per-image verdicts."""
     n = eval_cfg.n_images if n_images is None else int(n_images)
     if n < 1:
         raise ConfigError(f"an evaluation needs at least one image, got {n}")
@@ -128,13 +151,18 @@ def evaluate_prompts(backbone, prompts: Sequence[Any], oracle, sampler_cfg, eval
     for start in range(0, n, eval_cfg.batch_size):
         sl = slice(start, start + eval_cfg.batch_size)
         results += list(oracle(traj.images[sl], [p.text for p in prompts[sl]], [p.metadata for p in prompts[sl]]))
-    success = np.array([bool(r.success) for r in results], dtype=np.float64)
-    score = np.array([float(r.score) for r in results], dtype=np.float64)
+    return JudgedImages(prompts=prompts, images=traj.images, results=results)
+
+
+def evaluate_prompts(backbone, prompts: Sequence[Any], oracle, sampler_cfg, eval_cfg: EvalConfig,
+                     n_images: int | None = None) -> dict[str, float]:
+    """``sample_and_judge``, summarised: ``success_rate``, ``mean_score``, ``n_eval`` and ``diversity``."""
+    judged = sample_and_judge(backbone, prompts, oracle, sampler_cfg, eval_cfg, n_images)
     return {
-        "success_rate": float(success.mean()),
-        "mean_score": float(score.mean()),
-        "n_eval": int(n),
-        "diversity": diversity(traj.images),
+        "success_rate": float(judged.success.astype(np.float64).mean()),
+        "mean_score": float(judged.scores.mean()),
+        "n_eval": len(judged.results),
+        "diversity": diversity(judged.images),
     }
 
 

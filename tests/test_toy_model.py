@@ -229,3 +229,37 @@ def test_base_rates_use_the_benchmarks_eval_protocol(tiny_toy_dir):
     assert row["ci95"][0] <= row["success_rate"] <= row["ci95"][1]
     grid = success_grid(row["_images"], row["_success"], columns=3)
     assert grid.dtype == np.uint8 and grid.shape[2] == 3
+
+
+def test_base_rates_command_writes_the_measurement_and_compares(tiny_toy_dir, tmp_path, capsys):
+    """`hero-bench base-rates` writes what measure_all measures, and --compare against the same
+    measurement finds every task inside its own interval."""
+    from hero_bench.cli import main
+    from hero_bench.toyworld.base_rates import measure_all
+
+    out = tmp_path / "rates.json"
+    args = ["base-rates", "--backbone", str(tiny_toy_dir), "--n", "4", "--task", "sanity", "--steps", "2",
+            "--no-progress"]
+    assert main([*args, "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| sanity | sanity |" in printed and "n=4, eval seed 20250" in printed
+    written = json.loads(out.read_text())
+    direct = measure_all(str(tiny_toy_dir), n=4, tasks=["sanity"], sampler_overrides={"steps": 2}, progress=False)
+    for rates in (written, direct):
+        for row in rates["tasks"]:
+            row.pop("seconds")  # wall time
+    assert written == json.loads(json.dumps(direct))
+    assert main([*args, "--compare", str(out)]) == 0
+    assert "every task inside the reference's 95% interval" in capsys.readouterr().out
+
+
+def test_base_rates_command_bad_input_is_one_line(tiny_toy_dir, tmp_path, capsys):
+    from hero_bench.cli import main
+
+    base = ["base-rates", "--backbone", str(tiny_toy_dir)]
+    for extra, message in ((["--n", "0"], "--n must be >= 1, got 0"),
+                           (["--task", "hand"], "--task hand: a paper-tier task; base-rates measures toy tasks: "),
+                           (["--compare", str(tmp_path)], f"--compare {tmp_path}: no base_rates.json there")):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"hero-bench base-rates: error: {message}") and "\n" not in err

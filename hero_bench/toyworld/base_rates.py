@@ -3,28 +3,29 @@
 For each toy task, twice: sample ``n`` images on the task's own (training) prompts and ``n`` on its
 held-out eval prompts (each cycled) with the toy tier's sampler settings and the benchmark's fixed
 eval noise seeds, judge them with the task's oracle, and report each success rate with a 95% Wilson
-interval.  The protocol is exactly that of ``hero_bench.evaluate.evaluate_model`` (same prompts,
-same seeds, same oracle), so the numbers are the epoch-0 points of the toy curves: the primary
-metric (training prompts) and the transfer column (held-out prompts).  The design asks for every
-task's base success to lie in [5%, 60%] on its held-out prompts and in [10%, 60%] on its training
-prompts, so that a method sees a few successes in every round (docs/architecture.md, "Design
-requirements").
+interval.  The sampling and judging are ``hero_bench.evaluate.sample_and_judge``, the protocol of
+``evaluate_model`` itself (same prompts, same seeds, same oracle), so the numbers are the epoch-0
+points of the toy curves: the primary metric (training prompts) and the transfer column (held-out
+prompts).  The design asks for every task's base success to lie in [5%, 60%] on its held-out
+prompts and in [10%, 60%] on its training prompts, so that a method sees a few successes in every
+round (docs/architecture.md, "Design requirements").
 
-    python -m hero_bench.toyworld.base_rates --backbone hero_bench/toyworld/pretrained/shapesworld --n 256 \
+The command line is ``hero-bench base-rates`` (``hero_bench/commands/base_rates.py``):
+
+    hero-bench base-rates --backbone hero_bench/toyworld/pretrained/shapesworld --n 256 \
         [--json OUT.json] [--figures docs/figures] [--model-card] [--compare REFERENCE]
 
-``--model-card`` (re)writes ``MODEL_CARD.md`` in the backbone folder from its
-``training_config.json`` and the measured rates.  ``--compare`` checks the rates against another
-model's ``base_rates.json`` (a rebuilt model against the shipped one: the reproduction criterion).
+``write_model_card`` (``--model-card``) renders ``MODEL_CARD.md`` in the backbone folder from its
+``training_config.json`` and the measured rates.  ``compare_rates`` (``--compare``) checks the
+rates against another model's ``base_rates.json`` (a rebuilt model against the shipped one: the
+reproduction criterion).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,7 +33,8 @@ from typing import Any, Sequence
 import numpy as np
 
 CARD_NOTES = Path(__file__).with_name("model_card_notes.md")
-"""The model card's hand-written part (measurements behind the choices), appended by --model-card."""
+"""The model card's hand-written part (measurements behind the choices), appended by
+`hero-bench base-rates --model-card`."""
 ACCEPTED_RANGE = (0.05, 0.60)
 """The pretrained model must reach each task's success on its held-out prompts with probability in
 this range (docs/architecture.md, "Design requirements")."""
@@ -66,32 +68,23 @@ def toy_sampler_config():
 def measure_task(backbone, task, sampler_cfg, n: int, seed: int, batch_size: int = 128,
                  prompt_set: str = "eval") -> dict[str, Any]:
     """Sample and judge ``n`` images of ``task`` on its ``prompt_set`` ("eval": the held-out prompts,
-    "train": its own); returns the rate, its CI, and the images/results."""
-    import torch
-
-    from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
-    from hero_bench.evaluate import cycle_prompts
-    from hero_bench.seeding import derive_seed
+    "train": its own) by the benchmark's evaluation protocol at eval seed ``seed``; returns the rate,
+    its CI, and the images/results."""
+    from hero_bench.evaluate import EvalConfig, sample_and_judge
 
     if prompt_set not in ("eval", "train"):
         raise ValueError(f"prompt_set must be 'eval' or 'train', got {prompt_set!r}")
     source = task.eval_prompts if prompt_set == "eval" else task.train_prompts
-    prompts = cycle_prompts(source, n)
-    # the two streams evaluate_model uses at epoch 0: these are the benchmark's own evaluation images
-    noise_gen = torch.Generator(device="cpu").manual_seed(derive_seed(seed, 0, "eval-noise"))
-    step_gen = torch.Generator(device="cpu").manual_seed(derive_seed(seed, 0, "eval-sampler"))
-    with torch.no_grad():
-        z_T = initial_noise(backbone, n, noise_gen)
-        cfg = dataclasses.replace(sampler_cfg, batch_size=batch_size)
-        traj = sample_trajectories(backbone, [p.text for p in prompts], z_T, cfg, step_gen)
     oracle = task.oracle_factory()
-    results = list(oracle(traj.images, [p.text for p in prompts], [p.metadata for p in prompts]))
-    success = np.array([bool(r.success) for r in results])
+    # evaluate_model's own sampling and judging: these are the benchmark's epoch-0 evaluation images
+    judged = sample_and_judge(backbone, source, oracle, sampler_cfg,
+                              EvalConfig(n_images=n, seed=seed, batch_size=batch_size))
+    success, scores = judged.success, judged.scores
     k = int(success.sum())
     lo, hi = wilson_interval(k, n)
     per_prompt = {}
     for p in source:
-        mask = np.array([q.text == p.text for q in prompts])
+        mask = np.array([q.text == p.text for q in judged.prompts])
         per_prompt[p.text] = {"n": int(mask.sum()), "successes": int(success[mask].sum())}
     return {
         "task": task.name,
@@ -100,14 +93,14 @@ def measure_task(backbone, task, sampler_cfg, n: int, seed: int, batch_size: int
         "successes": k,
         "success_rate": k / n,
         "ci95": [lo, hi],
-        "mean_score": float(np.mean([r.score for r in results])),
+        "mean_score": float(np.mean(scores)),
         "in_accepted_range": _in_range(k / n, ACCEPTED_RANGE if prompt_set == "eval" else TRAIN_ACCEPTED_RANGE),
         "per_prompt": per_prompt,
         "oracle": f"{oracle.name} v{oracle.version}",
-        "_images": traj.images,
+        "_images": judged.images,
         "_success": success,
-        "_scores": np.array([float(r.score) for r in results]),
-        "_prompts": [p.text for p in prompts],
+        "_scores": scores,
+        "_prompts": [p.text for p in judged.prompts],
     }
 
 
@@ -142,7 +135,8 @@ def _prompt_counts(r: dict[str, Any]) -> str:
     return "; ".join(f"{t} ({v['successes']}/{v['n']})" for t, v in r["per_prompt"].items())
 
 
-def _table(rows: Sequence[dict[str, Any]]) -> str:
+def rates_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of ``measure_all``'s task rows: both prompt sets, each against its accepted range."""
     lo, hi = TRAIN_ACCEPTED_RANGE
     elo, ehi = ACCEPTED_RANGE
     lines = [f"| task | category | training prompts | success [95% Wilson CI] (accepted {lo:.0%}-{hi:.0%}) "
@@ -181,7 +175,8 @@ def compare_rates(reference: dict[str, Any], rates: dict[str, Any]) -> list[dict
     return rows
 
 
-def _comparison_table(rows: Sequence[dict[str, Any]]) -> str:
+def comparison_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of ``compare_rates``'s rows."""
     lines = ["| task | reference | reference 95% CI | this model | inside |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['task']} | {r['reference_rate']:.1%} | [{r['reference_ci95'][0]:.1%}, "
@@ -302,7 +297,7 @@ an interruption); the stages are data in `hero_bench/toyworld/recipe.py`, and a 
 equal to this card's training record:
 ```
 hero-bench pretrain-toy --recipe shipped --out work --threads 2
-python -m hero_bench.toyworld.base_rates --backbone {final_dir} --n {n} --compare hero_bench/toyworld/pretrained/shapesworld
+hero-bench base-rates --backbone {final_dir} --n {n} --compare hero_bench/toyworld/pretrained/shapesworld
 ```
 The same stages as separate commands:
 ```
@@ -388,90 +383,10 @@ def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str =
         transformers_v=rec["versions"]["transformers"],
         s_steps=s["steps"], s_eta=s["eta"], s_guidance=s["guidance_scale"], s_neg=s["negative_prompt"],
         n=rates["n"], eval_seed=rates["eval_seed"], oracle=rates["tasks"][0]["oracle"] if rates["tasks"] else "?",
-        table=_table(rates["tasks"]), figures=figures,
+        table=rates_table(rates["tasks"]), figures=figures,
         stages="\n".join(stage_lines), commands="\n".join(commands), final_dir=final_dir,
         notes=("\n" + notes.strip() + "\n") if notes.strip() else "",
     )
     path = folder / "MODEL_CARD.md"
     atomic_write_text(path, text)
     return path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hero_bench.toyworld.base_rates", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", required=True, help="backbone folder (e.g. the shipped shapesworld folder)")
-    parser.add_argument("--n", type=int, default=256, help="eval images per task (default 256)")
-    parser.add_argument("--seed", type=int, default=None, help="eval noise seed (default: EvalConfig.seed)")
-    parser.add_argument("--task", action="append", default=None, help="only this task (repeatable; default all toy)")
-    parser.add_argument("--guidance", type=float, default=None, help="override the toy sampler's guidance scale")
-    parser.add_argument("--steps", type=int, default=None, help="override the toy sampler's DDIM steps")
-    parser.add_argument("--eta", type=float, default=None, help="override the toy sampler's eta")
-    parser.add_argument("--json", default=None, help="write the results as JSON here")
-    parser.add_argument("--figures", default=None, help="folder for one sample grid PNG per task")
-    parser.add_argument("--model-card", action="store_true", help="(re)write MODEL_CARD.md in the backbone folder")
-    parser.add_argument("--card-notes", default=str(CARD_NOTES), metavar="FILE",
-                        help="Markdown appended to MODEL_CARD.md (measurements behind the choices; "
-                             "default: hero_bench/toyworld/model_card_notes.md, which describes the shipped "
-                             "model; '' for none)")
-    parser.add_argument("--compare", default=None, metavar="JSON_OR_FOLDER",
-                        help="a base_rates.json (or a model folder holding one, e.g. the shipped "
-                             "hero_bench/toyworld/pretrained/shapesworld) to check these rates against: "
-                             "exit 1 unless every task lies inside the reference's 95%% interval")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-
-    from hero_bench.errors import ConfigError, HeroBenchError
-    from hero_bench.io import atomic_write_json
-
-    try:
-        if args.n < 1:
-            raise ConfigError(f"--n must be >= 1, got {args.n}")
-        reference = None
-        if args.compare:
-            ref_path = Path(args.compare)
-            ref_path = ref_path / "base_rates.json" if ref_path.is_dir() else ref_path
-            if not ref_path.is_file():
-                raise ConfigError(f"--compare {args.compare}: no base_rates.json there")
-            reference = json.loads(ref_path.read_text())
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        overrides = {k: v for k, v in (("guidance_scale", args.guidance), ("steps", args.steps), ("eta", args.eta))
-                     if v is not None}
-        rates = measure_all(args.backbone, n=args.n, seed=args.seed, tasks=args.task,
-                            sampler_overrides=overrides, figures=args.figures, progress=not args.no_progress)
-        if args.json:
-            atomic_write_json(args.json, rates)
-        if args.model_card:
-            notes = Path(args.card_notes).read_text() if args.card_notes else ""
-            write_model_card(args.backbone, rates, notes=notes)
-        comparison = None if reference is None else compare_rates(reference, rates)
-    except HeroBenchError as exc:
-        print(f"base_rates: error: {exc}", file=sys.stderr)
-        return 2
-    s = rates["sampler"]
-    print(f"backbone {rates['backbone']}; DDIM {s['steps']} steps, eta {s['eta']}, guidance {s['guidance_scale']}; "
-          f"n={rates['n']}, eval seed {rates['eval_seed']}")
-    print(_table(rates["tasks"]))
-    outside = [r["task"] for r in rates["tasks"] if not r["in_accepted_range"]]
-    if outside:
-        print(f"held-out prompts outside the accepted range {ACCEPTED_RANGE}: {', '.join(outside)}")
-    outside = [r["task"] for r in rates["tasks"] if not r["train"]["in_accepted_range"]]
-    if outside:
-        print(f"training prompts outside the accepted range {TRAIN_ACCEPTED_RANGE}: {', '.join(outside)}")
-    if comparison is not None:
-        print(f"\ncompared with {args.compare}:")
-        print(_comparison_table(comparison))
-        missed = [r["task"] for r in comparison if not r["inside"]]
-        if missed:
-            print(f"outside the reference's 95% interval: {', '.join(missed)}")
-            return 1
-        print("every task inside the reference's 95% interval")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
