@@ -261,7 +261,7 @@ def profile_epoch(method: str, images: int, *, task: str = "sanity", tier: str =
             clock, unet_calls = Clock(), []
             with instrument(run, clock, unet_calls):
                 clock.restart()
-                run.run_epoch(state, run.method.batch_size(cfg.budget), None)
+                run.run_epoch(state, run.method.batch_size(cfg.budget))
                 clock._charge()
 
             first_grad = next((c[2] for c in unet_calls if c[1]), None)

@@ -21,20 +21,20 @@ are rewritten from the checkpoint, so a crash between the checkpoint and the CSV
 nothing.  A run killed at any moment and restarted with the same command therefore ends with the
 same eval.csv and ledger.jsonl, bitwise on CPU, as an uninterrupted run.  A finished run
 (DONE.json) restarted does nothing.
+
+The loop only computes and writes.  What a run shows on the console, and the points where the
+resume tests crash it, are callbacks (``hero_bench.run_hooks``) that ``train`` installs.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from hero_bench.algorithms import get_algorithm
 from hero_bench.algorithms.base import RunContext
@@ -43,8 +43,9 @@ from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
 from hero_bench.diffusion.lora import add_lora, load_lora_state_dict, lora_state_dict, save_lora
 from hero_bench.errors import ConfigError, HeroBenchError
 from hero_bench.evaluate import eval_row, evaluate_model, rows_to_csv
-from hero_bench.feedback import FeedbackLedger, SimulatedEvaluator
+from hero_bench.feedback import SimulatedEvaluator
 from hero_bench.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from hero_bench.ledger import FeedbackLedger
 from hero_bench.provenance import environment, git_sha, run_config_hash
 from hero_bench.results import EVAL_COLUMNS
 from hero_bench.run_config import (
@@ -57,33 +58,11 @@ from hero_bench.run_config import (
     RunConfig,
     config_yaml,
 )
+from hero_bench.run_hooks import ConsoleProgress, HookList, RunHooks, crash_from_env
 from hero_bench.seeding import derive_seed
 from hero_bench.tasks import TASK_TIER_OF_RUN_TIER, get_task, list_tasks
 
 CHECKPOINT_FORMAT = 1
-
-# Crash injection for the resume tests: HERO_BENCH_CRASH_AT=<point> ends the process with
-# os._exit(CRASH_EXIT_CODE) (no cleanup, like a kill) when the loop reaches <point>; with
-# HERO_BENCH_CRASH_MODE=raise it raises InjectedCrash instead (in-process tests).  Points:
-# "start.after_checkpoint", "epoch<E>.<phase>" with phase in CRASH_PHASES, "end.before_done".
-CRASH_ENV = "HERO_BENCH_CRASH_AT"
-CRASH_MODE_ENV = "HERO_BENCH_CRASH_MODE"
-CRASH_EXIT_CODE = 75
-CRASH_PHASES = ("after_sampling", "after_feedback", "after_update", "after_eval", "after_checkpoint")
-
-
-class InjectedCrash(RuntimeError):
-    """Raised at a crash-injection point when HERO_BENCH_CRASH_MODE=raise."""
-
-
-def crash_point(name: str) -> None:
-    if os.environ.get(CRASH_ENV) == name:
-        if os.environ.get(CRASH_MODE_ENV) == "raise":
-            raise InjectedCrash(name)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(CRASH_EXIT_CODE)
-
 
 # --------------------------------------------------------------------------------------------
 # State
@@ -131,10 +110,12 @@ def epochs_to_budget(method, budget: int) -> list[int]:
 class Run:
     """A run directory being trained (``train`` below is the entry point)."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = True):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = True, hooks: Sequence[RunHooks] = ()):
+        """``progress`` installs the console hook (a progress bar and a line per epoch on stderr);
+        ``hooks`` are further callbacks of the loop (``hero_bench.run_hooks``)."""
         self.cfg = cfg
         self.dir = Path(run_dir)
-        self.progress = progress
+        self.hooks = HookList(([ConsoleProgress()] if progress else []) + list(hooks))
 
     # -- setup --------------------------------------------------------------------------------
     def check_config(self) -> None:
@@ -230,71 +211,60 @@ class Run:
     def train(self) -> RunState | None:
         self.check_config()
         if (self.dir / DONE_FILE).exists():
-            self.say(f"{self.dir}: run already complete ({DONE_FILE} exists); nothing to do")
+            self.hooks.already_complete(self)
             return None
         t_start = time.perf_counter()
         self.setup()
-        cfg, method = self.cfg, self.method
-        sizes = epochs_to_budget(method, cfg.budget)
-        self.print_sizes(sizes)
-
-        if (self.dir / CHECKPOINT_FILE).exists():
-            state = self.load_checkpoint()
-            self.say(f"resuming {self.dir} after epoch {state.epoch} (feedback used {state.feedback_used}/{cfg.budget})")
-        else:
-            state = RunState()
-            if cfg.eval.at_start or not method.trains:
-                t0 = time.perf_counter()
-                row = self.evaluate(state)
-                transfer = row.get("transfer_success_rate")
-                self.say(f"epoch 0 (pretrained): eval success {row['success_rate']:.3f} on the task's prompts"
-                         + (f", transfer {transfer:.3f} on held-out prompts" if transfer is not None else "") + " "
-                         f"({time.perf_counter() - t0:.1f}s)")
-            self.save_checkpoint(state)
-            crash_point("start.after_checkpoint")
+        self.hooks.planned(self, epochs_to_budget(self.method, self.cfg.budget))
+        state = self.start()
         self.write_tables(state)
 
-        bar = self.progress_bar(state)
+        self.hooks.training(self, state)
         try:
-            while True:
-                n = method.batch_size(cfg.budget - state.feedback_used) if method.trains else 0
-                if n == 0:
-                    break
-                self.run_epoch(state, n, bar)
+            while (n := self.next_batch_size(state)) > 0:
+                self.run_epoch(state, n)
         finally:
-            if bar is not None:
-                bar.close()
+            self.hooks.closed(self)
 
-        crash_point("end.before_done")
-        final = state.eval_rows[-1] if state.eval_rows else {}
-        atomic_write_json(self.dir / DONE_FILE, {
-            "run_id": cfg.run_id,
-            "epochs": state.epoch,
-            "feedback_used": state.feedback_used,
-            "queries": state.queries,
-            "images_generated": state.images_generated,
-            "final_success_rate": final.get("success_rate"),
-            "final_transfer_success_rate": final.get("transfer_success_rate"),
-            "config_hash": self.config_hash,
-            "git_sha": self.git_sha,
-            "wall_s_this_process": round(time.perf_counter() - t_start, 3),
-            "environment": environment(),
-        })
+        self.hooks.reached("end.before_done")
+        self.write_done(state, time.perf_counter() - t_start)
         return state
 
-    def run_epoch(self, state: RunState, n: int, bar) -> None:
+    def start(self) -> RunState:
+        """The state the epochs continue from: the checkpoint's, or a fresh run's (the pretrained
+        model evaluated as epoch 0 when scheduled, and checkpointed)."""
+        if (self.dir / CHECKPOINT_FILE).exists():
+            state = self.load_checkpoint()
+            self.hooks.resumed(self, state)
+            return state
+        state = RunState()
+        if self.cfg.eval.at_start or not self.method.trains:
+            t0 = time.perf_counter()
+            row = self.evaluate(state)
+            self.hooks.evaluated_pretrained(self, row, time.perf_counter() - t0)
+        self.save_checkpoint(state)
+        self.hooks.reached("start.after_checkpoint")
+        return state
+
+    def next_batch_size(self, state: RunState) -> int:
+        """The next epoch's batch, sized from the run's own counter (0: the run is over)."""
+        if not self.method.trains:
+            return 0
+        return self.method.batch_size(self.cfg.budget - state.feedback_used)
+
+    def run_epoch(self, state: RunState, n: int) -> None:
         cfg, method = self.cfg, self.method
         epoch = state.epoch + 1
         t0 = time.perf_counter()
         batch = method.sample(epoch, n)
         t1 = time.perf_counter()
-        crash_point(f"epoch{epoch}.after_sampling")
+        self.hooks.reached(f"epoch{epoch}.after_sampling")
         feedback = method.label(epoch, batch)
         t2 = time.perf_counter()
-        crash_point(f"epoch{epoch}.after_feedback")
+        self.hooks.reached(f"epoch{epoch}.after_feedback")
         metrics = method.update(epoch, batch, feedback)
         t3 = time.perf_counter()
-        crash_point(f"epoch{epoch}.after_update")
+        self.hooks.reached(f"epoch{epoch}.after_update")
 
         state.epoch = epoch
         state.feedback_used += n
@@ -308,66 +278,33 @@ class Run:
         if epoch % cfg.eval.every_epochs == 0 or last:
             self.evaluate(state)
             eval_s = time.perf_counter() - t3
-        crash_point(f"epoch{epoch}.after_eval")
+        self.hooks.reached(f"epoch{epoch}.after_eval")
         row = {"epoch": epoch, "n_images": n, "feedback_used": state.feedback_used, "queries": state.queries,
                "images_generated": state.images_generated, **metrics,
                "sample_s": round(t1 - t0, 3), "label_s": round(t2 - t1, 3), "update_s": round(t3 - t2, 3),
                "eval_s": round(eval_s, 3), "epoch_s": round(time.perf_counter() - t0, 3)}
         state.train_rows.append(row)
         self.save_checkpoint(state)
-        crash_point(f"epoch{epoch}.after_checkpoint")
+        self.hooks.reached(f"epoch{epoch}.after_checkpoint")
         self.write_tables(state)
-        self.report_epoch(state, row, bar)
+        self.hooks.epoch_done(self, state, row)
 
-    # -- printing -------------------------------------------------------------------------------
-    def say(self, text: str) -> None:
-        if self.progress:
-            tqdm.write(text, file=sys.stderr)
-
-    def print_sizes(self, sizes: list[int]) -> None:
-        cfg, method = self.cfg, self.method
-        if not method.trains:
-            self.say(f"{cfg.run_id}: no training; evaluating the pretrained model on {cfg.eval.n_images} images")
-            return
-        left = cfg.budget - sum(sizes)
-        self.say(
-            f"{cfg.run_id}: {method.images_per_epoch()} images per epoch, {len(sizes)} epoch(s) to the budget of "
-            f"{cfg.budget} (batches {_runs(sizes)}{f'; {left} label(s) left unspent' if left else ''}), "
-            f"{method.optimizer_steps(method.images_per_epoch())} optimizer step(s) per epoch, "
-            f"{cfg.sampler.steps} sampling steps; eval of {cfg.eval.n_images} images every "
-            f"{cfg.eval.every_epochs} epoch(s) -> {self.dir}"
-        )
-
-    def progress_bar(self, state: RunState):
-        if not self.progress or not self.method.trains:
-            return None
-        return tqdm(total=self.cfg.budget, initial=state.feedback_used, unit="fb", desc=self.cfg.run_id,
-                    file=sys.stderr, dynamic_ncols=True, leave=True)
-
-    def report_epoch(self, state: RunState, row: dict, bar) -> None:
-        shown = {"success": row.get("train_success"), "loss": row.get("loss"), "kl": row.get("approx_kl"),
-                 "triplet": row.get("triplet_loss")}
-        post = {k: f"{v:.3g}" for k, v in shown.items() if v is not None}
-        if state.eval_rows and state.eval_rows[-1]["epoch"] == state.epoch:
-            post["eval"] = f"{state.eval_rows[-1]['success_rate']:.3f}"
-        if bar is not None:
-            bar.update(row["n_images"])
-            bar.set_postfix(post, refresh=True)
-        self.say(f"epoch {state.epoch}: feedback {state.feedback_used}/{self.cfg.budget} "
-                 + " ".join(f"{k}={v}" for k, v in post.items()) + f" ({row['epoch_s']:.1f}s)")
-
-
-def _runs(sizes: list[int]) -> str:
-    """[64, 64, 64, 20] -> '3×64 + 20'."""
-    out: list[str] = []
-    i = 0
-    while i < len(sizes):
-        j = i
-        while j < len(sizes) and sizes[j] == sizes[i]:
-            j += 1
-        out.append(f"{j - i}×{sizes[i]}" if j - i > 1 else str(sizes[i]))
-        i = j
-    return " + ".join(out) if out else "none"
+    def write_done(self, state: RunState, wall_s: float) -> None:
+        """DONE.json: the run's totals, final success and provenance; its presence ends the run."""
+        final = state.eval_rows[-1] if state.eval_rows else {}
+        atomic_write_json(self.dir / DONE_FILE, {
+            "run_id": self.cfg.run_id,
+            "epochs": state.epoch,
+            "feedback_used": state.feedback_used,
+            "queries": state.queries,
+            "images_generated": state.images_generated,
+            "final_success_rate": final.get("success_rate"),
+            "final_transfer_success_rate": final.get("transfer_success_rate"),
+            "config_hash": self.config_hash,
+            "git_sha": self.git_sha,
+            "wall_s_this_process": round(wall_s, 3),
+            "environment": environment(),
+        })
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
@@ -379,6 +316,11 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
     return set() if a == b else {prefix.rstrip(".")}
 
 
-def train(cfg: RunConfig, run_dir: str | Path, progress: bool = True) -> RunState | None:
-    """Train (or resume, or skip if complete) the run ``cfg`` in ``run_dir``."""
-    return Run(cfg, run_dir, progress=progress).train()
+def train(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
+          hooks: Sequence[RunHooks] = ()) -> RunState | None:
+    """Train (or resume, or skip if complete) the run ``cfg`` in ``run_dir``.
+
+    ``progress`` shows a progress bar and a line per epoch on stderr; ``hooks`` are further
+    callbacks (a test's ``run_hooks.CrashAt``).  HERO_BENCH_CRASH_AT in the environment installs a
+    crash point as well, so that a test can kill a command-line run (``run_hooks.crash_from_env``)."""
+    return Run(cfg, run_dir, progress=progress, hooks=crash_from_env() + list(hooks)).train()

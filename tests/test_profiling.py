@@ -63,7 +63,7 @@ def test_profiling_changes_no_result(tiny_backbone_dir, tmp_path):
     run.setup()
     state = RunState()
     run.evaluate(state)
-    run.run_epoch(state, run.method.batch_size(cfg.budget), None)
+    run.run_epoch(state, run.method.batch_size(cfg.budget))
     profiled = torch.load(tmp_path / "profiled" / "checkpoint.pt", weights_only=True)
     plain = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=True)
     assert profiled["lora"].keys() == plain["lora"].keys()

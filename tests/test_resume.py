@@ -14,7 +14,17 @@ import pytest
 import torch
 
 from hero_bench.presets import build_run_config
-from hero_bench.runner import CRASH_ENV, CRASH_EXIT_CODE, CRASH_MODE_ENV, InjectedCrash, train
+from hero_bench.run_hooks import (
+    CRASH_ENV,
+    CRASH_EXIT_CODE,
+    CRASH_MODE_ENV,
+    CRASH_PHASES,
+    CrashAt,
+    InjectedCrash,
+    RunHooks,
+    crash_from_env,
+)
+from hero_bench.runner import train
 from oracles.base import OracleResult
 
 
@@ -57,31 +67,63 @@ def assert_same_results(reference, resumed):
     assert json.loads((resumed / "DONE.json").read_text())["feedback_used"] == BUDGET
 
 
-def crash_then_resume(method, backbone_dir, run_dir, monkeypatch, points):
+def crash_then_resume(method, backbone_dir, run_dir, points):
     """Run, crashing at each of ``points`` in turn (each restart resumes), then run to the end."""
-    monkeypatch.setenv(CRASH_MODE_ENV, "raise")
     for point in points:
-        monkeypatch.setenv(CRASH_ENV, point)
         with pytest.raises(InjectedCrash, match=point):
-            train(config(method, backbone_dir), run_dir, progress=False)
+            train(config(method, backbone_dir), run_dir, progress=False, hooks=[CrashAt(point)])
         assert not (run_dir / "DONE.json").exists()
-    monkeypatch.delenv(CRASH_ENV)
     train(config(method, backbone_dir), run_dir, progress=False)
+
+
+class PointRecorder(RunHooks):
+    """The crash points a run passes, in order."""
+
+    def __init__(self):
+        self.points = []
+
+    def reached(self, point):
+        self.points.append(point)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_backbone_dir):
-    """Uninterrupted runs, one per method, computed on first use."""
+    """Uninterrupted runs, one per method, computed on first use; ``reference.points[method]``
+    are the crash points the run passed."""
     runs = {}
 
     def get(method):
         if method not in runs:
             out = tmp_path_factory.mktemp(f"ref_{method}")
-            train(config(method, tiny_backbone_dir), out, progress=False)
+            recorder = PointRecorder()
+            train(config(method, tiny_backbone_dir), out, progress=False, hooks=[recorder])
             runs[method] = out
+            get.points[method] = recorder.points
         return runs[method]
 
+    get.points = {}
     return get
+
+
+def test_the_loop_passes_every_crash_point_in_order(reference):
+    """The points the crash tests below name are real moments of the loop, in this order."""
+    reference("hero")
+    epochs = [f"epoch{e}.{phase}" for e in (1, 2, 3) for phase in CRASH_PHASES]  # 12 labels, 4 per epoch
+    assert reference.points["hero"] == ["start.after_checkpoint", *epochs, "end.before_done"]
+
+
+def test_crash_point_from_the_environment(monkeypatch):
+    """HERO_BENCH_CRASH_AT installs a crash point (a real kill, or InjectedCrash with _MODE=raise)."""
+    monkeypatch.delenv(CRASH_ENV, raising=False)
+    assert crash_from_env() == []
+    monkeypatch.setenv(CRASH_ENV, "epoch2.after_eval")
+    monkeypatch.setenv(CRASH_MODE_ENV, "raise")
+    [hook] = crash_from_env()
+    hook.reached("epoch2.after_update")  # another point: nothing happens
+    with pytest.raises(InjectedCrash, match="epoch2.after_eval"):
+        hook.reached("epoch2.after_eval")
+    monkeypatch.delenv(CRASH_MODE_ENV)
+    assert crash_from_env()[0].exit_process  # the kill itself: test_killed_process_resumes_from_the_command_line
 
 
 @pytest.mark.parametrize("points", [
@@ -92,8 +134,8 @@ def reference(tmp_path_factory, tiny_backbone_dir):
     ["epoch2.after_checkpoint"],  # checkpoint written, eval.csv/train_log.csv not yet rewritten
     ["end.before_done"],
 ], ids=lambda p: "+".join(p))
-def test_hero_resume_after_crash_is_identical(points, reference, tmp_path, tiny_backbone_dir, monkeypatch):
-    crash_then_resume("hero", tiny_backbone_dir, tmp_path, monkeypatch, points)
+def test_hero_resume_after_crash_is_identical(points, reference, tmp_path, tiny_backbone_dir):
+    crash_then_resume("hero", tiny_backbone_dir, tmp_path, points)
     assert_same_results(reference("hero"), tmp_path)
 
 
@@ -108,13 +150,13 @@ def test_resume_replays_labels_instead_of_asking_again(reference, tmp_path, tiny
         return real_ask(self, images, prompts, metadata)
 
     monkeypatch.setattr(feedback.SimulatedEvaluator, "_ask", counting_ask)
-    crash_then_resume("hero", tiny_backbone_dir, tmp_path, monkeypatch, ["epoch2.after_feedback"])
+    crash_then_resume("hero", tiny_backbone_dir, tmp_path, ["epoch2.after_feedback"])
     assert calls == [4, 4, 4]  # epochs 1, 2 (before the crash) and 3; epoch 2 was replayed
     assert_same_results(reference("hero"), tmp_path)
 
 
-def test_ddpo_resume_restores_the_stat_tracker(reference, tmp_path, tiny_backbone_dir, monkeypatch):
-    crash_then_resume("ddpo", tiny_backbone_dir, tmp_path, monkeypatch, ["epoch3.after_feedback"])
+def test_ddpo_resume_restores_the_stat_tracker(reference, tmp_path, tiny_backbone_dir):
+    crash_then_resume("ddpo", tiny_backbone_dir, tmp_path, ["epoch3.after_feedback"])
     assert_same_results(reference("ddpo"), tmp_path)
 
 
@@ -144,7 +186,7 @@ def test_d3po_resume_after_crash_is_identical(tmp_path, tiny_backbone_dir, monke
     train(config("d3po", tiny_backbone_dir), tmp_path / "ref", progress=False)
     log = train_log_without_timings(tmp_path / "ref")
     assert all(float(r["n_pairs"]) > 0 for r in log)  # D3PO really trained
-    crash_then_resume("d3po", tiny_backbone_dir, tmp_path / "resumed", monkeypatch, ["epoch2.after_update"])
+    crash_then_resume("d3po", tiny_backbone_dir, tmp_path / "resumed", ["epoch2.after_update"])
     assert_same_results(tmp_path / "ref", tmp_path / "resumed")
 
 

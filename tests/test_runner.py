@@ -353,3 +353,27 @@ def test_transfer_images_zero_leaves_the_transfer_columns_empty(hero_run, tmp_pa
     df = gather([out / "eval.csv"])
     assert df[list(TRANSFER_COLUMNS)].isna().all().all()
     assert "transfer" not in set(summarise(df, budgets=[8], reps=10).metric)
+
+
+def test_console_progress_says_what_the_run_does(capsys):
+    """The console is a hook of the loop (hero_bench.run_hooks); its lines on a stand-in run."""
+    from types import SimpleNamespace
+
+    from hero_bench.run_hooks import ConsoleProgress
+    from hero_bench.runner import RunState
+
+    method = SimpleNamespace(trains=True, images_per_epoch=lambda: 4, optimizer_steps=lambda n: n // 2)
+    cfg = SimpleNamespace(run_id="toy/sanity/hero/seed0", budget=10, sampler=SimpleNamespace(steps=2),
+                          eval=SimpleNamespace(n_images=4, every_epochs=1))
+    run = SimpleNamespace(cfg=cfg, method=method, dir="RUN")
+    console = ConsoleProgress()
+    console.planned(run, [4, 4])
+    state = RunState(epoch=1, feedback_used=4, eval_rows=[{"epoch": 1, "success_rate": 0.25}])
+    console.training(run, RunState())
+    console.epoch_done(run, state, {"n_images": 4, "epoch_s": 1.0, "loss": 0.5})
+    console.closed(run)
+    err = capsys.readouterr().err
+    assert ("toy/sanity/hero/seed0: 4 images per epoch, 2 epoch(s) to the budget of 10 (batches 2×4; "
+            "2 label(s) left unspent), 2 optimizer step(s) per epoch") in err
+    assert "epoch 1: feedback 4/10 loss=0.5 eval=0.250 (1.0s)" in err
+    assert console.bar is None  # closed
