@@ -26,7 +26,9 @@ on the task's prompts, transfer_success_rate etc. on held-out prompts) and DONE.
 
 Resume: rerunning the same command continues from OUT/checkpoint.pt; labels already given are
 replayed from the ledger, and the results equal those of an uninterrupted run.  A finished run
-(DONE.json present) is left alone.  A different config in an existing OUT is an error.
+(DONE.json present) is left alone.  A different config in an existing OUT is an error, unless
+--replace-stale moves that old run aside to OUT.replaced-<UTC time> (nothing is deleted) and starts
+afresh; the workflow trains with it, so changed settings retrain a run instead of failing the job.
 
 examples:
   hero-bench train --tier smoke --task anomaly --method hero --seed 0 --budget 16 --out runs/smoke-hero
@@ -66,6 +68,10 @@ def add_arguments(parser) -> None:
                              "reproducible for a fixed thread count")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config as YAML and exit without training")
+    parser.add_argument("--replace-stale", action="store_true",
+                        help="when RUN_DIR holds a run whose config.yaml differs from this one, move that run "
+                             "to RUN_DIR.replaced-<UTC time> and start afresh (default: stop with an error); "
+                             "a run with the same config is resumed either way. Says which happened")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
@@ -87,6 +93,8 @@ def run(args) -> int:
     if args.print_config:
         print(config_yaml(cfg), end="")
         return 0
+    if args.replace_stale:
+        print(replace_stale_run(cfg, args.out), flush=True)
     state = train(cfg, args.out, progress=not args.quiet)
     if state is not None and not args.quiet:
         final = state.eval_rows[-1] if state.eval_rows else None
@@ -96,3 +104,42 @@ def run(args) -> int:
         print(f"{cfg.run_id}: done after {state.epoch} epoch(s), feedback {state.feedback_used}/{cfg.budget}"
               f"{summary} -> {args.out}")
     return 0
+
+
+def replace_stale_run(cfg, run_dir) -> str:
+    """Move ``run_dir`` aside when it holds a run of another config; returns what it found, as a line.
+
+    "Another config" is what the runner would refuse to resume: its own check (``Run.check_config``,
+    the parsed config.yaml against ``cfg``) decides, so the two never disagree.  A config.yaml that
+    cannot be parsed counts as another config.  The old run is renamed to
+    ``<run_dir>.replaced-<UTC time>``, never deleted: its labels and checkpoints may still be wanted.
+    """
+    import re
+    import time
+    from pathlib import Path
+
+    import yaml
+
+    from hero_bench.errors import ConfigError
+    from hero_bench.run_config import CONFIG_FILE
+    from hero_bench.runner import Run
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).exists():
+        return f"train: {run_dir} holds no run yet: starting it"
+    try:
+        Run(cfg, run_dir, progress=False).check_config()  # with a config.yaml present it only compares
+        return f"train: {run_dir} holds this run's config: resuming it"
+    except ConfigError as exc:
+        differs = re.search(r"differs in: [^)]*", str(exc))
+        why = f" ({differs.group(0)})" if differs else ""
+    except yaml.YAMLError:
+        why = f" ({CONFIG_FILE} cannot be read)"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stale = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+    n = 1
+    while stale.exists():  # replaced twice within one second
+        n += 1
+        stale = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}-{n}")
+    run_dir.rename(stale)
+    return f"train: the settings of {run_dir} changed{why}; old run moved to {stale}; starting afresh"

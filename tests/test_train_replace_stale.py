@@ -1,0 +1,77 @@
+"""`hero-bench train --replace-stale`: the workflow's decision between resuming a run folder and
+moving it aside, made by the CLI (the training rules pass the flag; tests/test_workflow.py checks
+that they do)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from hero_bench.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# a smoke-tier HERO run small enough for a test: one epoch of 4 images, 2 sampling steps
+MICRO = ["sampler.steps=2", "eval.n_images=4", "eval.batch_size=4", "hero.images_per_epoch=4",
+         "hero.triplet_passes=2", "hero.ppo.timesteps_per_sample=1", "hero.ppo.train_batch_size=4"]
+
+
+def train_args(backbone, out, budget=4):
+    args = ["train", "--tier", "smoke", "--task", "anomaly", "--method", "hero", "--seed", "0",
+            "--budget", str(budget), "--backbone", str(backbone), "--out", str(out), "--quiet"]
+    for item in MICRO:
+        args += ["--set", item]
+    return args
+
+
+@pytest.fixture
+def finished(tmp_path, tiny_backbone_dir):
+    """A finished micro run in tmp_path/run, trained without the flag."""
+    run = tmp_path / "run"
+    assert main(train_args(tiny_backbone_dir, run)) == 0
+    assert (run / "DONE.json").exists()
+    return run
+
+
+def test_same_config_resumes_in_place(finished, tiny_backbone_dir, capsys):
+    eval_csv = (finished / "eval.csv").read_bytes()
+    # a job killed before its outputs: the rerun must continue the folder, not replace it
+    (finished / "DONE.json").unlink()
+    (finished / "eval.csv").unlink()
+    capsys.readouterr()
+    assert main(train_args(tiny_backbone_dir, finished) + ["--replace-stale"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"train: {finished} holds this run's config: resuming it"
+    assert not list(finished.parent.glob("run.replaced-*"))
+    assert (finished / "DONE.json").exists()
+    assert (finished / "eval.csv").read_bytes() == eval_csv  # rewritten from the checkpoint, not retrained
+
+
+def test_changed_config_moves_the_old_run_aside_and_starts_afresh(finished, tiny_backbone_dir, capsys):
+    old_config = (finished / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(train_args(tiny_backbone_dir, finished, budget=8) + ["--replace-stale"]) == 0
+    (stale,) = finished.parent.glob("run.replaced-*")
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"train: the settings of {finished} changed (differs in: budget); old run moved to {stale}; "
+        "starting afresh")
+    # the old run is kept whole; the new one is a complete run of the new settings
+    assert (stale / "config.yaml").read_text() == old_config
+    assert (stale / "checkpoint.pt").exists() and (stale / "DONE.json").exists()
+    assert yaml.safe_load((finished / "config.yaml").read_text())["budget"] == 8
+    assert (finished / "DONE.json").exists()
+
+
+def test_changed_config_without_the_flag_is_an_error(finished, tiny_backbone_dir, capsys):
+    assert main(train_args(tiny_backbone_dir, finished, budget=8)) == 2
+    assert "already holds a run with a different config (differs in: budget)" in capsys.readouterr().err
+    assert not list(finished.parent.glob("run.replaced-*"))
+
+
+def test_a_new_folder_just_starts(tmp_path, tiny_backbone_dir, capsys):
+    run = tmp_path / "fresh"
+    assert main(train_args(tiny_backbone_dir, run) + ["--replace-stale", "--print-config"]) == 0
+    assert not run.exists()  # --print-config decides nothing and touches nothing
+    capsys.readouterr()
+    assert main(train_args(tiny_backbone_dir, run) + ["--replace-stale"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"train: {run} holds no run yet: starting it"
+    assert (run / "DONE.json").exists()
