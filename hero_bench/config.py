@@ -12,6 +12,7 @@ import ast
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from typing import Any, Mapping, TypeVar
@@ -48,7 +49,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{where}: {value!r} matches none of {annotation}")
+        raise ConfigError(f"{where}: {value!r} is not accepted; expected {_describe(annotation)}")
     if origin is typing.Literal:
         if value in args:
             return value
@@ -89,14 +90,28 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
-            return float(value)
+            out = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        # no setting means anything at NaN or infinity; they would only surface as NaN losses later
+        if not math.isfinite(out):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return out
     if annotation is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return str(value)
     return value
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", bool: "true/false", str: "a string", type(None): "null"}
+
+
+def _describe(annotation: Any) -> str:
+    """``int | None`` -> "an integer or null": the accepted values in words, for error messages."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(annotation))
+    return _KIND_NAMES.get(annotation, str(annotation))
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") -> T:
