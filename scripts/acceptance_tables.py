@@ -1,6 +1,10 @@
-"""Tables of a toy acceptance grid (scripts/toy_acceptance.sh) that `hero-bench report` does not make.
+"""Tables of a toy acceptance grid that `hero-bench report` does not make.
 
-    python scripts/acceptance_tables.py results/acceptance-512 > results/acceptance-512/tables/acceptance.md
+    snakemake --cores 2 --configfile workflows/config/toy-acceptance.yaml
+    python scripts/acceptance_tables.py results > results/tables/acceptance.md
+
+ROOT is the folder holding runs/toy/ and summary/runs.csv: the workflow's `results`, or a
+published grid such as results/published/acceptance-512.
 
 1. Held-out success at the final budget per task and method: mean and the per-seed values (the
    issue asks for the mean over seeds; the report's IQM tables are next to this file).
@@ -10,8 +14,9 @@
 3. Wall time per epoch (sampling, update, whole epoch without evaluation), mean over epochs and seeds.
 4. HERO's reward diagnostics: how well the similarity reward ranks good over bad images (AUROC),
    with this round's representation and with the one learned from earlier rounds.
-5. When scripts/train_prompt_eval.sh has run: each run's last adapter on the training prompts with
-   the fixed eval noise (eval_train.csv), next to the pretrained model on the same images.
+5. When the workflow ran with train_prompt_eval: true (rule evaluate_train_prompts): each run's
+   last adapter on the training prompts with the fixed eval noise (eval_train.csv), next to the
+   pretrained model on the same images.
 """
 
 from __future__ import annotations
@@ -83,7 +88,8 @@ def _train_prompt_rows(root: Path) -> pd.DataFrame:
 
 def train_prompt_eval(rows: pd.DataFrame) -> str:
     if rows.empty:
-        return "(no eval_train.csv yet: run scripts/train_prompt_eval.sh)"
+        return ("(no eval_train.csv yet: run the workflow again with --config train_prompt_eval=true, "
+                "which retrains nothing)")
     last = rows.sort_values("epoch").groupby(["task", "method", "seed"]).tail(1)
     cols = [m for m in METHODS if m in set(last.method)]
     lines = ["| task | " + " | ".join(cols) + " | images per run |", "|---" * (len(cols) + 2) + "|"]

@@ -25,7 +25,7 @@ SNAKEFILE = REPO / "Snakefile"
 CONFIG_DIR = REPO / "workflows" / "config"
 SCHEMA = REPO / "workflows" / "schemas" / "config.schema.yaml"
 GPU_SLOT = REPO / "workflows" / "profiles" / "local" / "gpu_slot.py"
-CONFIGS = ["smoke", "toy", "toy-full", "paper"]
+CONFIGS = ["smoke", "toy", "toy-full", "toy-acceptance", "paper"]
 TIMEOUT = 120
 
 
@@ -315,14 +315,20 @@ if cmd == "build-tiny":
     open(os.path.join(opt("--out"), "model_index.json"), "w").write("{}")
 elif cmd == "train":
     out = opt("--out")
-    resolved = json.dumps([a for a in args if a not in ("--print-config", "--out", out)]) + "\n"
+    resolved = json.dumps([a for a in args if a not in ("--print-config", "--replace-stale", "--out", out)]) + "\n"
     if "--print-config" in args:
         sys.stdout.write(resolved)
         sys.exit(0)
-    os.makedirs(out, exist_ok=True)
     config = os.path.join(out, "config.yaml")
     if os.path.exists(config) and open(config).read() != resolved:
-        sys.exit(f"{out} already holds a run with a different config")
+        if "--replace-stale" not in args:
+            sys.exit(f"{out} already holds a run with a different config")
+        # what the real --replace-stale does (tests/test_train_replace_stale.py runs the real one)
+        os.rename(out, out + ".replaced-fake")
+        print(f"train: the settings of {out} changed; old run moved to {out}.replaced-fake; starting afresh")
+    elif os.path.exists(config) and "--replace-stale" in args:
+        print(f"train: {out} holds this run's config: resuming it")
+    os.makedirs(out, exist_ok=True)
     open(config, "w").write(resolved)
     open(os.path.join(out, "checkpoint.pt"), "w").write("ckpt")
     if os.environ.get("FAKE_HERO_FAIL") == opt("--method"):
@@ -331,6 +337,8 @@ elif cmd == "train":
         "task,method,seed,feedback_used,success_rate\n"
         f"{opt('--task')},{opt('--method')},{opt('--seed')},{opt('--budget')},0.5\n")
     open(os.path.join(out, "DONE.json"), "w").write("{}")
+elif cmd == "evaluate":
+    open(opt("--out"), "w").write(f"task,method,seed,epoch,success_rate,prompt_set\n{args[1]},0,0.5,train\n")
 elif cmd == "gather":
     rows = [open(p).read().splitlines() for p in args[3:]]
     open(opt("--out"), "w").write("\n".join([rows[0][0]] + [r[1] for r in rows]) + "\n")
@@ -418,6 +426,7 @@ def test_rules_pass_the_documented_cli_arguments(finished_fake_run):
         assert f"eval.every_epochs={cfg['evaluation']['every_epochs']}" in c
         assert f"eval.n_images={cfg['evaluation']['images']}" in c
         assert c[c.index("--out") + 1].endswith(f"/{method}/seed0")
+        assert "--replace-stale" in c  # a run folder of other settings is moved aside, not an error
     (gather,) = by_cmd["gather"]
     assert gather[:3] == ["gather", "--out", "results/summary/runs.csv"]
     assert len(gather[3:]) == 8 and all(p.endswith("/eval.csv") for p in gather[3:])
@@ -476,6 +485,20 @@ def test_missing_outputs_resume_the_existing_run(fake_done):
     assert "resuming it" in log, out + log
     assert (run / "DONE.json").exists() and (run / "eval.csv").exists()
     assert not list(run.parent.glob("seed0.replaced-*"))
+
+
+@pytest.mark.slow
+def test_train_prompt_eval_reevaluates_every_finished_run(fake_done, tmp_path):
+    work, env = fake_done
+    env = {**env, "FAKE_HERO_LOG": str(tmp_path / "calls-train-prompts.jsonl")}
+    smoke_run(work, env, "train_prompt_eval=true")  # 'true' as --config gives it: a string
+    got = calls(env)
+    assert [c[0] for c in got] == ["evaluate"] * 8, got  # no training reruns
+    for c in got:
+        run = c[1]
+        assert c[2:] == ["--prompts", "train", "--epochs", "last", "--out", f"{run}/eval_train.csv"]
+        assert (work / run / "eval_train.csv").exists() and (work / run / "DONE.json").exists()
+    assert planned_jobs(smoke_run(work, env, "train_prompt_eval=true", dry=True).stdout) == {}
 
 
 @pytest.mark.slow

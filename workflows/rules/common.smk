@@ -33,6 +33,7 @@ EVAL_SET_KEYS = {"every_epochs": "eval.every_epochs", "images": "eval.n_images",
 _INT = re.compile(r"^[+-]?[0-9]+$")
 _FLOAT = re.compile(r"^[+-]?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?$")
 _VERBATIM_KEYS = ("set", "backbone")  # free-form strings, never converted
+_BOOLEAN_KEYS = ("train_prompt_eval",)  # `--config key=true` arrives as 'true' (only 'True' is parsed)
 
 
 def _numbers_from_strings(value):
@@ -50,14 +51,18 @@ def _numbers_from_strings(value):
 
 
 def normalize_config(config):
-    """Read numbers that `--config` passed as strings (in place); returns config.
+    """Read numbers and booleans that `--config` passed as strings (in place); returns config.
 
     Snakemake parses `--config seeds=[0,1]` with YAML's BaseLoader, so list items and nested
     values arrive as strings ('0', '1'); convert those that look like numbers before the schema
-    checks types. Free-form keys (set, backbone) stay as they are.
+    checks types, and 'true' or 'false' of the boolean keys (Snakemake itself reads only 'True' and
+    'False'). Free-form keys (set, backbone) stay as they are.
     """
     for key, value in list(config.items()):
-        if key not in _VERBATIM_KEYS:
+        if key in _BOOLEAN_KEYS:
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                config[key] = value.lower() == "true"
+        elif key not in _VERBATIM_KEYS:
             config[key] = _numbers_from_strings(value)
     return config
 
@@ -139,6 +144,16 @@ def all_eval_csvs():
     ]
 
 
+def all_eval_train_csvs():
+    """eval_train.csv (rule evaluate_train_prompts) of every run in the grid, in a stable order."""
+    return [
+        os.path.join(run_dir(task, method, seed), "eval_train.csv")
+        for task in config["tasks"]
+        for method in config["methods"]
+        for seed in config["seeds"]
+    ]
+
+
 def final_outputs():
     if config.get("sweep"):
         return ["results/tune/sweep.md", "results/tune/sweep.csv"]
@@ -151,6 +166,8 @@ def final_outputs():
     ]
     if published_summary():
         outputs.append("results/tables/reproduction.md")
+    if config["train_prompt_eval"]:
+        outputs += all_eval_train_csvs()
     return outputs
 
 
@@ -232,34 +249,22 @@ def run_dir_of(wildcards, output):
     return os.path.dirname(output.eval_csv)
 
 
-# The shell of a training job (rules train and tune_train): resume the run folder when its
-# config.yaml equals the config this job resolves, else move it aside and start afresh.
-TRAIN_SHELL = """
-    exec > {log} 2>&1
-    export OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} TQDM_DISABLE=1
-    run={params.run_dir}
-    args=(--tier {wildcards.tier} --task {wildcards.task} --method {wildcards.method} \
-          --seed {wildcards.seed} --budget {params.budget} --device {params.device} \
-          {params.backbone} {params.overrides} --out "$run")
-    if [ -f "$run/config.yaml" ]; then
-        timeout -k 10 600 hero-bench train "${{args[@]}}" --print-config > "$run/config.next.yaml"
-        if cmp -s "$run/config.yaml" "$run/config.next.yaml"; then
-            rm -f "$run/config.next.yaml"
-            echo "workflow: $run holds this run's config: resuming it"
-        else
-            stale="$run.replaced-$(date -u +%Y%m%dT%H%M%SZ)"
-            mv "$run" "$stale"
-            echo "workflow: the settings of $run changed; old run moved to $stale; starting afresh"
-        fi
-    fi
-    rc=0
-    {params.launcher} timeout -k 60 {resources.runtime}m hero-bench train "${{args[@]}}" || rc=$?
-    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-        echo "workflow: train stopped after resources.runtime={resources.runtime} min; rerunning" \
-             "resumes from its checkpoint (raise it: --set-resources train:runtime=MIN)"
-    fi
-    exit $rc
-    """
+def run_dir_of_done(wildcards, input):
+    """The run folder of a finished run's DONE.json (rule evaluate_train_prompts)."""
+    return os.path.dirname(input.done)
+
+
+# The shell of a training job (rules train and tune_train). `--replace-stale` resumes the run
+# folder when its config.yaml is this job's config, else moves it aside to RUN_DIR.replaced-<UTC
+# time> and starts afresh, and says which in the log. `timeout --verbose` names the time limit in
+# the log when it stops a job (resources.runtime; a rerun resumes from the checkpoint).
+TRAIN_SHELL = (
+    "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} TQDM_DISABLE=1 "
+    "{params.launcher} timeout --verbose -k 60 {resources.runtime}m "
+    "hero-bench train --tier {wildcards.tier} --task {wildcards.task} --method {wildcards.method} "
+    "--seed {wildcards.seed} --budget {params.budget} --device {params.device} "
+    "{params.backbone} {params.overrides} --out {params.run_dir:q} --replace-stale > {log} 2>&1"
+)
 
 
 # ---- sweeps (tune.yaml) ----------------------------------------------------------------------
