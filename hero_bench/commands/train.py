@@ -71,7 +71,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--replace-stale", action="store_true",
                         help="when RUN_DIR holds a run whose config.yaml differs from this one, move that run "
                              "to RUN_DIR.replaced-<UTC time> and start afresh (default: stop with an error); "
-                             "a run with the same config is resumed either way. Says which happened")
+                             "a run with the same config is resumed either way. The first line printed says "
+                             "which happened")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
