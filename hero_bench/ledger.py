@@ -7,6 +7,13 @@ before any label is handed back to the caller.  Records of one evaluator call ar
 transaction; a crash while writing leaves at most a torn tail, which is ignored on reload and
 truncated before the next append.
 
+Ledger format 2 chains the records: each carries ``hash`` = sha256 of the previous record's hash
+and its own canonical JSON (``chain_hash``), so a record edited, removed or moved anywhere but a
+torn last line is refused on reload, naming the file and the first bad line.  A cut at a record
+boundary leaves a valid chain; the checkpoint and DONE.json record the ledger's length and head
+hash (``head``) to catch that (``hero_bench.integrity``).  A ledger written before format 2 (no
+``hash`` in its first record) is read and continued without a chain.
+
 What the records mean (label kinds, query keys) is the evaluator's business
 (``hero_bench.feedback``); the ledger only stores, counts and replays them.
 """
@@ -14,6 +21,7 @@ What the records mean (label kinds, query keys) is the evaluator's business
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +36,10 @@ from hero_bench.io import fsync_dir
 log = logging.getLogger(__name__)
 
 LEDGER_FILENAME = "ledger.jsonl"
+LEDGER_FORMAT = 2
+"""Format 2: every record carries ``hash`` (the hash chain); format 1 ledgers have none."""
+GENESIS = "0" * 64
+"""The "previous hash" of a ledger's first record, and the head of an empty format-2 ledger."""
 
 
 class LedgerError(HeroBenchError):
@@ -51,6 +63,20 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
+
+
+def _canonical(rec: Mapping[str, Any]) -> str:
+    """The one JSON text of a record: how its line is written, and what its hash covers."""
+    return json.dumps(rec, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def chain_hash(previous: str, rec: Mapping[str, Any]) -> str:
+    """The ``hash`` of ``rec``: sha256 over the previous record's hash (``GENESIS`` for the first),
+    a newline, and ``rec``'s canonical JSON without its own ``hash`` field.  Chaining makes every
+    hash depend on all the records before it, so an edit, a removal or a swap breaks the chain at
+    the first line it touches."""
+    body = _canonical({k: v for k, v in rec.items() if k != "hash"})
+    return hashlib.sha256(f"{previous}\n{body}".encode("utf-8")).hexdigest()
 
 
 _REQUIRED = frozenset({"seq", "txn", "txn_size", "type", "run_id", "epoch", "kind", "value", "evaluator_seed"})
@@ -77,8 +103,12 @@ class FeedbackLedger:
     ledger reloads its records, so a resumed run can replay labels with :meth:`lookup` instead of
     asking again. Each record carries ``seq`` (0, 1, 2, ... without gaps), ``txn``/``txn_size``
     (the records written together by one call), ``type`` ("label" or "query"), ``run_id``,
-    ``epoch``, ``kind``, ``image_id`` (labels) or ``key`` (queries), ``value``, ``evaluator_seed``
-    and audit fields (``oracle_success``, ``oracle_score``, ``extra``).
+    ``epoch``, ``kind``, ``image_id`` (labels) or ``key`` (queries), ``value``, ``evaluator_seed``,
+    audit fields (``oracle_success``, ``oracle_score``, ``extra``) and ``hash`` (the chain,
+    ``chain_hash``; absent in a ledger written before format 2, which stays without one).
+
+    Reopening refuses (``LedgerError``) a ledger whose chain is broken, or that holds more labels
+    than ``budget``: only a torn last line or transaction, left by a crash, is tolerated.
     """
 
     def __init__(self, path: str | os.PathLike, budget: int, run_id: str):
@@ -97,6 +127,8 @@ class FeedbackLedger:
         self._labels = 0
         self._queries = 0
         self._per_epoch: dict[tuple[str, int], int] = {}
+        self._hashes: list[str] = []  # _hashes[i] = hash of record i (format 2)
+        self._chained = True  # False: a ledger written before format 2, continued without hashes
         self._valid_end = 0  # byte offset after the last complete, accepted record
         self._file_size = 0
         self._pending: list[dict] | None = None
@@ -126,6 +158,25 @@ class FeedbackLedger:
     def remaining(self) -> int:
         """Labels still allowed by the budget (never negative)."""
         return max(0, self._budget - self._labels - self._pending_labels)
+
+    @property
+    def chained(self) -> bool:
+        """Whether the records carry the hash chain (ledger format 2); False for an older ledger."""
+        return self._chained
+
+    @property
+    def head(self) -> str | None:
+        """Hash of the last record (``GENESIS`` when empty); None for a ledger without a chain."""
+        return self.head_at(len(self._records))
+
+    def head_at(self, n: int) -> str | None:
+        """Hash of the first ``n`` records, as ``head`` was when the ledger had ``n`` records
+        (what a checkpoint records); None for a ledger without a chain."""
+        if not 0 <= n <= len(self._records):
+            raise ValueError(f"head_at({n}): the ledger has {len(self._records)} records")
+        if not self._chained:
+            return None
+        return self._hashes[n - 1] if n else GENESIS
 
     def __len__(self) -> int:
         return len(self._records)
@@ -167,8 +218,14 @@ class FeedbackLedger:
         accepted = self._complete_transactions(parsed)
         for _, _, rec in accepted:
             self._add(rec)
+        self._check_budget_on_load(accepted)
         self._valid_end = accepted[-1][1] if accepted else 0
         self.recovered_bytes = self._file_size - self._valid_end
+        if accepted and not self._chained:
+            log.warning(
+                "ledger %s has no hash chain (written before ledger format 2): its records are used as they "
+                "are and new ones are appended without hashes, so edits to it cannot be detected", self.path,
+            )
         if self.recovered_bytes:
             log.warning(
                 "ledger %s: ignoring a torn tail of %d bytes (%d incomplete records) left by a crash; "
@@ -197,9 +254,50 @@ class FeedbackLedger:
             parsed.append((start, end, rec))
         return parsed
 
+    def _check_chain(self, parsed: list[tuple[int, int, dict]]) -> None:
+        """Every record's hash follows from the one before (format 2), or no record has one
+        (format 1, decided by the first record).  ``parsed[j]`` is line j + 1: only the last line
+        may be dropped as torn, so the numbering holds."""
+        self._chained = not parsed or "hash" in parsed[0][2]
+        previous = GENESIS
+        for j, (_, _, rec) in enumerate(parsed):
+            if not self._chained:
+                if "hash" in rec:
+                    raise LedgerError(
+                        f"ledger {self.path} line {j + 1} has a hash but line 1 has none; accepted: a ledger "
+                        "whose every record carries the hash chain (format 2) or none does (format 1)"
+                    )
+                continue
+            if "hash" not in rec:
+                raise LedgerError(
+                    f"ledger {self.path} line {j + 1} has no hash in a hash-chained ledger (format 2); "
+                    "the line was edited. Restore the ledger from a backup or start the run in a fresh directory."
+                )
+            if rec["hash"] != chain_hash(previous, rec):
+                after = "the start of the chain" if j == 0 else f"line {j}'s hash"
+                raise LedgerError(
+                    f"ledger {self.path} line {j + 1}: hash chain broken (the hash does not follow from the line's "
+                    f"content and {after}): this line was edited, or a line before it removed or moved. Restore "
+                    "the ledger from a backup or start the run in a fresh directory."
+                )
+            previous = rec["hash"]
+
+    def _check_budget_on_load(self, accepted: list[tuple[int, int, dict]]) -> None:
+        """A ledger never holds more labels than its budget (``check_budget`` runs before every
+        write), so more on reload means labels were added by hand or by a run of a larger budget."""
+        if self._labels <= self._budget:
+            return
+        labels = [j for j, (_, _, rec) in enumerate(accepted) if rec["type"] == "label"]
+        raise LedgerError(
+            f"ledger {self.path} holds {self._labels} labels, more than the budget of {self._budget} "
+            f"(line {labels[self._budget] + 1} is label {self._budget + 1}); accepted: at most the run's budget, "
+            "which the ledger enforces before every label, so the extra lines were not written by this run"
+        )
+
     def _complete_transactions(self, parsed: list[tuple[int, int, dict]]) -> list[tuple[int, int, dict]]:
         """The records of complete transactions: transactions are all-or-nothing, so an incomplete
         trailing one is a torn write (dropped); any other inconsistency is a LedgerError."""
+        self._check_chain(parsed)
         txn_start = 0
         for j, (start, end, rec) in enumerate(parsed):
             if rec["seq"] != j:
@@ -224,6 +322,8 @@ class FeedbackLedger:
     def _add(self, rec: dict) -> None:
         key = rec["image_id"] if rec["type"] == "label" else rec["key"]
         self._records.append(rec)
+        if self._chained:
+            self._hashes.append(rec["hash"])
         self._index[(rec["kind"], key)] = rec
         pe = (rec["kind"], rec["epoch"])
         self._per_epoch[pe] = self._per_epoch.get(pe, 0) + 1
@@ -322,11 +422,14 @@ class FeedbackLedger:
         if not recs:
             return
         seq0 = len(self._records)
+        previous = self.head
         lines = []
         for k, rec in enumerate(recs):
             rec = dict(rec, seq=seq0 + k, txn=seq0, txn_size=len(recs))
             try:
-                lines.append(json.dumps(rec, sort_keys=True, separators=(",", ":"), allow_nan=False))
+                if self._chained:
+                    rec["hash"] = previous = chain_hash(previous, rec)
+                lines.append(_canonical(rec))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"ledger record {rec.get('kind')}:{rec.get('image_id', rec.get('key'))} "
                                  f"is not finite JSON: {exc}") from None

@@ -1,4 +1,6 @@
-"""The feedback ledger (hero_bench.ledger): append-only JSONL, budget, reload, torn tails, transactions."""
+"""The feedback ledger (hero_bench.ledger): append-only JSONL, budget, reload, torn tails, transactions,
+and the hash chain of ledger format 2 (edits, swaps and removals refused on reload; format 1 read and
+continued without a chain)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hero_bench.errors import BudgetExceededError, ConfigError
-from hero_bench.ledger import FeedbackLedger, LedgerError, image_id
+from hero_bench.ledger import GENESIS, FeedbackLedger, LedgerError, chain_hash, image_id
 
 
 def lines(path):
@@ -35,11 +37,15 @@ def test_records_counts_and_reload(tmp_path):
     recs = lines(led.path)
     assert [r["seq"] for r in recs] == [0, 1, 2, 3, 4]
     assert recs[0]["txn_size"] == 4 and recs[4]["txn"] == 4
-    assert recs[1] == {
+    assert {k: v for k, v in recs[1].items() if k != "hash"} == {
         "type": "label", "run_id": "r1", "epoch": 0, "kind": "hero_good", "image_id": "e0000-i0001",
         "value": False, "evaluator_seed": 42, "oracle_success": True, "oracle_score": 0.5,
         "seq": 1, "txn": 0, "txn_size": 4,
     }
+    # the chain: each hash covers the previous hash and the record without its own hash
+    assert recs[0]["hash"] == chain_hash(GENESIS, recs[0])
+    assert all(recs[i]["hash"] == chain_hash(recs[i - 1]["hash"], recs[i]) for i in range(1, 5))
+    assert led.head == recs[4]["hash"] and led.head_at(0) == GENESIS and led.head_at(2) == recs[1]["hash"]
 
     again = FeedbackLedger(led.path, budget=10, run_id="r1")
     assert (again.feedback_used, again.queries, again.remaining) == (4, 1, 6)
@@ -172,13 +178,101 @@ def test_other_run_id_is_refused(tmp_path):
         FeedbackLedger(path, budget=10, run_id="other")
 
 
-def test_reopen_with_smaller_budget(tmp_path):
+def test_more_labels_than_the_budget_are_refused_on_reopen(tmp_path):
+    # the ledger checks the budget before every label, so a file holding more was extended by hand
+    # (or belongs to a run of a larger budget): refused, naming the first label beyond the budget
     path = tmp_path / "ledger.jsonl"
-    label(FeedbackLedger(path, budget=10, run_id="r"), 0, 6)
-    led = FeedbackLedger(path, budget=4, run_id="r")
-    assert led.feedback_used == 6 and led.remaining == 0
-    with pytest.raises(BudgetExceededError):
-        label(led, 1, 1)
+    led = FeedbackLedger(path, budget=10, run_id="r")
+    label(led, 0, 3)
+    led.record_query(0, "hero_best", "e0000", 0, 42)
+    label(led, 1, 3)
+    assert FeedbackLedger(path, budget=6, run_id="r").remaining == 0  # exactly the budget: fine
+    with pytest.raises(LedgerError, match=r"holds 6 labels, more than the budget of 4 \(line 6 is label 5\)"):
+        FeedbackLedger(path, budget=4, run_id="r")
+
+
+# ------------------------------------------------------------------------------ the hash chain
+def chained_ledger(path, epochs=3, n=3):
+    led = FeedbackLedger(path, budget=100, run_id="r")
+    for e in range(epochs):
+        label(led, e, n)
+        led.record_query(e, "hero_best", f"e{e:04d}", 0, 42)
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def edit_value(line: bytes) -> bytes:
+    rec = json.loads(line)
+    rec["value"] = not rec["value"]
+    return json.dumps(rec, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+@pytest.mark.parametrize("tamper, bad_line", [
+    (lambda rows: rows[:4] + [edit_value(rows[4])] + rows[5:], 5),        # a label edited
+    (lambda rows: [edit_value(rows[0])] + rows[1:], 1),                    # the first record edited
+    (lambda rows: rows[:2] + [rows[3], rows[2]] + rows[4:], 3),            # two records swapped
+    (lambda rows: rows[:5] + rows[6:], 6),                                 # a middle record removed
+    (lambda rows: rows[1:], 1),                                            # the first record removed
+    (lambda rows: rows[:-1] + [edit_value(rows[-1])], 12),  # the last line edited: complete, so not a torn write
+], ids=["edit", "edit-first", "swap", "remove-middle", "remove-first", "edit-last"])
+def test_broken_chain_is_refused_naming_file_and_first_bad_line(tmp_path, tamper, bad_line):
+    path = tmp_path / "ledger.jsonl"
+    rows = chained_ledger(path)
+    path.write_bytes(b"".join(tamper(rows)))
+    with pytest.raises(LedgerError, match=rf"ledger {path} line {bad_line}: hash chain broken"):
+        FeedbackLedger(path, budget=100, run_id="r")
+
+
+def test_stripped_or_mixed_hashes_are_refused(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    rows = chained_ledger(path)
+    stripped = [json.loads(r) for r in rows]
+    stripped[3].pop("hash")
+    path.write_bytes(b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in stripped))
+    with pytest.raises(LedgerError, match=rf"ledger {path} line 4 has no hash in a hash-chained ledger"):
+        FeedbackLedger(path, budget=100, run_id="r")
+    for r in stripped:
+        r.pop("hash", None)
+    stripped[5]["hash"] = GENESIS
+    path.write_bytes(b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in stripped))
+    with pytest.raises(LedgerError, match=rf"ledger {path} line 6 has a hash but line 1 has none"):
+        FeedbackLedger(path, budget=100, run_id="r")
+
+
+def test_a_cut_at_a_record_boundary_keeps_a_valid_chain_and_head_at_tells(tmp_path):
+    # the chain cannot see a lost tail: the checkpoint's (length, head) can (hero_bench.integrity)
+    path = tmp_path / "ledger.jsonl"
+    rows = chained_ledger(path)
+    full = FeedbackLedger(path, budget=100, run_id="r")
+    recorded = (len(full), full.head)
+    path.write_bytes(b"".join(rows[:8]))
+    cut = FeedbackLedger(path, budget=100, run_id="r")
+    assert len(cut) == 8 < recorded[0] and cut.head == full.head_at(8) != recorded[1]
+
+
+def test_torn_last_line_of_a_chained_ledger_still_recovers(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    rows = chained_ledger(path)
+    path.write_bytes(b"".join(rows) + rows[0][:40])  # a crash mid-write of the next record
+    led = FeedbackLedger(path, budget=100, run_id="r")
+    assert len(led) == 12 and led.recovered_bytes == 40
+    label(led, 3, 2)  # continues the chain after the torn piece is cut
+    again = FeedbackLedger(path, budget=100, run_id="r")
+    assert len(again) == 14 and again.head == chain_hash(again.head_at(13), lines(path)[13])
+
+
+def test_format_1_ledger_is_read_and_continued_without_a_chain(tmp_path, caplog):
+    # a ledger written before format 2: its records have no hash; it stays that way
+    path = tmp_path / "ledger.jsonl"
+    old = [{k: v for k, v in json.loads(r).items() if k != "hash"} for r in chained_ledger(path, epochs=1)]
+    path.write_bytes(b"".join(json.dumps(r, sort_keys=True, separators=(",", ":")).encode() + b"\n" for r in old))
+    with caplog.at_level("WARNING", logger="hero_bench.ledger"):
+        led = FeedbackLedger(path, budget=100, run_id="r")
+    assert "no hash chain (written before ledger format 2)" in caplog.text
+    assert (led.chained, led.head, led.head_at(2), led.feedback_used) == (False, None, None, 3)
+    label(led, 1, 2)
+    assert all("hash" not in r for r in lines(path))
+    assert FeedbackLedger(path, budget=100, run_id="r").feedback_used == 5
+    assert FeedbackLedger(tmp_path / "new.jsonl", budget=1, run_id="r").head == GENESIS  # a new ledger is chained
 
 
 def test_bad_arguments(tmp_path):
