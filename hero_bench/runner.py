@@ -44,6 +44,7 @@ from hero_bench.diffusion.lora import add_lora, load_lora_state_dict, lora_state
 from hero_bench.errors import ConfigError, HeroBenchError
 from hero_bench.evaluate import eval_row, evaluate_model, rows_to_csv
 from hero_bench.feedback import SimulatedEvaluator
+from hero_bench.integrity import adapter_name, check_resume, done_record, file_sha256, ledger_state
 from hero_bench.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from hero_bench.ledger import FeedbackLedger
 from hero_bench.provenance import environment, git_sha, run_config_hash
@@ -151,6 +152,9 @@ class Run:
         self.method = get_algorithm(cfg.method)(ctx)
         self.config_hash = run_config_hash(cfg)
         self.git_sha = git_sha()
+        # sha256 of every adapter saved so far (name -> hash): the checkpoint and DONE.json record
+        # them, so that a resume and `hero-bench verify` can tell a modified file (hero_bench.integrity)
+        self.adapters: dict[str, str] = {}
 
     # -- checkpoint -----------------------------------------------------------------------------
     def save_checkpoint(self, state: RunState) -> None:
@@ -165,7 +169,11 @@ class Run:
             "feedback_used": state.feedback_used,
             "queries": state.queries,
             "images_generated": state.images_generated,
-            "ledger": {"feedback_used": self.ledger.feedback_used, "queries": self.ledger.queries},
+            # with the ledger's length and head hash: a ledger later found shorter, or with another
+            # head, lost or rewrote labels this state was computed from (integrity.check_resume)
+            "ledger": {"feedback_used": self.ledger.feedback_used, "queries": self.ledger.queries,
+                       **ledger_state(self.ledger)},
+            "adapters": dict(self.adapters),
             "lora": {k: v.cpu() for k, v in lora_state_dict(self.backbone.unet).items()},
             "method": self.method.state_dict(),
             "eval_rows": state.eval_rows,
@@ -182,6 +190,8 @@ class Run:
         if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("config_hash") != self.config_hash:
             raise HeroBenchError(f"checkpoint {path} was written by a different run or version "
                                  f"(config hash {ckpt.get('config_hash')} vs {self.config_hash})")
+        check_resume(self.dir, self.ledger, ckpt)
+        self.adapters = dict(ckpt.get("adapters", {}))  # empty in a checkpoint written before the checksums
         if self.ledger.used_before(ckpt["epoch"] + 1) != ckpt["feedback_used"]:
             raise HeroBenchError(
                 f"ledger {self.ledger.path} holds {self.ledger.used_before(ckpt['epoch'] + 1)} labels up to epoch "
@@ -200,7 +210,9 @@ class Run:
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, state: RunState) -> dict:
-        save_lora(self.backbone.unet, self.dir / "lora" / f"epoch_{state.epoch:04d}.safetensors")
+        name = adapter_name(state.epoch)  # lora/epoch_XXXX.safetensors
+        save_lora(self.backbone.unet, self.dir / name)
+        self.adapters[name] = file_sha256(self.dir / name)
         result = evaluate_model(self.backbone, self.task, self.oracle, self.cfg.sampler, self.cfg.eval)
         row = eval_row(self.cfg, state.epoch, state.feedback_used, state.queries, state.images_generated, result,
                        self.oracle, self.config_hash, self.git_sha)
@@ -304,6 +316,8 @@ class Run:
             "git_sha": self.git_sha,
             "wall_s_this_process": round(wall_s, 3),
             "environment": environment(),
+            # the final ledger length and head, the checkpoint's and the adapters' sha256
+            "integrity": done_record(self.dir, self.ledger, self.adapters),
         })
 
 
