@@ -1,19 +1,27 @@
 """The runs table: per-run ``eval.csv`` files read, validated and concatenated (``gather``).
 
 Every value is checked on the way in, so that a bad file fails here, naming the file, column and
-line, instead of turning into a wrong number in a summary (``hero_bench.summary``).
+line, instead of turning into a wrong number in a summary (``hero_bench.summary``).  The run folder
+each eval.csv sits in is verified too (``hero_bench.integrity``, what ``hero-bench verify``
+checks): a run that fails is refused, naming the run and its first problem.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections import Counter
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
 from hero_bench.errors import HeroBenchError
+from hero_bench.integrity import IntegrityError, is_run_folder, verify_run
 from hero_bench.results import EVAL_COLUMNS, TRANSFER_COLUMNS
+
+log = logging.getLogger(__name__)
 
 # columns of eval.csv by how they are parsed
 _TEXT_REQUIRED = ("tier", "task", "method")
@@ -116,17 +124,45 @@ def read_eval_csv(path: str | os.PathLike) -> pd.DataFrame:
     return out[list(EVAL_COLUMNS) + ["_source"]]
 
 
+def verify_run_folders(csv_paths: list[str]) -> None:
+    """Verify the run folder of every eval.csv; raise IntegrityError for the first that fails.
+
+    Warnings (a finished run kept without its ledger, a ledger written before format 2, ...) are
+    logged once per distinct message with the number of runs it concerns, so that gathering the
+    published grids says so in a few lines.  An eval.csv outside a run folder (no config.yaml,
+    ledger.jsonl, checkpoint.pt or DONE.json beside it: a table made by hand) cannot be verified;
+    that is logged too."""
+    folders = list(dict.fromkeys(Path(p).parent for p in csv_paths))
+    outside = [f for f in folders if not is_run_folder(f)]
+    warnings: Counter[str] = Counter()
+    for folder in folders:
+        if folder in outside:
+            continue
+        result = verify_run(folder)
+        if not result.ok:
+            raise IntegrityError(result.refusal("gather"))
+        warnings.update(dict.fromkeys(result.warnings, 1))
+    n_runs = len(folders) - len(outside)
+    for message, count in warnings.items():
+        log.warning("gather: %d of %d runs verified with a warning: %s", count, n_runs, message)
+    if outside:
+        log.warning("gather: %d folder(s) hold an eval.csv but no run files (config.yaml, ledger.jsonl, checkpoint.pt, "
+                    "DONE.json), so were not verified, e.g. %s", len(outside), outside[0])
+
+
 def gather(csv_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """Validate and concatenate per-run ``eval.csv`` files into one tidy table.
 
     Columns are exactly ``EVAL_COLUMNS`` (extra columns are dropped); rows are sorted by tier,
     task, method, seed, feedback_used, epoch.  Raises ``ResultsFormatError`` naming the file,
-    column and line of the first bad value, or both files when a checkpoint appears twice.
+    column and line of the first bad value, or both files when a checkpoint appears twice, and
+    ``IntegrityError`` naming a run whose folder fails verification (``verify_run_folders``).
     """
     paths = [os.fspath(p) for p in csv_paths]
     if not paths:
         raise ResultsFormatError("no eval.csv files given")
     frames = [read_eval_csv(p) for p in paths]
+    verify_run_folders(paths)
     df = pd.concat(frames, ignore_index=True)
     if df.empty:
         raise ResultsFormatError(f"no result rows in {', '.join(paths)}")
