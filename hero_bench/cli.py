@@ -21,6 +21,7 @@ COMMANDS = {
     "train": "train",
     "evaluate": "evaluate",
     "gather": "gather",
+    "verify": "verify",
     "report": "report",
     "compare": "compare",
     "sweep-table": "sweep_table",
