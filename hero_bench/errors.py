@@ -33,3 +33,9 @@ class BudgetExceededError(HeroBenchError):
 
 class ConfigError(HeroBenchError, ValueError):
     """A config key or value is invalid; the message names the key and what is accepted."""
+
+
+class OracleFailedError(HeroBenchError):
+    """A task's oracle gave no valid answer for a batch of images (it raised, returned a non-finite
+    score or the wrong number of results, or ran past its time limit) on every attempt; nothing of
+    that batch was recorded or counted as feedback, so rerunning the command resumes the run."""

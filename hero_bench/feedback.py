@@ -17,12 +17,20 @@ that replays an epoch from the ledger draws exactly what a fresh run draws after
 Every answer is written to the run's ledger (``hero_bench.ledger``: storage, crash safety, the
 budget) before it is handed back; ``FeedbackLedger``, ``LedgerError`` and ``image_id`` are
 importable from here too, as the evaluator's callers build the ledger it writes to.
+
+A faulty oracle (it raises, returns a non-finite score or the wrong number of results, or hangs) is
+asked again under an ``OracleCallPolicy`` (time limit, retries, back-off); only a valid answer is
+used, so a batch that never gets one raises ``OracleFailedError`` with nothing recorded.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import numbers
+import re
+import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
@@ -30,7 +38,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from hero_bench.config import config_hash
-from hero_bench.errors import ConfigError
+from hero_bench.errors import ConfigError, OracleFailedError
 from hero_bench.ledger import FeedbackLedger, LedgerError, image_id
 
 # Label kinds (one record per image, counted as feedback) and query kinds (counted as queries).
@@ -111,6 +119,47 @@ class EvaluatorConfig:
             )
 
 
+@dataclass(frozen=True)
+class OracleCallPolicy:
+    """How the evaluator calls a task's oracle on a batch: a time limit, retries and back-off.
+
+    Operational settings, not experiment settings: an answer is used only once it is valid, and the
+    evaluator draws its noise from that answer alone, so a run whose oracle needed retries labels
+    exactly like one whose oracle never failed.  That is why they are not part of ``RunConfig``
+    (whose hash names the results) but flags of ``hero-bench train`` (``--oracle-timeout``,
+    ``--oracle-retries``, ``--oracle-backoff``)."""
+
+    timeout_s: float | None = 600.0
+    """Seconds to wait for one call of the oracle on one batch; None = wait as long as it takes.
+    With a limit the call runs in a worker thread; a thread cannot be stopped, so a call past the
+    limit is abandoned (left to finish in the background, its answer discarded) and counts as a
+    failed attempt."""
+
+    retries: int = 2
+    """Further attempts after a failed one (0 = fail at the first fault); a batch is given up after
+    ``retries + 1`` failed attempts."""
+
+    backoff_s: float = 2.0
+    """Seconds to wait before the first retry, doubled before each further one (2, 4, 8, ...);
+    0 = retry at once."""
+
+    def __post_init__(self) -> None:
+        t = self.timeout_s
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)
+                              or t <= 0):
+            raise ConfigError("oracle timeout (--oracle-timeout) must be a number of seconds > 0, or None for "
+                              f"no limit (--oracle-timeout 0), got {t!r}")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigError(f"oracle retries (--oracle-retries) must be an integer >= 0, got {self.retries!r}")
+        b = self.backoff_s
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b < 0:
+            raise ConfigError(f"oracle back-off (--oracle-backoff) must be a number of seconds >= 0, got {b!r}")
+
+    def delay_before(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1, 2, ...)."""
+        return self.backoff_s * 2 ** (retry - 1)
+
+
 # -- Feedback results --------------------------------------------------------------------------
 
 
@@ -175,6 +224,52 @@ def softmax_choice(scores: Sequence[float], temperature: float, rng: np.random.G
     return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), s.size - 1))
 
 
+# -- Calling the oracle ------------------------------------------------------------------------
+
+_sleep = time.sleep  # the back-off's wait (a test replaces it to record the delays)
+
+
+class _BadAnswer(Exception):
+    """One attempt at asking the oracle gave no valid answer; the message says why, in a few words."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line and short: it becomes part of a one-line error."""
+    text = re.sub(r"\s+", " ", str(exc)).strip()
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _call_with_timeout(call, timeout_s: float | None):
+    """``call()``, waiting at most ``timeout_s`` seconds for it (None: as long as it takes).
+
+    With a limit the call runs in a daemon thread.  Python cannot stop a thread, so a call past the
+    limit is abandoned: it is left to finish in the background and its answer is discarded (nobody
+    reads ``outcome`` any more).  Being a daemon thread, it does not keep a process that has given
+    up on it from exiting.  Per-thread state such as torch's grad mode is the thread's default, so
+    an oracle sets what it needs itself (the shipped ones run their models under torch.no_grad)."""
+    if timeout_s is None:
+        return call()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed over to the waiting thread, which decides
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="hero-bench-oracle", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise _BadAnswer(f"gave no answer within {timeout_s:g} s (the call was abandoned and may still be "
+                         "running in the background)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 @dataclass
 class _HeroChoice:
     best_index: int | None
@@ -223,9 +318,16 @@ class SimulatedEvaluator:
     Every answer goes through ``ledger`` first; a call whose image ids are already in the ledger
     replays the recorded answer without calling the oracle or counting anything."""
 
-    def __init__(self, oracle, config: EvaluatorConfig, ledger: FeedbackLedger, seed: int):
+    def __init__(self, oracle, config: EvaluatorConfig, ledger: FeedbackLedger, seed: int, *,
+                 policy: OracleCallPolicy | None = None, task: str | None = None):
+        """``policy``: how the oracle is called (time limit, retries, back-off; default
+        ``OracleCallPolicy()``); ``task``: the task's name, for the error of a failed oracle."""
         if not isinstance(config, EvaluatorConfig):
             raise TypeError(f"config must be an EvaluatorConfig, got {type(config).__name__}")
+        if policy is not None and not isinstance(policy, OracleCallPolicy):
+            raise TypeError(f"policy must be an OracleCallPolicy, got {type(policy).__name__}")
+        self.policy = OracleCallPolicy() if policy is None else policy
+        self.task = task
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ConfigError(f"run seed must be a non-negative integer, got {seed!r}")
         self.oracle = oracle
@@ -261,18 +363,64 @@ class SimulatedEvaluator:
         return n
 
     def _ask(self, images, prompts, metadata) -> tuple[np.ndarray, np.ndarray]:
+        """One attempt: the oracle's (success, score) per image, or ``_BadAnswer`` saying why the
+        answer cannot be used (the oracle raised, ran past the time limit, or returned the wrong
+        number of results, a malformed result or a non-finite score)."""
         n = len(images)
-        results = list(self.oracle(images, prompts, metadata))
         self.oracle_calls += 1
-        name = getattr(self.oracle, "name", type(self.oracle).__name__)
+        try:
+            results = list(_call_with_timeout(lambda: self.oracle(images, prompts, metadata), self.policy.timeout_s))
+        except _BadAnswer:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any fault of the oracle is a failed attempt, to retry
+            raise _BadAnswer(f"raised {_one_line(exc)}") from exc
         if len(results) != n:
-            raise ValueError(f"oracle {name} returned {len(results)} results for {n} images")
-        success = np.array([bool(r.success) for r in results], dtype=bool)
-        score = np.array([float(r.score) for r in results], dtype=np.float64)
+            raise _BadAnswer(f"returned {len(results)} results for {n} images")
+        success = np.zeros(n, dtype=bool)
+        score = np.zeros(n, dtype=np.float64)
+        for i, r in enumerate(results):
+            ok, x = getattr(r, "success", None), getattr(r, "score", None)
+            if not isinstance(ok, (bool, np.bool_)) or isinstance(x, bool) or not isinstance(x, numbers.Real):
+                raise _BadAnswer(f"returned a malformed result for image {i} (not an OracleResult with a "
+                                 f"true/false success and a numeric score: {type(r).__name__})")
+            success[i], score[i] = bool(ok), float(x)
         bad = np.flatnonzero(~np.isfinite(score))
         if bad.size:
-            raise ValueError(f"oracle {name} returned a non-finite score for image(s) {bad.tolist()}")
+            raise _BadAnswer(f"returned the non-finite score {score[bad[0]]} for image(s) {bad.tolist()}")
         return success, score
+
+    def _ask_until_valid(self, images, prompts, metadata, method: str, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The oracle's valid answer for one batch, asking up to ``policy.retries + 1`` times with
+        back-off; ``OracleFailedError`` when no attempt gives one.
+
+        Nothing is recorded and no noise is drawn before the answer is valid (the protocols draw
+        from fresh per-epoch generators after this returns), so a batch answered at the third
+        attempt labels exactly like one answered at the first, and a batch that fails leaves the
+        ledger as it was."""
+        faults: list[_BadAnswer] = []
+        for attempt in range(self.policy.retries + 1):
+            if attempt:
+                _sleep(self.policy.delay_before(attempt))
+            try:
+                return self._ask(images, prompts, metadata)
+            except _BadAnswer as fault:
+                faults.append(fault)
+        raise OracleFailedError(self._failure_line(method, epoch, len(images), [str(f) for f in faults])) \
+            from faults[-1]
+
+    def _failure_line(self, method: str, epoch: int, n: int, faults: list[str]) -> str:
+        """One line: the task, the oracle, the batch, why each attempt failed, and what to do."""
+        name = getattr(self.oracle, "name", type(self.oracle).__name__)
+        version = getattr(self.oracle, "version", None)
+        oracle = f"oracle {name}" + (f" (version {version})" if version else "")
+        where = f"task {self.task}, {oracle}" if self.task else oracle
+        if len(set(faults)) == 1:
+            why = f"each time it {faults[0]}"
+        else:
+            why = "; ".join(f"attempt {i} {f}" for i, f in enumerate(faults, 1))
+        return (f"{where}: no valid answer for the {method} batch of epoch {epoch} ({n} images) in {len(faults)} "
+                f"attempt(s) ({self.policy.retries} retries): {why}. Nothing of this batch was recorded or counted "
+                "as feedback; fix the oracle and rerun the same command to resume the run")
 
     def _flips(self, epoch: int, method: str, n: int) -> np.ndarray:
         # Always draw n uniforms: p=0 flips nothing (u < 0 never), p=1 flips everything (u < 1).
@@ -325,7 +473,7 @@ class SimulatedEvaluator:
             return self._hero_replay(recs, epoch, current_best)
 
         self.ledger.check_budget(n)  # before the oracle is asked
-        success, score = self._ask(images, prompts, metadata)
+        success, score = self._ask_until_valid(images, prompts, metadata, "HERO", epoch)
         seen = score + self.config.bias
         flips = self._flips(epoch, "hero", n)
         good = success ^ flips
@@ -395,7 +543,7 @@ class SimulatedEvaluator:
             return D3POFeedback(success=success, pairs=pairs, replayed=True)
 
         self.ledger.check_budget(n)  # before the oracle is asked
-        success_oracle, score = self._ask(images, prompts, metadata)
+        success_oracle, score = self._ask_until_valid(images, prompts, metadata, "D3PO", epoch)
         seen = score + self.config.bias
         flips = self._flips(epoch, "d3po", n)
         success = success_oracle ^ flips
@@ -432,7 +580,7 @@ class SimulatedEvaluator:
             return np.array([float(r["value"]) for r in recs], dtype=np.float64)
 
         self.ledger.check_budget(n)  # before the oracle is asked
-        success, score = self._ask(images, prompts, metadata)
+        success, score = self._ask_until_valid(images, prompts, metadata, "DDPO", epoch)
         if self.config.ddpo_reward == "success":
             flips = self._flips(epoch, "ddpo", n)
             rewards = (success ^ flips).astype(np.float64)

@@ -43,7 +43,7 @@ from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
 from hero_bench.diffusion.lora import add_lora, load_lora_state_dict, lora_state_dict, save_lora
 from hero_bench.errors import ConfigError, HeroBenchError
 from hero_bench.evaluate import eval_row, evaluate_model, rows_to_csv
-from hero_bench.feedback import SimulatedEvaluator
+from hero_bench.feedback import OracleCallPolicy, SimulatedEvaluator
 from hero_bench.integrity import adapter_name, check_resume, done_record, file_sha256, ledger_state
 from hero_bench.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from hero_bench.ledger import FeedbackLedger
@@ -111,10 +111,13 @@ def epochs_to_budget(method, budget: int) -> list[int]:
 class Run:
     """A run directory being trained (``train`` below is the entry point)."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = True, hooks: Sequence[RunHooks] = ()):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = True, hooks: Sequence[RunHooks] = (),
+                 oracle_policy: OracleCallPolicy | None = None):
         """``progress`` installs the console hook (a progress bar and a line per epoch on stderr);
-        ``hooks`` are further callbacks of the loop (``hero_bench.run_hooks``)."""
+        ``hooks`` are further callbacks of the loop (``hero_bench.run_hooks``); ``oracle_policy``
+        is how the evaluator calls the oracle (time limit, retries: operational, so not in ``cfg``)."""
         self.cfg = cfg
+        self.oracle_policy = oracle_policy
         self.dir = Path(run_dir)
         self.hooks = HookList(([ConsoleProgress()] if progress else []) + list(hooks))
 
@@ -146,7 +149,8 @@ class Run:
         lora_params = add_lora(self.backbone.unet, cfg.lora, seed=derive_seed(cfg.seed, 0, "lora-init"))
         self.oracle = self.task.oracle_factory()
         self.ledger = FeedbackLedger(self.dir / LEDGER_FILE, cfg.budget, cfg.run_id)
-        self.evaluator = SimulatedEvaluator(self.oracle, cfg.evaluator, self.ledger, cfg.seed)
+        self.evaluator = SimulatedEvaluator(self.oracle, cfg.evaluator, self.ledger, cfg.seed,
+                                            policy=self.oracle_policy, task=cfg.task)
         ctx = RunContext(cfg=cfg, backbone=self.backbone, task=self.task, evaluator=self.evaluator,
                          lora_params=lora_params)
         self.method = get_algorithm(cfg.method)(ctx)
@@ -331,10 +335,12 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
 
 
 def train(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
-          hooks: Sequence[RunHooks] = ()) -> RunState | None:
-    """Train (or resume, or skip if complete) the run ``cfg`` in ``run_dir``.
+          hooks: Sequence[RunHooks] = (), oracle_policy: OracleCallPolicy | None = None) -> RunState | None:
+    """Train (or resume, or skip if complete) the run ``cfg`` in ``run_dir``; ``oracle_policy`` is how
+    the evaluator calls the task's oracle (``feedback.OracleCallPolicy``; None: its defaults).
 
     ``progress`` shows a progress bar and a line per epoch on stderr; ``hooks`` are further
     callbacks (a test's ``run_hooks.CrashAt``).  HERO_BENCH_CRASH_AT in the environment installs a
     crash point as well, so that a test can kill a command-line run (``run_hooks.crash_from_env``)."""
-    return Run(cfg, run_dir, progress=progress, hooks=crash_from_env() + list(hooks)).train()
+    return Run(cfg, run_dir, progress=progress, hooks=crash_from_env() + list(hooks),
+               oracle_policy=oracle_policy).train()

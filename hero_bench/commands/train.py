@@ -30,6 +30,13 @@ replayed from the ledger, and the results equal those of an uninterrupted run.  
 --replace-stale moves that old run aside to OUT.replaced-<UTC time> (nothing is deleted) and starts
 afresh; the workflow trains with it, so changed settings retrain a run instead of failing the job.
 
+Faulty oracle: a call that raises, returns a non-finite score or the wrong number of results, or
+runs past --oracle-timeout is retried (--oracle-retries, waiting --oracle-backoff seconds, doubled
+each time); if no attempt succeeds, the command stops (exit code 2) with one line naming the task,
+the oracle and the batch.  Nothing of that batch is recorded or counted as feedback, so rerunning
+the same command once the oracle works resumes the run, with the results of a run that never
+failed.  These settings do not change results and are not part of config.yaml.
+
 examples:
   hero-bench train --tier smoke --task anomaly --method hero --seed 0 --budget 16 --out runs/smoke-hero
   hero-bench train --tier toy --task counting --method d3po --seed 1 --out runs/counting/d3po/seed1
@@ -74,6 +81,14 @@ def add_arguments(parser) -> None:
                              "a run with the same config is resumed either way. The first line printed says "
                              "which happened")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    # defaults live in feedback.OracleCallPolicy (None here = its default; the help repeats them)
+    parser.add_argument("--oracle-timeout", type=float, default=None, metavar="SECONDS",
+                        help="give up on one oracle call on a batch after this long (it is abandoned and may "
+                             "still finish in the background) and retry; 0 = no limit (default: 600)")
+    parser.add_argument("--oracle-retries", type=int, default=None, metavar="N",
+                        help="retries of a batch whose oracle call failed, before the run stops (default: 2)")
+    parser.add_argument("--oracle-backoff", type=float, default=None, metavar="SECONDS",
+                        help="wait before the first retry, doubled before each further one (default: 2)")
 
 
 def run(args) -> int:
@@ -89,6 +104,7 @@ def run(args) -> int:
     from hero_bench.run_config import config_yaml
     from hero_bench.runner import train
 
+    policy = oracle_policy(args)
     cfg = build_run_config(args.tier, task=args.task, method=args.method, seed=args.seed, budget=args.budget,
                            backbone=args.backbone, device=args.device, dtype=args.dtype, overrides=args.overrides)
     if args.print_config:
@@ -96,7 +112,7 @@ def run(args) -> int:
         return 0
     if args.replace_stale:
         print(replace_stale_run(cfg, args.out), flush=True)
-    state = train(cfg, args.out, progress=not args.quiet)
+    state = train(cfg, args.out, progress=not args.quiet, oracle_policy=policy)
     if state is not None and not args.quiet:
         final = state.eval_rows[-1] if state.eval_rows else None
         summary = f"; final eval success {final['success_rate']:.3f} on the task's prompts" if final else ""
@@ -105,6 +121,22 @@ def run(args) -> int:
         print(f"{cfg.run_id}: done after {state.epoch} epoch(s), feedback {state.feedback_used}/{cfg.budget}"
               f"{summary} -> {args.out}")
     return 0
+
+
+def oracle_policy(args):
+    """The ``OracleCallPolicy`` of the --oracle-* flags (an unset flag keeps the policy's default)."""
+    from dataclasses import replace
+
+    from hero_bench.feedback import OracleCallPolicy
+
+    changes = {}
+    if args.oracle_timeout is not None:
+        changes["timeout_s"] = None if args.oracle_timeout == 0 else args.oracle_timeout
+    if args.oracle_retries is not None:
+        changes["retries"] = args.oracle_retries
+    if args.oracle_backoff is not None:
+        changes["backoff_s"] = args.oracle_backoff
+    return replace(OracleCallPolicy(), **changes)
 
 
 def replace_stale_run(cfg, run_dir) -> str:
