@@ -165,6 +165,21 @@ def adapter_problems(run_dir: Path, adapters: Mapping[str, str], source: str) ->
     return problems
 
 
+def recorded_adapters(run_dir: str | Path, checkpoint: Mapping[str, Any]) -> dict[str, str]:
+    """The adapter checksums a resumed run continues from: those the checkpoint recorded, or, for a
+    checkpoint written before the checksums, those of the adapter files of its epochs as they are
+    now (taken on trust, so that the finished run's DONE.json lists every adapter)."""
+    if "adapters" in checkpoint:
+        return dict(checkpoint["adapters"])
+    run_dir = Path(run_dir)
+    adapters = {}
+    for path in sorted((run_dir / LORA_DIR).glob("epoch_*.safetensors")):
+        m = _ADAPTER.match(path.name)
+        if m and int(m.group(1)) <= checkpoint.get("epoch", -1):
+            adapters[adapter_name(int(m.group(1)))] = file_sha256(path)
+    return adapters
+
+
 def check_resume(run_dir: str | Path, ledger: FeedbackLedger, checkpoint: Mapping[str, Any]) -> None:
     """Before a run resumes from ``checkpoint``: the ledger still holds (at least) the records the
     checkpoint was written after, and the adapters it recorded are unchanged.  Raises
@@ -257,10 +272,12 @@ class _Verifier:
         self.train_rows = self.read_rows(TRAIN_LOG_FILE)
         self.checkpoint = None if self.finished else self.read_checkpoint()
         self.ledger = self.open_ledger()
+        # causes before consequences: a cut ledger also makes every later row's count disagree,
+        # and gather names the first problem only
         self.check_missing()
+        self.check_recorded()
         self.check_config_hash()
         self.check_counts()
-        self.check_recorded()
         return self.result
 
     # -- reading --------------------------------------------------------------------------------
@@ -429,8 +446,8 @@ class _Verifier:
                         over.append(f"{name} line {line}: feedback_used {value} exceeds the budget {budget} of {CONFIG_FILE}")
                     if tallies is not None and value != (held := tallies.get(column, epoch)):
                         mismatches.setdefault(column, []).append(
-                            f"{name} line {line} (epoch {epoch}): {column} {value} but {LEDGER_FILE} holds {held} "
-                            f"{tallies.what(column)}")
+                            f"{name} line {line} (epoch {epoch}): {column} {value} but {LEDGER_FILE} holds "
+                            f"{tallies.what(column, held)}")
             for messages in [over, *mismatches.values()]:
                 if messages:
                     self.problem(messages[0] + (f" (and {_plural(len(messages) - 1, 'more row')})" if len(messages) > 1 else ""))
@@ -506,9 +523,9 @@ class _EpochTallies:
         return sum(n for e, n in tally.items() if e <= epoch)
 
     @staticmethod
-    def what(column: str) -> str:
-        return {"feedback_used": "labels up to that epoch", "queries": "queries up to that epoch",
-                "n_images": "labels in that epoch"}[column]
+    def what(column: str, n: int) -> str:
+        noun = ("query" if n == 1 else "queries") if column == "queries" else ("label" if n == 1 else "labels")
+        return f"{n} {noun} {'in' if column == 'n_images' else 'up to'} that epoch"
 
 
 def _int(text: Any) -> int | None:

@@ -44,7 +44,8 @@ from hero_bench.diffusion.lora import add_lora, load_lora_state_dict, lora_state
 from hero_bench.errors import ConfigError, HeroBenchError
 from hero_bench.evaluate import eval_row, evaluate_model, rows_to_csv
 from hero_bench.feedback import OracleCallPolicy, SimulatedEvaluator
-from hero_bench.integrity import adapter_name, check_resume, done_record, file_sha256, ledger_state
+from hero_bench.integrity import (adapter_name, check_resume, done_record, file_sha256, ledger_state,
+                                  recorded_adapters)
 from hero_bench.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from hero_bench.ledger import FeedbackLedger
 from hero_bench.provenance import environment, git_sha, run_config_hash
@@ -195,7 +196,7 @@ class Run:
             raise HeroBenchError(f"checkpoint {path} was written by a different run or version "
                                  f"(config hash {ckpt.get('config_hash')} vs {self.config_hash})")
         check_resume(self.dir, self.ledger, ckpt)
-        self.adapters = dict(ckpt.get("adapters", {}))  # empty in a checkpoint written before the checksums
+        self.adapters = recorded_adapters(self.dir, ckpt)
         if self.ledger.used_before(ckpt["epoch"] + 1) != ckpt["feedback_used"]:
             raise HeroBenchError(
                 f"ledger {self.ledger.path} holds {self.ledger.used_before(ckpt['epoch'] + 1)} labels up to epoch "
