@@ -9,6 +9,8 @@ is a ``RunHooks`` callback, installed by whoever starts the run:
   environment: ``HERO_BENCH_CRASH_AT=<point>`` ends the process with ``os._exit(CRASH_EXIT_CODE)``
   (no cleanup, like a kill), or with ``HERO_BENCH_CRASH_MODE=raise`` raises ``InjectedCrash``.
 
+``TraceTo`` (``HERO_BENCH_TRACE=<file>``) only records when each point is reached.
+
 Points: "start.after_checkpoint", "epoch<E>.<phase>" with phase in ``CRASH_PHASES``,
 "end.before_done".
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Sequence
 
 from tqdm.auto import tqdm
@@ -29,6 +32,7 @@ if TYPE_CHECKING:  # annotations only: the runner imports this module
 CRASH_ENV = "HERO_BENCH_CRASH_AT"
 CRASH_MODE_ENV = "HERO_BENCH_CRASH_MODE"
 CRASH_EXIT_CODE = 75
+TRACE_ENV = "HERO_BENCH_TRACE"
 CRASH_PHASES = ("after_sampling", "after_feedback", "after_update", "after_eval", "after_checkpoint")
 
 
@@ -130,6 +134,30 @@ def crash_from_env() -> list[RunHooks]:
     if not point:
         return []
     return [CrashAt(point, exit_process=os.environ.get(CRASH_MODE_ENV) != "raise")]
+
+
+class TraceTo(RunHooks):
+    """Append ``<point> <unix time>`` to a file at every crash point, flushed at once: an outside
+    observer (the kill-anywhere test) learns which phase a process was in when it killed it."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def planned(self, run, sizes) -> None:
+        self.reached("start.planned")
+
+    def resumed(self, run, state) -> None:
+        self.reached("start.resumed")
+
+    def reached(self, point: str) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(f"{point} {time.time():.6f}\n")
+
+
+def trace_from_env() -> list[RunHooks]:
+    """The trace file HERO_BENCH_TRACE names (none when it is unset)."""
+    path = os.environ.get(TRACE_ENV)
+    return [TraceTo(path)] if path else []
 
 
 # -- console --------------------------------------------------------------------------------------

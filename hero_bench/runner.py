@@ -46,7 +46,8 @@ from hero_bench.evaluate import eval_row, evaluate_model, rows_to_csv
 from hero_bench.feedback import OracleCallPolicy, SimulatedEvaluator
 from hero_bench.integrity import (adapter_name, check_resume, done_record, file_sha256, ledger_state,
                                   recorded_adapters)
-from hero_bench.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from hero_bench.io import (FolderBusyError, atomic_torch_save, atomic_write_json, atomic_write_text,
+                           exclusive_folder, remove_stale_temporaries)
 from hero_bench.ledger import FeedbackLedger
 from hero_bench.provenance import environment, git_sha, run_config_hash
 from hero_bench.results import EVAL_COLUMNS
@@ -60,7 +61,7 @@ from hero_bench.run_config import (
     RunConfig,
     config_yaml,
 )
-from hero_bench.run_hooks import ConsoleProgress, HookList, RunHooks, crash_from_env
+from hero_bench.run_hooks import ConsoleProgress, HookList, RunHooks, crash_from_env, trace_from_env
 from hero_bench.seeding import derive_seed
 from hero_bench.tasks import TASK_TIER_OF_RUN_TIER, get_task, list_tasks
 
@@ -226,6 +227,19 @@ class Run:
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> RunState | None:
+        # one process per run folder: a second one (a workflow started twice, a user's retry while
+        # the first still runs) would append to the same ledger and race on the checkpoint
+        try:
+            with exclusive_folder(self.dir):
+                # a process killed inside an atomic write leaves its temporary file; nobody else
+                # writes here while we hold the lock, so every such file is garbage
+                remove_stale_temporaries(self.dir)
+                return self._train()
+        except FolderBusyError:
+            raise HeroBenchError(f"{self.dir} is being trained by another process; wait for it to end, "
+                                 "or give this run another --out") from None
+
+    def _train(self) -> RunState | None:
         self.check_config()
         if (self.dir / DONE_FILE).exists():
             self.hooks.already_complete(self)
@@ -342,6 +356,7 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
 
     ``progress`` shows a progress bar and a line per epoch on stderr; ``hooks`` are further
     callbacks (a test's ``run_hooks.CrashAt``).  HERO_BENCH_CRASH_AT in the environment installs a
-    crash point as well, so that a test can kill a command-line run (``run_hooks.crash_from_env``)."""
-    return Run(cfg, run_dir, progress=progress, hooks=crash_from_env() + list(hooks),
-               oracle_policy=oracle_policy).train()
+    crash point as well, so that a test can kill a command-line run (``run_hooks.crash_from_env``),
+    and HERO_BENCH_TRACE a file that records when each point is reached (``run_hooks.TraceTo``)."""
+    return Run(cfg, run_dir, progress=progress,
+               hooks=trace_from_env() + crash_from_env() + list(hooks), oracle_policy=oracle_policy).train()
