@@ -57,9 +57,9 @@ def templates(tmp_path_factory, tiny_backbone_dir, one_torch_thread):
 
 @pytest.fixture
 def copy(templates, tmp_path):
-    """A fresh copy of a template run folder, to tamper with."""
-    def make(state: str) -> Path:
-        return Path(shutil.copytree(templates[state], tmp_path / state))
+    """A fresh copy of a template run folder, to tamper with (``name``: for a second copy)."""
+    def make(state: str, name: str | None = None) -> Path:
+        return Path(shutil.copytree(templates[state], tmp_path / (name or state)))
     return make
 
 
@@ -333,3 +333,59 @@ def test_verify_reads_no_run_code_and_agrees_with_it(templates):
     data = yaml.safe_load((templates["finished"] / "config.yaml").read_text())
     assert integrity.run_id_of(data) == cfg.run_id
     assert integrity.config_file_hash(data) == run_config_hash(cfg)
+
+
+# ------------------------------------------------------------------------- checks without a tamper list
+def test_records_appended_after_the_run_finished(copy):
+    """A chained record appended within the budget: only DONE.json's length tells."""
+    run = copy("finished")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    FeedbackLedger(run / "ledger.jsonl", BUDGET, integrity.run_id_of(cfg)).record_query(9, "hero_best", "e0009", 0, 0)
+    problems = verify_run(run).problems
+    assert problems[0].endswith("has 16 records, 1 more than DONE.json recorded when the run finished: records were "
+                                "appended afterwards")
+    assert "DONE.json: queries 3 but ledger.jsonl holds 4" in problems
+
+
+def test_an_adapter_file_nobody_recorded(copy):
+    finished = copy("finished")
+    shutil.copy(finished / "lora" / "epoch_0002.safetensors", finished / "lora" / "epoch_0001.safetensors")
+    assert verify_run(finished).problems == [
+        "lora/epoch_0001.safetensors is not among the adapters DONE.json recorded: it was added afterwards"]
+    # in a run in progress, an adapter of the epoch after the checkpoint is a crash between the two
+    crashed = copy("crashed")
+    shutil.copy(crashed / "lora" / "epoch_0002.safetensors", crashed / "lora" / "epoch_0003.safetensors")
+    result = verify_run(crashed)
+    assert result.ok and "lora/epoch_0003.safetensors was saved after the last checkpoint" in " ".join(result.warnings)
+
+
+def test_a_record_only_copy_is_checked_on_its_tables(copy):
+    """A finished run kept without ledger, checkpoint and adapters (as results/published/ keeps
+    them): a warning, and the tables are still checked against the budget and DONE.json."""
+    run = copy("finished")
+    for name in ("ledger.jsonl", "checkpoint.pt"):
+        (run / name).unlink()
+    shutil.rmtree(run / "lora")
+    result = verify_run(run)
+    assert result.ok and result.warnings == [
+        "not kept: ledger.jsonl, checkpoint.pt, lora/ (a finished run copied without them, as results/published/ "
+        "keeps its runs): what they hold is not checked"]
+    df = pd.read_csv(run / "eval.csv", dtype=str, keep_default_na=False)
+    df.loc[2, "feedback_used"] = "13"
+    df.to_csv(run / "eval.csv", index=False)
+    done = json.loads((run / "DONE.json").read_text())
+    (run / "DONE.json").write_text(json.dumps({**done, "feedback_used": 11}))
+    assert verify_run(run).problems == [
+        "eval.csv line 4: feedback_used 13 exceeds the budget 12 of config.yaml",
+        "DONE.json: feedback_used 11 but the last row of train_log.csv says 12",
+    ]
+
+
+def test_a_run_in_progress_without_its_checkpoint_or_ledger(copy):
+    run = copy("crashed")
+    (run / "ledger.jsonl").unlink()
+    assert verify_run(run).problems == ["ledger.jsonl is missing but the run's records count 8 labels"]
+    run = copy("crashed", "second")
+    (run / "checkpoint.pt").unlink()
+    assert verify_run(run).problems == [
+        "checkpoint.pt is missing but ledger.jsonl exists: a run writes its checkpoint before it asks for any label"]
