@@ -24,7 +24,6 @@ Output folder ``--out DIR``:
 from __future__ import annotations
 
 import copy
-import csv
 import io
 import json
 import math
@@ -128,14 +127,6 @@ def _tokenize(tokenizer, prompts: Sequence[str]):
     return tokenizer(
         list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids
-
-
-def _state_bytes(obj) -> bytes:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
 
 
 @dataclass
@@ -244,6 +235,212 @@ def _init_from(cfg: PretrainConfig, comps) -> dict:
     return {"sha256": digests, "record": record}
 
 
+def _scene_source(cfg: PretrainConfig, batch_fn: Callable | None) -> tuple[Callable, Sequence[str] | None, str]:
+    """The batch function of the run, its caption vocabulary and its generator version.
+
+    With the real scene generator the model's image size must be the generator's: a mismatch
+    would only surface as a shape error deep inside the first UNet call."""
+    if batch_fn is not None:
+        return batch_fn, getattr(batch_fn, "VOCAB", None), getattr(batch_fn, "GENERATOR_VERSION", "custom")
+    from hero_bench.toyworld import scenes
+
+    if cfg.model.image_size != scenes.IMAGE_SIZE:
+        raise ConfigError(
+            f"model.image_size={cfg.model.image_size} but the scene generator draws "
+            f"{scenes.IMAGE_SIZE}x{scenes.IMAGE_SIZE} images; set model.image_size={scenes.IMAGE_SIZE}"
+        )
+    return scenes.training_batch, scenes.VOCAB, scenes.GENERATOR_VERSION
+
+
+class _Pretraining:
+    """One pretraining run's state: the model, its optimizer and EMA copy, and what has been trained
+    so far (losses, log rows, one segment per process).  A checkpoint is exactly this state, so
+    ``resume`` followed by ``train`` continues an interrupted run bit for bit."""
+
+    def __init__(self, cfg: PretrainConfig, out_dir: Path, batch_fn: Callable, vocab: Sequence[str] | None,
+                 generator_version: str, preview: bool):
+        import torch
+
+        from hero_bench.toyworld.model import build_components
+
+        self.cfg, self.out_dir, self.batch_fn, self.preview = cfg, out_dir, batch_fn, preview
+        self.generator_version = generator_version
+        self.cfg_dict = to_dict(cfg)
+        self.ckpt_path = out_dir / "checkpoint.pt"
+        self.comps = build_components(cfg.model, vocab=vocab, seed=cfg.seed)
+        self.init_record = _init_from(cfg, self.comps) if cfg.init_from else None
+        unet, te = self.comps.unet, self.comps.text_encoder
+        self.params = list(unet.parameters()) + list(te.parameters())
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                     weight_decay=cfg.weight_decay)
+        # (EMA UNet, EMA text encoder), or None with EMA off
+        self.ema_modules = None
+        if cfg.ema_decay > 0:
+            self.ema_modules = (copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(te).requires_grad_(False))
+        self.ema_params = [] if self.ema_modules is None else \
+            list(self.ema_modules[0].parameters()) + list(self.ema_modules[1].parameters())
+        self.start, self.losses, self.log_rows, self.elapsed_before = 0, [], [], 0.0
+        self.segments: list[dict] = []  # (start, end, torch threads) of each earlier process that trained this run
+
+    def resume(self) -> None:
+        """Continue from ``checkpoint.pt``; one written under another config is refused."""
+        import torch
+
+        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        if state["config"] != self.cfg_dict:
+            diff = sorted(k for k in set(state["config"]) | set(self.cfg_dict)
+                          if state["config"].get(k) != self.cfg_dict.get(k))
+            raise ConfigError(
+                f"{self.ckpt_path} was written by a run with a different config (differs in: {', '.join(diff)}); "
+                "rerun with the same settings, pass --no-resume to start over, or use another --out"
+            )
+        self.comps.unet.load_state_dict(state["unet"])
+        self.comps.text_encoder.load_state_dict(state["text_encoder"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.ema_modules is not None:
+            self.ema_modules[0].load_state_dict(state["ema_unet"])
+            self.ema_modules[1].load_state_dict(state["ema_text_encoder"])
+        self.start, self.losses, self.elapsed_before = state["step"], list(state["losses"]), float(state["elapsed"])
+        self.log_rows = [tuple(r) for r in state["log_rows"]]
+        self.segments = list(state.get("segments", [{"start": 0, "end": self.start, "threads": None}]))
+
+    def segments_until(self, step_done: int) -> list[dict]:
+        """The segments of earlier processes plus this one's, up to ``step_done``."""
+        import torch
+
+        return self.segments + [{"start": self.start, "end": step_done, "threads": torch.get_num_threads()}]
+
+    def ema_components(self):
+        """The components with the EMA weights in place of the trained ones."""
+        c = self.comps
+        return type(c)(c.tokenizer, self.ema_modules[1], self.ema_modules[0], c.scheduler)
+
+    def checkpoint(self, step_done: int, elapsed: float) -> None:
+        """Write checkpoint.pt and train_log.csv (and a preview grid) after ``step_done`` steps."""
+        from hero_bench.io import atomic_torch_save, atomic_write_text
+
+        cfg = self.cfg
+        state = {
+            "step": step_done,
+            "config": self.cfg_dict,
+            "unet": self.comps.unet.state_dict(),
+            "text_encoder": self.comps.text_encoder.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "losses": self.losses,
+            "log_rows": self.log_rows,
+            "elapsed": elapsed,
+            "segments": self.segments_until(step_done),
+            # The RNG of step k is a pure function of these seeds and k (see step_batch), so they
+            # are the whole RNG state needed to continue exactly.
+            "rng": {"seed": cfg.seed, "data_seed": cfg.data_seed, "next_step": step_done},
+            "generator_version": self.generator_version,
+        }
+        if self.ema_modules is not None:
+            state["ema_unet"] = self.ema_modules[0].state_dict()
+            state["ema_text_encoder"] = self.ema_modules[1].state_dict()
+        atomic_torch_save(self.ckpt_path, state)
+        lines = ["step,loss,loss_mean_window,lr,elapsed_s"] + [",".join(map(str, r)) for r in self.log_rows]
+        atomic_write_text(self.out_dir / "train_log.csv", "\n".join(lines) + "\n")
+        if self.preview:
+            shown = self.comps if self.ema_modules is None else self.ema_components()
+            save_png(self.out_dir / "preview" / f"step_{step_done:06d}.png", preview_grid(shown))
+
+    def train_step(self, step: int) -> float:
+        """One optimizer step on step ``step``'s batch (and the EMA update); returns the loss."""
+        import torch
+
+        cfg, comps = self.cfg, self.comps
+        x0, captions, noise, timesteps = step_batch(cfg, step, self.batch_fn)
+        for group in self.opt.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        ctx = comps.text_encoder(_tokenize(comps.tokenizer, captions))[0]
+        noisy = comps.scheduler.add_noise(x0, noise, timesteps)
+        pred = comps.unet(noisy, timesteps, ctx).sample
+        loss = torch.nn.functional.mse_loss(pred, noise)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.opt.step()
+        if self.ema_modules is not None:
+            # warm the EMA up (decay grows from 0.1 towards ema_decay) so early random weights fade fast
+            _ema_update(self.ema_params, self.params, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        return float(loss.detach())
+
+    def train(self, end: int, progress: bool) -> float:
+        """Train from the current step up to ``end``, logging and checkpointing on schedule;
+        returns the run's elapsed seconds (earlier processes included)."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        self.comps.unet.train(), self.comps.text_encoder.train()
+        t_start = time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=self.start, desc="pretrain-toy", unit="step", disable=not progress,
+                   dynamic_ncols=True)
+        smooth = None
+        for step in range(self.start, end):
+            value = self.train_step(step)
+            self.losses.append(value)
+            smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
+            bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{learning_rate(cfg, step):.2e}")
+            bar.update(1)
+            done = step + 1
+            if done % cfg.log_every == 0 or done == end:
+                window = float(np.mean(self.losses[-cfg.log_every:]))
+                self.log_rows.append((done, round(value, 6), round(window, 6), f"{learning_rate(cfg, step):.6g}",
+                                      round(self.elapsed_before + time.perf_counter() - t_start, 1)))
+            if done % cfg.checkpoint_every == 0 or done == end:
+                self.checkpoint(done, self.elapsed_before + time.perf_counter() - t_start)
+        bar.close()
+        return self.elapsed_before + time.perf_counter() - t_start
+
+    def record(self, final_loss: float, elapsed: float) -> dict:
+        """training_config.json: the config, the outcome and everything else that made the weights."""
+        import diffusers
+        import torch
+        import transformers
+
+        from hero_bench.toyworld.model import config_dict, parameter_counts
+
+        cfg = self.cfg
+        return {
+            "pretrain_config": self.cfg_dict,
+            "model_config": config_dict(cfg.model),
+            "generator_version": self.generator_version,
+            "seed": cfg.seed,
+            "data_seed": cfg.data_seed,
+            "steps": cfg.steps,
+            "final_loss_mean_last_100": final_loss,
+            "final_loss_last_step": self.losses[-1] if self.losses else None,
+            "wall_seconds": round(elapsed, 1),
+            "weights": "ema" if self.ema_modules is not None else "raw",
+            "init_from": None if self.init_record is None else {"path": cfg.init_from, **self.init_record},
+            "parameters": parameter_counts(self.comps),
+            # CPU float reductions can depend on the thread count, so it is part of the recipe
+            "torch_threads": torch.get_num_threads(),
+            # one entry per process that trained this run (a resumed run has several)
+            "segments": self.segments_until(cfg.steps),
+            "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
+                         "transformers": transformers.__version__},
+        }
+
+    def save_model(self, record: dict) -> Path:
+        """Write OUT/model (EMA weights when EMA is on, else the raw ones), OUT/model_raw (with EMA
+        on) and OUT/training_config.json; returns OUT/model."""
+        from hero_bench.io import atomic_write_json
+        from hero_bench.toyworld.model import save_components
+
+        extra = {"training_config.json": json.dumps(record, indent=2, sort_keys=True) + "\n"}
+        self.comps.unet.eval(), self.comps.text_encoder.eval()
+        final = self.comps
+        if self.ema_modules is not None:
+            save_components(self.comps, self.out_dir / "model_raw", extra)
+            final = self.ema_components()
+        model_dir = save_components(final, self.out_dir / "model", extra)
+        atomic_write_json(self.out_dir / "training_config.json", record)
+        return model_dir
+
+
 def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True, stop_after: int | None = None,
              batch_fn: Callable | None = None, progress: bool = True, preview: bool = True) -> PretrainResult:
     """Train (or resume training) the ShapesWorld model into ``out_dir``.
@@ -252,154 +449,16 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, resume: bool = True, stop
     writing the final model; used to test exact resume.  ``batch_fn(rng, n)`` replaces
     ``scenes.training_batch`` (tests only).
     """
-    import torch
-    from tqdm.auto import tqdm
-
-    from hero_bench.io import atomic_torch_save, atomic_write_json, atomic_write_text
-    from hero_bench.toyworld.model import build_components, config_dict, parameter_counts, save_components
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if batch_fn is None:
-        from hero_bench.toyworld import scenes
-
-        batch_fn = scenes.training_batch
-        vocab, generator_version = scenes.VOCAB, scenes.GENERATOR_VERSION
-        if cfg.model.image_size != scenes.IMAGE_SIZE:
-            raise ConfigError(
-                f"model.image_size={cfg.model.image_size} but the scene generator draws "
-                f"{scenes.IMAGE_SIZE}x{scenes.IMAGE_SIZE} images; set model.image_size={scenes.IMAGE_SIZE}"
-            )
-    else:
-        vocab, generator_version = getattr(batch_fn, "VOCAB", None), getattr(batch_fn, "GENERATOR_VERSION", "custom")
-
-    comps = build_components(cfg.model, vocab=vocab, seed=cfg.seed)
-    unet, te, tok, sched = comps.unet, comps.text_encoder, comps.tokenizer, comps.scheduler
-    init_record = _init_from(cfg, comps) if cfg.init_from else None
-    params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
-    ema_modules = None
-    if cfg.ema_decay > 0:
-        ema_modules = (copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(te).requires_grad_(False))
-    ema_params = [] if ema_modules is None else list(ema_modules[0].parameters()) + list(ema_modules[1].parameters())
-
-    cfg_dict = to_dict(cfg)
-    ckpt_path = out_dir / "checkpoint.pt"
-    start, losses, log_rows, elapsed_before = 0, [], [], 0.0
-    segments: list[dict] = []  # (start, end, torch threads) of each process that trained this run
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state["config"] != cfg_dict:
-            diff = sorted(k for k in set(state["config"]) | set(cfg_dict) if state["config"].get(k) != cfg_dict.get(k))
-            raise ConfigError(
-                f"{ckpt_path} was written by a run with a different config (differs in: {', '.join(diff)}); "
-                "rerun with the same settings, pass --no-resume to start over, or use another --out"
-            )
-        unet.load_state_dict(state["unet"])
-        te.load_state_dict(state["text_encoder"])
-        opt.load_state_dict(state["optimizer"])
-        if ema_modules is not None:
-            ema_modules[0].load_state_dict(state["ema_unet"])
-            ema_modules[1].load_state_dict(state["ema_text_encoder"])
-        start, losses, elapsed_before = state["step"], list(state["losses"]), float(state["elapsed"])
-        log_rows = [tuple(r) for r in state["log_rows"]]
-        segments = list(state.get("segments", [{"start": 0, "end": start, "threads": None}]))
-
-    def checkpoint(step_done: int, elapsed: float) -> None:
-        state = {
-            "step": step_done,
-            "config": cfg_dict,
-            "unet": unet.state_dict(),
-            "text_encoder": te.state_dict(),
-            "optimizer": opt.state_dict(),
-            "losses": losses,
-            "log_rows": log_rows,
-            "elapsed": elapsed,
-            "segments": segments + [{"start": start, "end": step_done, "threads": torch.get_num_threads()}],
-            # The RNG of step k is a pure function of these seeds and k (see step_batch), so they
-            # are the whole RNG state needed to continue exactly.
-            "rng": {"seed": cfg.seed, "data_seed": cfg.data_seed, "next_step": step_done},
-            "generator_version": generator_version,
-        }
-        if ema_modules is not None:
-            state["ema_unet"] = ema_modules[0].state_dict()
-            state["ema_text_encoder"] = ema_modules[1].state_dict()
-        atomic_torch_save(ckpt_path, state)
-        lines = ["step,loss,loss_mean_window,lr,elapsed_s"] + [",".join(map(str, r)) for r in log_rows]
-        atomic_write_text(out_dir / "train_log.csv", "\n".join(lines) + "\n")
-        if preview:
-            shown = comps if ema_modules is None else type(comps)(tok, ema_modules[1], ema_modules[0], sched)
-            save_png(out_dir / "preview" / f"step_{step_done:06d}.png", preview_grid(shown))
-
-    unet.train(), te.train()
-    t_start = time.perf_counter()
+    batch_fn, vocab, generator_version = _scene_source(cfg, batch_fn)
+    run = _Pretraining(cfg, out_dir, batch_fn, vocab, generator_version, preview)
+    if resume and run.ckpt_path.exists():
+        run.resume()
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    bar = tqdm(total=cfg.steps, initial=start, desc="pretrain-toy", unit="step", disable=not progress, dynamic_ncols=True)
-    smooth = None
-    for step in range(start, end):
-        x0, captions, noise, timesteps = step_batch(cfg, step, batch_fn)
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(cfg, step)
-        ctx = te(_tokenize(tok, captions))[0]
-        noisy = sched.add_noise(x0, noise, timesteps)
-        pred = unet(noisy, timesteps, ctx).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        if ema_modules is not None:
-            # warm the EMA up (decay grows from 0.1 towards ema_decay) so early random weights fade fast
-            _ema_update(ema_params, params, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        value = float(loss.detach())
-        losses.append(value)
-        smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
-        bar.set_postfix(loss=f"{smooth:.4f}", lr=f"{learning_rate(cfg, step):.2e}")
-        bar.update(1)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == end:
-            window = float(np.mean(losses[-cfg.log_every:]))
-            log_rows.append((done, round(value, 6), round(window, 6), f"{learning_rate(cfg, step):.6g}",
-                             round(elapsed_before + time.perf_counter() - t_start, 1)))
-        if done % cfg.checkpoint_every == 0 or done == end:
-            checkpoint(done, elapsed_before + time.perf_counter() - t_start)
-    bar.close()
-    elapsed = elapsed_before + time.perf_counter() - t_start
-    final_loss = float(np.mean(losses[-100:])) if losses else float("nan")
+    elapsed = run.train(end, progress)
+    final_loss = float(np.mean(run.losses[-100:])) if run.losses else float("nan")
     if end < cfg.steps:
         return PretrainResult(out_dir, None, end, final_loss, elapsed)
-
-    import diffusers
-    import transformers
-
-    counts = parameter_counts(comps)
-    record = {
-        "pretrain_config": cfg_dict,
-        "model_config": config_dict(cfg.model),
-        "generator_version": generator_version,
-        "seed": cfg.seed,
-        "data_seed": cfg.data_seed,
-        "steps": cfg.steps,
-        "final_loss_mean_last_100": final_loss,
-        "final_loss_last_step": losses[-1] if losses else None,
-        "wall_seconds": round(elapsed, 1),
-        "weights": "ema" if ema_modules is not None else "raw",
-        "init_from": None if init_record is None else {"path": cfg.init_from, **init_record},
-        "parameters": counts,
-        # CPU float reductions can depend on the thread count, so it is part of the recipe
-        "torch_threads": torch.get_num_threads(),
-        # one entry per process that trained this run (a resumed run has several)
-        "segments": segments + [{"start": start, "end": cfg.steps, "threads": torch.get_num_threads()}],
-        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__},
-    }
-    extra = {"training_config.json": json.dumps(record, indent=2, sort_keys=True) + "\n"}
-    unet.eval(), te.eval()
-    if ema_modules is not None:
-        save_components(type(comps)(tok, te, unet, sched), out_dir / "model_raw", extra)
-        final = type(comps)(tok, ema_modules[1], ema_modules[0], sched)
-    else:
-        final = comps
-    model_dir = save_components(final, out_dir / "model", extra)
-    atomic_write_json(out_dir / "training_config.json", record)
+    model_dir = run.save_model(run.record(final_loss, elapsed))
     return PretrainResult(out_dir, model_dir, cfg.steps, final_loss, elapsed)
