@@ -45,6 +45,80 @@ primary metric moved to the training prompts, ``eval`` was the default and rewro
 held-out rows; eval.csv now holds both evaluations.)"""
 
 
+def _run_config(run_dir: Path, overrides: Sequence[str], device: str | None) -> RunConfig:
+    """The run's config.yaml with ``eval.*`` overrides applied (training is fixed by the run)."""
+    if not run_dir.exists():
+        raise HeroBenchError(f"{run_dir} is not a run directory: it does not exist (evaluate takes a folder "
+                             "that `hero-bench train --out` wrote)")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise HeroBenchError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
+    cfg = load_config_file(run_dir / CONFIG_FILE)
+    bad = [o for o in overrides if not o.strip().startswith("eval.")]
+    if bad:
+        raise ConfigError(f"evaluate accepts only eval.* overrides (training is fixed by the run); got {', '.join(bad)}")
+    cfg = apply_overrides(RunConfig, cfg, list(overrides))
+    if device is not None:
+        cfg = dataclasses.replace(cfg, device=device)
+    return cfg
+
+
+def _adapter_files(run_dir: Path, target: Path, epochs: Sequence[int | str] | None) -> list[tuple[int, Path]]:
+    """(epoch, adapter file) of the saved adapters to evaluate, in epoch order: all of them, or
+    those of ``epochs`` (numbers or ``"last"``), which may not be written into eval.csv."""
+    files = sorted(
+        (int(m.group(1)), p) for p in (run_dir / "lora").glob("epoch_*.safetensors") if (m := _LORA_FILE.match(p.name))
+    )
+    if not files:
+        raise HeroBenchError(f"{run_dir / 'lora'} holds no epoch_XXXX.safetensors adapters to evaluate")
+    if epochs is None:
+        return files
+    if target.resolve() == (run_dir / "eval.csv").resolve():
+        raise ConfigError("selecting epochs would drop checkpoints from eval.csv; write the subset elsewhere "
+                          "with --out, or use --prompts train|eval")
+    saved = [e for e, _ in files]
+    wanted = {saved[-1] if str(e) == "last" else int(e) for e in epochs}
+    unknown = sorted(wanted - set(saved))
+    if unknown:
+        raise ConfigError(f"no saved adapter for epoch(s) {unknown}; {run_dir / 'lora'} has epochs {saved}")
+    return [(e, p) for e, p in files if e in wanted]
+
+
+def _feedback_counters(run_dir: Path, epochs: Sequence[int]) -> dict[int, tuple[int, int, int]]:
+    """(feedback_used, queries, images_generated) per epoch from train_log.csv; epoch 0 (the
+    pretrained model) has none.  Every epoch in ``epochs`` must have its row."""
+    counters = {0: (0, 0, 0)}
+    if (run_dir / TRAIN_LOG_FILE).is_file():
+        for r in read_csv_rows(run_dir / TRAIN_LOG_FILE):
+            counters[int(r["epoch"])] = (int(r["feedback_used"]), int(r["queries"]), int(r["images_generated"]))
+    missing = [e for e in epochs if e not in counters]
+    if missing:
+        raise HeroBenchError(f"{run_dir / TRAIN_LOG_FILE} has no row for epoch(s) {missing}; cannot label their feedback")
+    return counters
+
+
+def _evaluate_adapter(backbone, task, oracle, cfg: RunConfig, prompt_set: str) -> dict:
+    """The evaluation of the adapter loaded into ``backbone``: the run's own (``both``) or that
+    of one prompt list, with the transfer columns left empty."""
+    if prompt_set == "both":
+        return evaluate_model(backbone, task, oracle, cfg.sampler, cfg.eval)
+    prompts, n = (task.train_prompts, cfg.eval.n_images) if prompt_set == "train" else \
+        (task.eval_prompts, cfg.eval.n_transfer)
+    return {**evaluate_prompts(backbone, prompts, oracle, cfg.sampler, cfg.eval, n_images=n),
+            **dict.fromkeys(TRANSFER_COLUMNS)}
+
+
+def _progress_line(epoch: int, result: dict, prompt_set: str) -> str:
+    line = f"epoch {epoch}: success {result['success_rate']:.3f} (n={result['n_eval']}, "
+    if prompt_set == "both":
+        line += "the task's prompts"
+        if result["transfer_n_eval"] is not None:
+            line += (f"; transfer {result['transfer_success_rate']:.3f} on held-out prompts, "
+                     f"n={result['transfer_n_eval']}")
+    else:
+        line += f"{prompt_set} prompts only"
+    return line + ")"
+
+
 def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None,
                  device: str | None = None, progress: bool = True, prompt_set: str = "both",
                  epochs: Sequence[int | str] | None = None) -> Path:
@@ -62,42 +136,10 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
     if prompt_set not in PROMPT_SETS:
         raise ConfigError(f"prompt set {prompt_set!r} is unknown; accepted: {', '.join(PROMPT_SETS)}")
     run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise HeroBenchError(f"{run_dir} is not a run directory: it does not exist (evaluate takes a folder "
-                             "that `hero-bench train --out` wrote)")
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise HeroBenchError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
-    cfg = load_config_file(run_dir / CONFIG_FILE)
-    bad = [o for o in overrides if not o.strip().startswith("eval.")]
-    if bad:
-        raise ConfigError(f"evaluate accepts only eval.* overrides (training is fixed by the run); got {', '.join(bad)}")
-    cfg = apply_overrides(RunConfig, cfg, list(overrides))
-    if device is not None:
-        cfg = dataclasses.replace(cfg, device=device)
-
-    files = sorted(
-        (int(m.group(1)), p) for p in (run_dir / "lora").glob("epoch_*.safetensors") if (m := _LORA_FILE.match(p.name))
-    )
-    if not files:
-        raise HeroBenchError(f"{run_dir / 'lora'} holds no epoch_XXXX.safetensors adapters to evaluate")
+    cfg = _run_config(run_dir, overrides, device)
     target = Path(out) if out is not None else run_dir / PROMPT_SET_FILES[prompt_set]
-    if epochs is not None:
-        if target.resolve() == (run_dir / "eval.csv").resolve():
-            raise ConfigError("selecting epochs would drop checkpoints from eval.csv; write the subset elsewhere "
-                              "with --out, or use --prompts train|eval")
-        saved = [e for e, _ in files]
-        wanted = {saved[-1] if str(e) == "last" else int(e) for e in epochs}
-        unknown = sorted(wanted - set(saved))
-        if unknown:
-            raise ConfigError(f"no saved adapter for epoch(s) {unknown}; {run_dir / 'lora'} has epochs {saved}")
-        files = [(e, p) for e, p in files if e in wanted]
-    counters = {0: (0, 0, 0)}
-    if (run_dir / TRAIN_LOG_FILE).is_file():
-        for r in read_csv_rows(run_dir / TRAIN_LOG_FILE):
-            counters[int(r["epoch"])] = (int(r["feedback_used"]), int(r["queries"]), int(r["images_generated"]))
-    missing = [e for e, _ in files if e not in counters]
-    if missing:
-        raise HeroBenchError(f"{run_dir / TRAIN_LOG_FILE} has no row for epoch(s) {missing}; cannot label their feedback")
+    files = _adapter_files(run_dir, target, epochs)
+    counters = _feedback_counters(run_dir, [e for e, _ in files])
 
     task = get_task(cfg.task)
     if prompt_set == "eval" and cfg.eval.n_transfer == 0:
@@ -109,24 +151,10 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
     rows = []
     for epoch, path in files:
         load_lora(backbone.unet, path)
-        if prompt_set == "both":
-            result = evaluate_model(backbone, task, oracle, cfg.sampler, cfg.eval)
-        else:
-            prompts, n = (task.train_prompts, cfg.eval.n_images) if prompt_set == "train" else \
-                (task.eval_prompts, cfg.eval.n_transfer)
-            result = {**evaluate_prompts(backbone, prompts, oracle, cfg.sampler, cfg.eval, n_images=n),
-                      **dict.fromkeys(TRANSFER_COLUMNS)}
+        result = _evaluate_adapter(backbone, task, oracle, cfg, prompt_set)
         rows.append(eval_row(cfg, epoch, *counters[epoch], result, oracle, chash, sha))
         if progress:
-            line = f"epoch {epoch}: success {result['success_rate']:.3f} (n={result['n_eval']}, "
-            if prompt_set == "both":
-                line += "the task's prompts"
-                if result["transfer_n_eval"] is not None:
-                    line += (f"; transfer {result['transfer_success_rate']:.3f} on held-out prompts, "
-                             f"n={result['transfer_n_eval']}")
-            else:
-                line += f"{prompt_set} prompts only"
-            print(line + ")", flush=True)
+            print(_progress_line(epoch, result, prompt_set), flush=True)
     columns = EVAL_COLUMNS
     if prompt_set != "both":  # say so in every row, so a single-split row is never mistaken for eval.csv's
         columns = (*EVAL_COLUMNS, "prompt_set")
