@@ -222,6 +222,77 @@ def profile_config(method: str, images: int, *, task: str = "sanity", tier: str 
         *size, f"eval.n_images={images}", "eval.every_epochs=1", *overrides])
 
 
+def _unet_reference(unet, clock: Clock, unet_calls: list, repeats: int) -> dict[str, Any] | None:
+    """The bare UNet forward + backward on the inputs of the update's first gradient-enabled UNet
+    call, beside what the update's calls cost in the loop; None when no call had gradients."""
+    first_grad = next((c[2] for c in unet_calls if c[1]), None)
+    if first_grad is None:
+        return None
+    args, kwargs = first_grad
+    bare = bare_unet_step(unet, args, kwargs, repeats + 1)
+    train = [c for c in unet_calls if c[0] == "update" and c[1]]
+    reference = {"batch_rows": int(args[0].shape[0]) if args else None, "training_calls": len(train),
+                 "bare_repeats": repeats}
+    for kind, seconds in (("wall", clock.seconds), ("cpu", clock.cpu_seconds)):
+        bare_s = statistics.median(bare[kind][1:])  # the first pass is a warm-up
+        # the update's gradient-enabled forwards (D3PO's pretrained reference runs without) + its backwards
+        in_loop = sum(c[3][kind] for c in train) + seconds[("update", "unet_backward")]
+        reference[kind] = {"bare_forward_backward_s": bare_s,
+                           "in_loop_forward_backward_s_per_call": in_loop / len(train),
+                           "bare_s_times_training_calls": bare_s * len(train)}
+    return reference
+
+
+def _split(seconds: dict[tuple[str, str], float]) -> dict[str, Any]:
+    """An epoch's (phase, component) seconds as totals and shares per component and per phase."""
+    total = sum(seconds.values())
+    by_component = {c: sum(s for (_, k), s in seconds.items() if k == c) for c in COMPONENTS}
+    by_phase = {p: sum(s for (q, _), s in seconds.items() if q == p) for p in PHASES}
+    return {
+        "epoch_s": total,
+        "unet_share": sum(by_component[c] for c in UNET) / total,
+        "components_s": by_component,
+        "components_share": {c: s / total for c, s in by_component.items()},
+        "phases_s": by_phase,
+        "phases_share": {p: s / total for p, s in by_phase.items()},
+        "phase_component_s": {f"{p}/{c}": s for (p, c), s in sorted(seconds.items()) if s > 0},
+    }
+
+
+def _measure(cfg, run_dir: str | Path | None, reference_repeats: int) -> dict[str, Any]:
+    """Set up the run of ``cfg`` (in a temporary folder unless ``run_dir``), evaluate once as a run
+    starts (the warm-up), time one instrumented epoch, then the bare-UNet reference."""
+    from hero_bench.runner import Run, RunState
+
+    with contextlib.ExitStack() as stack:
+        if run_dir is None:
+            run_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="epoch-profile-"))
+        run = Run(cfg, run_dir, progress=False)
+        run.check_config()
+        t0 = time.perf_counter()
+        run.setup()
+        setup_s = time.perf_counter() - t0
+        state = RunState()
+        t0 = time.perf_counter()
+        run.evaluate(state)  # what a run does first; also the warm-up of sampling and the oracle
+        run.save_checkpoint(state)
+        warmup_s = time.perf_counter() - t0
+
+        clock, unet_calls = Clock(), []
+        with instrument(run, clock, unet_calls):
+            clock.restart()
+            run.run_epoch(state, run.method.batch_size(cfg.budget))
+            clock._charge()
+        reference = _unet_reference(run.backbone.unet, clock, unet_calls, reference_repeats)
+    return {
+        "setup_s": setup_s, "warmup_eval_s": warmup_s,
+        "cpu": _split(clock.cpu_seconds),
+        "wall": _split(clock.seconds),
+        "unet_forward_calls": Counter(f"{c[0]}/{'grad' if c[1] else 'no_grad'}" for c in unet_calls),
+        "reference": reference,
+    }
+
+
 def profile_epoch(method: str, images: int, *, task: str = "sanity", tier: str = "toy", seed: int = 0,
                   backbone: str | None = None, overrides: Sequence[str] = (), steps: int | None = None,
                   threads: int = 1, reference_repeats: int = 10,
@@ -235,8 +306,6 @@ def profile_epoch(method: str, images: int, *, task: str = "sanity", tier: str =
     phase and per (phase, component), the UNet calls and the bare-UNet reference."""
     import torch
 
-    from hero_bench.runner import Run, RunState
-
     cfg = profile_config(method, images, task=task, tier=tier, seed=seed, backbone=backbone, overrides=overrides,
                          steps=steps)
     images = cfg.eval.n_images  # = the epoch's images (D3PO: whole groups)
@@ -244,67 +313,14 @@ def profile_epoch(method: str, images: int, *, task: str = "sanity", tier: str =
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with contextlib.ExitStack() as stack:
-            if run_dir is None:
-                run_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="epoch-profile-"))
-            run = Run(cfg, run_dir, progress=False)
-            run.check_config()
-            t0 = time.perf_counter()
-            run.setup()
-            setup_s = time.perf_counter() - t0
-            state = RunState()
-            t0 = time.perf_counter()
-            run.evaluate(state)  # what a run does first; also the warm-up of sampling and the oracle
-            run.save_checkpoint(state)
-            warmup_s = time.perf_counter() - t0
-
-            clock, unet_calls = Clock(), []
-            with instrument(run, clock, unet_calls):
-                clock.restart()
-                run.run_epoch(state, run.method.batch_size(cfg.budget))
-                clock._charge()
-
-            first_grad = next((c[2] for c in unet_calls if c[1]), None)
-            reference = None
-            if first_grad is not None:
-                args, kwargs = first_grad
-                bare = bare_unet_step(run.backbone.unet, args, kwargs, reference_repeats + 1)
-                train = [c for c in unet_calls if c[0] == "update" and c[1]]
-                reference = {"batch_rows": int(args[0].shape[0]) if args else None, "training_calls": len(train),
-                             "bare_repeats": reference_repeats}
-                for kind, seconds in (("wall", clock.seconds), ("cpu", clock.cpu_seconds)):
-                    bare_s = statistics.median(bare[kind][1:])  # the first pass is a warm-up
-                    # the update's gradient-enabled forwards (D3PO's pretrained reference runs without) + its backwards
-                    in_loop = sum(c[3][kind] for c in train) + seconds[("update", "unet_backward")]
-                    reference[kind] = {"bare_forward_backward_s": bare_s,
-                                       "in_loop_forward_backward_s_per_call": in_loop / len(train),
-                                       "bare_s_times_training_calls": bare_s * len(train)}
+        measured = _measure(cfg, run_dir, reference_repeats)
     finally:
         torch.set_num_threads(previous_threads)
-
-    def split(seconds: dict[tuple[str, str], float]) -> dict[str, Any]:
-        total = sum(seconds.values())
-        by_component = {c: sum(s for (_, k), s in seconds.items() if k == c) for c in COMPONENTS}
-        by_phase = {p: sum(s for (q, _), s in seconds.items() if q == p) for p in PHASES}
-        return {
-            "epoch_s": total,
-            "unet_share": sum(by_component[c] for c in UNET) / total,
-            "components_s": by_component,
-            "components_share": {c: s / total for c, s in by_component.items()},
-            "phases_s": by_phase,
-            "phases_share": {p: s / total for p, s in by_phase.items()},
-            "phase_component_s": {f"{p}/{c}": s for (p, c), s in sorted(seconds.items()) if s > 0},
-        }
-
     return {
         "method": method, "task": task, "tier": tier, "seed": seed, "images": images,
         "eval_images": cfg.eval.n_images, "sampler_steps": cfg.sampler.steps, "threads": threads,
         "torch": torch.__version__, "overrides": list(overrides),
-        "setup_s": setup_s, "warmup_eval_s": warmup_s,
-        "cpu": split(clock.cpu_seconds),
-        "wall": split(clock.seconds),
-        "unet_forward_calls": Counter(f"{c[0]}/{'grad' if c[1] else 'no_grad'}" for c in unet_calls),
-        "reference": reference,
+        **measured,
     }
 
 
