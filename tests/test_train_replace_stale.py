@@ -75,3 +75,12 @@ def test_a_new_folder_just_starts(tmp_path, tiny_backbone_dir, capsys):
     assert main(train_args(tiny_backbone_dir, run) + ["--replace-stale"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"train: {run} holds no run yet: starting it"
     assert (run / "DONE.json").exists()
+
+
+def test_a_run_being_trained_elsewhere_is_not_moved(finished, tiny_backbone_dir, capsys):
+    from hero_bench.io import exclusive_folder
+
+    with exclusive_folder(finished):  # as a training process holds it
+        assert main(train_args(tiny_backbone_dir, finished, budget=8) + ["--replace-stale"]) == 2
+    assert "is being trained by another process" in capsys.readouterr().err
+    assert not list(finished.parent.glob("run.replaced-*"))

@@ -146,6 +146,8 @@ def replace_stale_run(cfg, run_dir) -> str:
     the parsed config.yaml against ``cfg``) decides, so the two never disagree.  A config.yaml that
     cannot be parsed counts as another config.  The old run is renamed to
     ``<run_dir>.replaced-<UTC time>``, never deleted: its labels and checkpoints may still be wanted.
+    The check and the move hold the run folder's lock, so a run that another process is training
+    is never moved from under it (that is an error, as it is for the runner).
     """
     import re
     import time
@@ -153,7 +155,8 @@ def replace_stale_run(cfg, run_dir) -> str:
 
     import yaml
 
-    from hero_bench.errors import ConfigError
+    from hero_bench.errors import ConfigError, HeroBenchError
+    from hero_bench.io import FolderBusyError, exclusive_folder
     from hero_bench.run_config import CONFIG_FILE
     from hero_bench.runner import Run
 
@@ -161,18 +164,23 @@ def replace_stale_run(cfg, run_dir) -> str:
     if not (run_dir / CONFIG_FILE).exists():
         return f"train: {run_dir} holds no run yet: starting it"
     try:
-        Run(cfg, run_dir, progress=False).check_config()  # with a config.yaml present it only compares
-        return f"train: {run_dir} holds this run's config: resuming it"
-    except ConfigError as exc:
-        differs = re.search(r"differs in: [^)]*", str(exc))
-        why = f" ({differs.group(0)})" if differs else ""
-    except yaml.YAMLError:
-        why = f" ({CONFIG_FILE} cannot be read)"
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    stale = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
-    n = 1
-    while stale.exists():  # replaced twice within one second
-        n += 1
-        stale = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}-{n}")
-    run_dir.rename(stale)
+        with exclusive_folder(run_dir):
+            try:
+                Run(cfg, run_dir, progress=False).check_config()  # with a config.yaml present it only compares
+                return f"train: {run_dir} holds this run's config: resuming it"
+            except ConfigError as exc:
+                differs = re.search(r"differs in: [^)]*", str(exc))
+                why = f" ({differs.group(0)})" if differs else ""
+            except yaml.YAMLError:
+                why = f" ({CONFIG_FILE} cannot be read)"
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            stale = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+            n = 1
+            while stale.exists():  # replaced twice within one second
+                n += 1
+                stale = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}-{n}")
+            run_dir.rename(stale)  # the lock is on the folder itself and moves with it
+    except FolderBusyError:
+        raise HeroBenchError(f"{run_dir} is being trained by another process; wait for it to end, "
+                             "or give this run another --out") from None
     return f"train: the settings of {run_dir} changed{why}; old run moved to {stale}; starting afresh"
