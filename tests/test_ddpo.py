@@ -85,7 +85,8 @@ def test_ddpo_advantages_use_the_stat_tracker(monkeypatch):
         captured["adv"] = advantages
         return {"loss": 0.0}
 
-    monkeypatch.setattr("hero_bench.algorithms.ddpo.ppo_update", fake_ppo_update)
+    # the PPO pass DDPO and HERO share lives in PPOMethod (algorithms/base.py)
+    monkeypatch.setattr("hero_bench.algorithms.base.ppo_update", fake_ppo_update)
 
     class Ctx:
         lora_params = [torch.nn.Parameter(torch.zeros(1))]

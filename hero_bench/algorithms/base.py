@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 import numpy as np
 import torch
 
+from hero_bench.algorithms.kernels import clip_advantages, make_adamw, ppo_optimizer_steps, ppo_update
 from hero_bench.diffusion.sampler import Trajectory, initial_noise, sample_trajectories
 from hero_bench.seeding import derive_seed
 
@@ -128,6 +129,32 @@ class Method:
         traj = sample_trajectories(self.ctx.backbone, [p.text for p in prompts], z_T, self.ctx.cfg.sampler,
                                    self.ctx.generator(epoch, "sampler"))
         return Batch(traj=traj, prompts=list(prompts), groups=groups)
+
+
+class PPOMethod(Method):
+    """A method that trains the LoRA weights with the shared PPO-clip pass on per-image advantages
+    (DDPO, HERO).  Its config has ``images_per_epoch`` and a ``ppo`` section (``kernels.PPOConfig``),
+    which fixes the LoRA optimizer and every PPO setting; only how advantages are made differs."""
+
+    def __init__(self, ctx: RunContext, cfg: Any):
+        super().__init__(ctx)
+        self.cfg = cfg
+        ppo = cfg.ppo
+        self.optimizer = make_adamw(ctx.lora_params, ppo.lr, ppo.weight_decay, (ppo.adam_beta1, ppo.adam_beta2),
+                                    ppo.adam_eps)
+
+    def images_per_epoch(self) -> int:
+        return self.cfg.images_per_epoch
+
+    def optimizer_steps(self, n_images: int) -> str:
+        return str(ppo_optimizer_steps(n_images, self.cfg.ppo))
+
+    def ppo_step(self, epoch: int, traj: Trajectory, advantages: np.ndarray) -> dict[str, float]:
+        """Clip ``advantages`` to ±ppo.adv_clip and run the PPO-clip pass over ``traj`` (its
+        shuffles draw from this epoch's "ppo" stream); returns the pass's metrics."""
+        advantages = clip_advantages(advantages, self.cfg.ppo.adv_clip)
+        return ppo_update(self.ctx.backbone, traj, torch.from_numpy(advantages).float(), self.ctx.lora_params,
+                          self.optimizer, self.cfg.ppo, self.ctx.cfg.sampler, self.ctx.generator(epoch, "ppo"))
 
 
 class Base(Method):

@@ -15,29 +15,13 @@ per-prompt reward buffers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from hero_bench.algorithms.base import Batch, Method, RunContext
-from hero_bench.algorithms.kernels import (
-    PerPromptStatTracker,
-    PPOConfig,
-    clip_advantages,
-    make_adamw,
-    ppo_optimizer_steps,
-    ppo_update,
-    standardize,
-)
+from hero_bench.algorithms.base import Batch, PPOMethod, RunContext
+from hero_bench.algorithms.kernels import PerPromptStatTracker, PPOConfig, standardize
 from hero_bench.errors import ConfigError
-
-
-def _ddpo_ppo() -> PPOConfig:
-    # ddpo-pytorch / the DDPO paper with LoRA (§2.4, §7.6): lr 3e-4, clip 1e-4, adv clip 5, all
-    # timesteps; 256 samples per epoch in 4 optimizer steps of 64 (train batch 4 × grad-accum 16)
-    return PPOConfig(lr=3e-4, train_batch_size=4, grad_accum_steps=16, clip_range=1e-4, adv_clip=5.0,
-                     timestep_fraction=1.0)
 
 
 @dataclass(frozen=True)
@@ -52,7 +36,10 @@ class DDPOConfig:
     """Rewards kept per prompt (FIFO) by the stat tracker."""
     stat_min_count: int = 16
     """Below this many buffered rewards a prompt is normalised with the whole epoch's statistics."""
-    ppo: PPOConfig = field(default_factory=_ddpo_ppo)
+    # ddpo-pytorch / the DDPO paper with LoRA (§2.4, §7.6): lr 3e-4, clip 1e-4, adv clip 5, all
+    # timesteps; 256 samples per epoch in 4 optimizer steps of 64 (train batch 4 × grad-accum 16)
+    ppo: PPOConfig = PPOConfig(lr=3e-4, train_batch_size=4, grad_accum_steps=16, clip_range=1e-4, adv_clip=5.0,
+                               timestep_fraction=1.0)
     """The PPO-clip update of the LoRA weights (shared kernel with HERO)."""
 
     def __post_init__(self) -> None:
@@ -62,22 +49,13 @@ class DDPOConfig:
             raise ConfigError("ddpo.stat_buffer_size must be >= 1 and ddpo.stat_min_count >= 0")
 
 
-class DDPO(Method):
+class DDPO(PPOMethod):
     name = "ddpo"
+    cfg: DDPOConfig
 
     def __init__(self, ctx: RunContext):
-        super().__init__(ctx)
-        self.cfg: DDPOConfig = ctx.cfg.ddpo
-        ppo = self.cfg.ppo
-        self.optimizer = make_adamw(ctx.lora_params, ppo.lr, ppo.weight_decay, (ppo.adam_beta1, ppo.adam_beta2),
-                                    ppo.adam_eps)
+        super().__init__(ctx, ctx.cfg.ddpo)
         self.tracker = PerPromptStatTracker(self.cfg.stat_buffer_size, self.cfg.stat_min_count)
-
-    def images_per_epoch(self) -> int:
-        return self.cfg.images_per_epoch
-
-    def optimizer_steps(self, n_images: int) -> str:
-        return str(ppo_optimizer_steps(n_images, self.cfg.ppo))
 
     # 1. sample ---------------------------------------------------------------------------------
     def sample(self, epoch: int, n: int) -> Batch:
@@ -93,10 +71,7 @@ class DDPO(Method):
             advantages = self.tracker.update(batch.texts, rewards)
         else:
             advantages = standardize(rewards)
-        advantages = clip_advantages(advantages, self.cfg.ppo.adv_clip)
-        metrics = ppo_update(self.ctx.backbone, batch.traj, torch.from_numpy(advantages).float(),
-                             self.ctx.lora_params, self.optimizer, self.cfg.ppo, self.ctx.cfg.sampler,
-                             self.ctx.generator(epoch, "ppo"))
+        metrics = self.ppo_step(epoch, batch.traj, advantages)
         metrics["reward_mean"] = float(np.mean(rewards))
         if self.ctx.evaluator.config.ddpo_reward == "success":
             metrics["train_success"] = float(np.mean(rewards))

@@ -23,7 +23,7 @@ until the evaluator picks a better image.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -31,15 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hero_bench.algorithms.base import Batch, Method, RunContext
-from hero_bench.algorithms.kernels import (
-    PPOConfig,
-    clip_advantages,
-    make_adamw,
-    ppo_optimizer_steps,
-    ppo_update,
-    standardize,
-)
+from hero_bench.algorithms.base import Batch, PPOMethod, RunContext
+from hero_bench.algorithms.kernels import PPOConfig, standardize
 from hero_bench.errors import ConfigError
 from hero_bench.feedback import BestImage, HeroFeedback
 from hero_bench.seeding import derive_seed
@@ -47,13 +40,6 @@ from hero_bench.seeding import derive_seed
 # --------------------------------------------------------------------------------------------
 # Config
 # --------------------------------------------------------------------------------------------
-
-
-def _hero_ppo() -> PPOConfig:
-    # Table 7 (docs/algorithms.md §4.0): lr 3e-4 (the released code's 1e-3 is not used), batch 2, grad-accum 4,
-    # clip 1e-4, K = 5 trained timesteps per trajectory; adv clip 5, batch standardisation (§4.6)
-    return PPOConfig(lr=3e-4, train_batch_size=2, grad_accum_steps=4, clip_range=1e-4, adv_clip=5.0,
-                     timesteps_per_sample=5)
 
 
 @dataclass(frozen=True)
@@ -87,7 +73,10 @@ class HeroConfig:
     triplet_cosine: Literal["per-sample", "across-batch"] = "per-sample"
     """Cosine distance of the triplet loss along the feature axis of each triplet (paper) or along
     the batch axis per feature (the released code's ``dim=0``, docs/algorithms.md §4.12.2)."""
-    ppo: PPOConfig = field(default_factory=_hero_ppo)
+    # Table 7 (docs/algorithms.md §4.0): lr 3e-4 (the released code's 1e-3 is not used), batch 2, grad-accum 4,
+    # clip 1e-4, K = 5 trained timesteps per trajectory; adv clip 5, batch standardisation (§4.6)
+    ppo: PPOConfig = PPOConfig(lr=3e-4, train_batch_size=2, grad_accum_steps=4, clip_range=1e-4, adv_clip=5.0,
+                               timesteps_per_sample=5)
     """The PPO-clip update of the LoRA weights (shared kernel with DDPO)."""
 
     def __post_init__(self) -> None:
@@ -201,16 +190,13 @@ def guided_noise(best_noise: torch.Tensor, good_noises: torch.Tensor, n: int, be
 # --------------------------------------------------------------------------------------------
 
 
-class Hero(Method):
+class Hero(PPOMethod):
     name = "hero"
     min_batch = 2  # the protocol needs one good and one bad image
+    cfg: HeroConfig
 
     def __init__(self, ctx: RunContext):
-        super().__init__(ctx)
-        self.cfg: HeroConfig = ctx.cfg.hero
-        ppo = self.cfg.ppo
-        self.optimizer = make_adamw(ctx.lora_params, ppo.lr, ppo.weight_decay, (ppo.adam_beta1, ppo.adam_beta2),
-                                    ppo.adam_eps)
+        super().__init__(ctx, ctx.cfg.hero)
         # E and g are initialised from the run seed (torch's init draws from the global RNG, so it
         # runs inside a forked, seeded RNG and leaves the caller's state untouched)
         device = ctx.backbone.device
@@ -227,12 +213,6 @@ class Hero(Method):
         self.best_latent: torch.Tensor | None = None  # [C,H,W] input of the best's last denoising step
         self.best_noise: torch.Tensor | None = None  # [C,H,W] the best's z_T (CPU)
         self.good_noises = torch.empty(0)  # [M,C,H,W] z_T of the last epoch's good images, best excluded (CPU)
-
-    def images_per_epoch(self) -> int:
-        return self.cfg.images_per_epoch
-
-    def optimizer_steps(self, n_images: int) -> str:
-        return str(ppo_optimizer_steps(n_images, self.cfg.ppo))
 
     # 1. sample ---------------------------------------------------------------------------------
     def sample(self, epoch: int, n: int) -> Batch:
@@ -271,9 +251,7 @@ class Hero(Method):
         metrics = self.train_representation(epoch, feats, positives, negatives)
 
         rewards = self.rewards(feats, fb.good, positives)
-        advantages = clip_advantages(standardize(rewards), self.cfg.ppo.adv_clip)
-        metrics |= ppo_update(self.ctx.backbone, traj, torch.from_numpy(advantages).float(), self.ctx.lora_params,
-                              self.optimizer, self.cfg.ppo, self.ctx.cfg.sampler, self.ctx.generator(epoch, "ppo"))
+        metrics |= self.ppo_step(epoch, traj, standardize(rewards))
 
         # π_HERO for the next epoch: this batch's good noises (best excluded) + the best's noise
         self.good_noises = traj.z_T[torch.as_tensor(positives, dtype=torch.long)].detach().cpu().clone()

@@ -221,6 +221,12 @@ class _Meter:
     def means(self) -> dict[str, float]:
         return {k: self.sums[k] / self.counts[k] for k in self.sums}
 
+    def summary(self) -> dict[str, float]:
+        """The means plus the number of optimizer steps taken (each step adds one ``grad_norm``)."""
+        out = self.means()
+        out["optimizer_steps"] = float(self.counts.get("grad_norm", 0))
+        return out
+
 
 def _accumulation_groups(n_chunks: int, grad_accum: int) -> list[range]:
     return [range(s, min(s + grad_accum, n_chunks)) for s in range(0, n_chunks, grad_accum)]
@@ -231,6 +237,15 @@ def _optimizer_step(params, optimizer, max_grad_norm: float) -> float:
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(grad_norm)
+
+
+def _end_group(params, optimizer, max_grad_norm: float, meter: _Meter,
+               on_step: Callable[[dict], None] | None) -> None:
+    """The optimizer step that ends an accumulation group; ``on_step`` sees the running means.
+    (``_optimizer_step`` is looked up at call time: the profiler times it by replacing it.)"""
+    meter.add(grad_norm=_optimizer_step(params, optimizer, max_grad_norm))
+    if on_step is not None:
+        on_step(meter.means())
 
 
 def ppo_optimizer_steps(n_samples: int, cfg: PPOConfig) -> int:
@@ -292,13 +307,8 @@ def ppo_update(
                     (loss * scale).backward()
                     meter.add(loss=loss.item(), approx_kl=info["approx_kl"].item(),
                               clipfrac=info["clipfrac"].item())
-            grad_norm = _optimizer_step(params, optimizer, cfg.max_grad_norm)
-            meter.add(grad_norm=grad_norm)
-            if on_step is not None:
-                on_step(meter.means())
-    out = meter.means()
-    out["optimizer_steps"] = float(meter.counts.get("grad_norm", 0))
-    return out
+            _end_group(params, optimizer, cfg.max_grad_norm, meter, on_step)
+    return meter.summary()
 
 
 def dpo_update(
@@ -365,10 +375,5 @@ def dpo_update(
                 (loss * scale).backward()
                 meter.add(loss=loss.item(), pair_accuracy=info["pair_accuracy"].item(),
                           clampfrac=info["clampfrac"].item())
-        grad_norm = _optimizer_step(params, optimizer, max_grad_norm)
-        meter.add(grad_norm=grad_norm)
-        if on_step is not None:
-            on_step(meter.means())
-    out = meter.means()
-    out["optimizer_steps"] = float(meter.counts.get("grad_norm", 0))
-    return out
+        _end_group(params, optimizer, max_grad_norm, meter, on_step)
+    return meter.summary()
