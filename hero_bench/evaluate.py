@@ -63,12 +63,9 @@ class EvalConfig:
     n_images; 0 = skip it (the transfer columns are left empty)."""
 
     def __post_init__(self) -> None:
-        if self.n_images < 1:
-            raise ConfigError(f"eval.n_images must be >= 1, got {self.n_images}")
-        if self.every_epochs < 1:
-            raise ConfigError(f"eval.every_epochs must be >= 1, got {self.every_epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+        for name in ("n_images", "every_epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
         if self.seed < 0:
             raise ConfigError(f"eval.seed must be >= 0, got {self.seed}")
         if self.transfer_images is not None and self.transfer_images < 0:

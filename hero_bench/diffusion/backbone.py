@@ -292,15 +292,6 @@ def _load_folder(folder: Path, source: str, torch_device: torch.device, torch_dt
         image_size = side
     else:
         image_size = side * 2 ** (len(vae.config.block_out_channels) - 1)
-    return Backbone(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        unet=unet,
-        scheduler=scheduler,
-        vae=vae,
-        source=source,
-        device=torch_device,
-        dtype=torch_dtype,
-        latent_shape=(channels, side, side),
-        image_size=image_size,
-    )
+    return Backbone(tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, scheduler=scheduler, vae=vae,
+                    source=source, device=torch_device, dtype=torch_dtype, latent_shape=(channels, side, side),
+                    image_size=image_size)

@@ -119,20 +119,13 @@ def build_components(cfg: ModelConfig = ModelConfig(), vocab: Sequence[str] | No
     # Initialise under a private generator: seeding the global RNG would be a side effect on callers.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer.get_vocab()),
-                hidden_size=te.hidden_size,
-                intermediate_size=te.intermediate_size,
-                num_hidden_layers=te.num_hidden_layers,
-                num_attention_heads=te.num_attention_heads,
-                max_position_embeddings=te.model_max_length,
-                projection_dim=te.hidden_size,
-                pad_token_id=tokenizer.pad_token_id,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-        )
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokenizer.get_vocab()), hidden_size=te.hidden_size, intermediate_size=te.intermediate_size,
+            num_hidden_layers=te.num_hidden_layers, num_attention_heads=te.num_attention_heads,
+            max_position_embeddings=te.model_max_length, projection_dim=te.hidden_size,
+            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        ))
         u = cfg.unet
         unet = UNet2DConditionModel(
             sample_size=cfg.image_size,
