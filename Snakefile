@@ -7,7 +7,7 @@
 #
 # Config keys: workflows/config/README.md. Rules: workflows/rules/*.smk.
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -24,7 +24,7 @@ if not workflow.overwrite_configfiles:
 include: "workflows/rules/common.smk"
 
 
-validate(normalize_config(config), "workflows/schemas/config.schema.yaml")
+validate_config(normalize_config(config), "workflows/schemas/config.schema.yaml")
 check_config(config)
 
 

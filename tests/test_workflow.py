@@ -257,10 +257,13 @@ def test_schema_rejects_bad_values_naming_the_key(key, value, names):
 
 
 @pytest.mark.parametrize(
-    "override, names",
-    [("seeds=[-1]", ["seeds", "-1"]), ("methods=[hero,ppo]", ["methods", "ppo"])],
+    "override, line",
+    [("seeds=[-1]", "invalid workflow config: seeds[0] = -1: -1 is less than the minimum of 0"),
+     ("methods=[hero,ppo]", "invalid workflow config: methods[1] = 'ppo'; accepted: base, hero, ddpo, d3po"),
+     ("no_such_key=1", "invalid workflow config: unknown key(s) 'no_such_key' in (top level); accepted: backbone, "
+                       "budget,")],
 )
-def test_bad_config_fails_fast_naming_the_key(tmp_path, override, names):
+def test_bad_config_fails_fast_naming_the_key(tmp_path, override, line):
     # (how fast it fails is measured, not asserted here: about 1.3 s, nearly all of it
     # Snakemake's own start-up; a wall-clock bound in a unit test fails on a busy machine)
     proc = snakemake(
@@ -268,9 +271,9 @@ def test_bad_config_fails_fast_naming_the_key(tmp_path, override, names):
         "--config", override, check=False,
     )
     assert proc.returncode != 0, proc.stdout
-    assert "Error validating config" in proc.stdout, proc.stdout
-    for name in names:
-        assert name in proc.stdout, f"{name!r} not in:\n{proc.stdout}"
+    assert line in proc.stdout, proc.stdout
+    # the error, where it was raised and the two frames: not the whole schema (it used to be 326 lines)
+    assert len(proc.stdout.strip().splitlines()) <= 6, proc.stdout
     assert "rule train" not in proc.stdout  # nothing was planned
 
 

@@ -11,6 +11,7 @@ import shutil
 import sys
 
 from snakemake.logging import logger
+from snakemake.utils import validate
 
 
 # Rules call the `hero-bench` console script. When it is not on the PATH (as with
@@ -65,6 +66,39 @@ def normalize_config(config):
         elif key not in _VERBATIM_KEYS:
             config[key] = _numbers_from_strings(value)
     return config
+
+
+def validate_config(config, schema_file):
+    """Snakemake's schema validation (which also fills the schema's defaults), with the error cut to
+    one line: the key, what is wrong and what is accepted (Snakemake's own prints the whole schema,
+    hundreds of lines, after the one line that matters)."""
+    import jsonschema
+    import yaml
+
+    schema_file = os.path.join(workflow.basedir, schema_file)  # relative to the Snakefile, as validate reads it
+    with open(schema_file) as fh:
+        schema = yaml.safe_load(fh)
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        raise ValueError(f"invalid workflow config: {_schema_error_line(error, schema)}")
+    validate(config, schema_file)
+
+
+def _schema_error_line(error, schema):
+    where = ""
+    for part in error.absolute_path:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}" if where else str(part)
+    where = where or "(top level)"
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        accepted = ", ".join(sorted(error.schema.get("properties", {})))
+        return (f"unknown key(s) {', '.join(repr(k) for k in extra)} in {where}; accepted: {accepted} "
+                "(workflows/config/README.md)")
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator == "enum":
+        return f"{where} = {error.instance!r}; accepted: {', '.join(map(str, error.validator_value))}"
+    return f"{where} = {error.instance!r}: {error.message} (workflows/config/README.md)"
 
 
 def _known_tasks():
