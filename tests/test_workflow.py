@@ -25,7 +25,7 @@ SNAKEFILE = REPO / "Snakefile"
 CONFIG_DIR = REPO / "workflows" / "config"
 SCHEMA = REPO / "workflows" / "schemas" / "config.schema.yaml"
 GPU_SLOT = REPO / "workflows" / "profiles" / "local" / "gpu_slot.py"
-CONFIGS = ["smoke", "toy", "toy-full", "toy-acceptance", "paper"]
+CONFIGS = ["smoke", "toy", "toy-full", "toy-acceptance", "tune-designed", "paper"]
 TIMEOUT = 120
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hero_bench.commands import set_threads
+
 HELP = "measure a toy backbone's success rate on every toy task before training (the model card's base rates)"
 DESCRIPTION = """\
 The HERO paper's premise is that success is possible but rare: a method needs a few successes in
@@ -87,12 +89,7 @@ def run(args) -> int:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     if args.seed is not None and args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     from hero_bench.io import atomic_write_json
     from hero_bench.toyworld.base_rates import (

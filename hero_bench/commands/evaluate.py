@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hero_bench.commands import set_threads
+
 HELP = "recompute a run's evaluation (eval.csv: success on its own prompts + transfer) from its saved LoRA adapters"
 DESCRIPTION = """\
 Re-evaluate every saved adapter of a run (RUN_DIR/lora/epoch_XXXX.safetensors) with the fixed
@@ -50,14 +52,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if args.threads is not None:
-        import torch
-
-        from hero_bench.errors import ConfigError
-
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from hero_bench.errors import ConfigError
     from hero_bench.reevaluate import evaluate_run
 

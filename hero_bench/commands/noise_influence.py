@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hero_bench.commands import set_threads
+
 HELP = "measure how much the initial noise z_T decides an image's success (HERO's noise-guidance premise)"
 DESCRIPTION = """\
 HERO samples the next epoch's initial noises near those of the best and good images (docs/algorithms.md §4.5).
@@ -39,12 +41,7 @@ def run(args) -> int:
 
     from hero_bench.errors import ConfigError
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
 
     from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
     from hero_bench.io import atomic_write_json

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hero_bench.commands import set_threads
+
 HELP = "pretrain the ShapesWorld toy text-to-image model (the toy tier's backbone)"
 DESCRIPTION = """\
 Pretrain the ShapesWorld model (pixel-space UNet2DConditionModel + CLIP text encoder, 16x16 RGB)
@@ -90,12 +92,7 @@ def run(args) -> int:
         _check_recipe_args(args)
     else:
         cfg = config_from_args(args)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.recipe is None:
         print(_summary("pretrain-toy", pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)))
         return 0

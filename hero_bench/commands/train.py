@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hero_bench.commands import set_threads
+
 HELP = "finetune with HERO, DDPO or D3PO under a feedback budget (resumes an interrupted run)"
 DESCRIPTION = """\
 Finetune a text-to-image diffusion model (LoRA) on one task with one method, asking the simulated
@@ -92,14 +94,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if args.threads is not None:
-        import torch
-
-        from hero_bench.errors import ConfigError
-
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from hero_bench.presets import build_run_config
     from hero_bench.run_config import config_yaml
     from hero_bench.runner import train
