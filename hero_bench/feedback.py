@@ -9,37 +9,39 @@ protocol asks of a human (``docs/feedback.md``; ``docs/algorithms.md`` §2, §3.
   whose classes differ; ties are skipped;
 * DDPO: a scalar reward per image.
 
-Optional noise models (label flips, a softmax best choice, a fixed score offset) make the
-evaluator behave like an imperfect person.  All noise comes from a numpy Generator derived from
+Optional noise models (label flips, a softmax best choice, a fixed score offset; their settings
+are ``EvaluatorConfig``, ``hero_bench.evaluator_config``) make the evaluator behave like an
+imperfect person.  All noise comes from a numpy Generator derived from
 ``(noise_seed, run seed, epoch, method, purpose)``, never from a running stream, so a resumed run
 that replays an epoch from the ledger draws exactly what a fresh run draws afterwards.
 
 Every answer is written to the run's ledger (``hero_bench.ledger``: storage, crash safety, the
-budget) before it is handed back; ``FeedbackLedger``, ``LedgerError`` and ``image_id`` are
-importable from here too, as the evaluator's callers build the ledger it writes to.
+budget) before it is handed back.
 
 A faulty oracle (it raises, returns a non-finite score or the wrong number of results, or hangs) is
-asked again under an ``OracleCallPolicy`` (time limit, retries, back-off); only a valid answer is
-used, so a batch that never gets one raises ``OracleFailedError`` with nothing recorded.
+asked again under an ``OracleCallPolicy`` (``hero_bench.oracle_calls``: time limit, retries,
+back-off); only a valid answer is used, so a batch that never gets one raises ``OracleFailedError``
+with nothing recorded.
+
+The evaluator's callers build its config, its ledger and its oracle policy, so ``EvaluatorConfig``,
+``OracleCallPolicy``, ``FeedbackLedger``, ``LedgerError`` and ``image_id`` are importable from here
+too.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-import numbers
-import re
-import threading
-import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from hero_bench.config import config_hash
-from hero_bench.errors import ConfigError, OracleFailedError
+from hero_bench.errors import ConfigError
+from hero_bench.evaluator_config import EvaluatorConfig
 from hero_bench.ledger import FeedbackLedger, LedgerError, image_id
+from hero_bench.oracle_calls import OracleCallPolicy, ask_once, ask_until_valid
 
 # Label kinds (one record per image, counted as feedback) and query kinds (counted as queries).
 HERO_GOOD = "hero_good"
@@ -58,106 +60,6 @@ def _pair_key(epoch: int, a: int, b: int) -> str:
 
 def _best_key(epoch: int) -> str:
     return f"e{epoch:04d}"
-
-
-# -- Config ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EvaluatorConfig:
-    """How the scripted evaluator deviates from a perfect one (all defaults: perfect)."""
-
-    flip_prob: float = 0.0
-    """Probability, independently per image, that the evaluator's binary label is the opposite of
-    the oracle's success: HERO good/bad, D3PO class, DDPO 0/1 reward (not the "score" reward).
-    0 = never, 1 = always."""
-
-    best_temperature: float = 0.0
-    """How HERO's best image is chosen among the candidates. 0 = argmax of the (biased) oracle
-    score, ties to the current best, then to the lowest batch index; T > 0 = a random choice with
-    probabilities softmax(score / T)."""
-
-    bias: float = 0.0
-    """Constant added to every oracle score the evaluator sees, before any choice. It shifts the
-    recorded scores, ``BestImage.score`` and the DDPO "score" reward by exactly ``bias``. Choices
-    within one evaluator are shift-invariant (argmax, softmax, pairwise comparisons), so it only
-    changes a choice when a score seen under a different bias is compared, i.e. a HERO current best
-    handed in from another evaluator or from a run before the bias changed."""
-
-    ddpo_reward: Literal["success", "score"] = "success"
-    """DDPO's reward: "success" = the evaluator's 0/1 label (a human-feasible signal, with flip
-    noise); "score" = the continuous oracle score plus bias. "score" is NOT something a human can
-    give per image at scale; it is the reward-model upper bound, not a human-feedback baseline."""
-
-    noise_seed: int = 0
-    """Mixed with the run seed to seed the evaluator's own random draws (non-negative)."""
-
-    d3po_tie_break_by_score: bool = False
-    """D3PO: when two images of a group have the same class, prefer the higher oracle score
-    instead of skipping the pair (equal scores are still skipped). Default False = the paper's
-    protocol, where same-class pairs are ties and form no preference."""
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.flip_prob, (int, float)) and 0.0 <= self.flip_prob <= 1.0):
-            raise ConfigError(f"evaluator.flip_prob must be a probability in [0, 1], got {self.flip_prob!r}")
-        if not (isinstance(self.best_temperature, (int, float)) and math.isfinite(self.best_temperature)
-                and self.best_temperature >= 0.0):
-            raise ConfigError(
-                f"evaluator.best_temperature must be a finite number >= 0 (0 = argmax), got {self.best_temperature!r}"
-            )
-        if not (isinstance(self.bias, (int, float)) and math.isfinite(self.bias)):
-            raise ConfigError(f"evaluator.bias must be a finite number, got {self.bias!r}")
-        if self.ddpo_reward not in ("success", "score"):
-            raise ConfigError(
-                f"evaluator.ddpo_reward {self.ddpo_reward!r} is not one of the accepted values ['success', 'score']"
-            )
-        if isinstance(self.noise_seed, bool) or not isinstance(self.noise_seed, int) or self.noise_seed < 0:
-            raise ConfigError(f"evaluator.noise_seed must be a non-negative integer, got {self.noise_seed!r}")
-        if not isinstance(self.d3po_tie_break_by_score, bool):
-            raise ConfigError(
-                f"evaluator.d3po_tie_break_by_score must be true or false, got {self.d3po_tie_break_by_score!r}"
-            )
-
-
-@dataclass(frozen=True)
-class OracleCallPolicy:
-    """How the evaluator calls a task's oracle on a batch: a time limit, retries and back-off.
-
-    Operational settings, not experiment settings: an answer is used only once it is valid, and the
-    evaluator draws its noise from that answer alone, so a run whose oracle needed retries labels
-    exactly like one whose oracle never failed.  That is why they are not part of ``RunConfig``
-    (whose hash names the results) but flags of ``hero-bench train`` (``--oracle-timeout``,
-    ``--oracle-retries``, ``--oracle-backoff``)."""
-
-    timeout_s: float | None = 600.0
-    """Seconds to wait for one call of the oracle on one batch; None = wait as long as it takes.
-    With a limit the call runs in a worker thread; a thread cannot be stopped, so a call past the
-    limit is abandoned (left to finish in the background, its answer discarded) and counts as a
-    failed attempt."""
-
-    retries: int = 2
-    """Further attempts after a failed one (0 = fail at the first fault); a batch is given up after
-    ``retries + 1`` failed attempts."""
-
-    backoff_s: float = 2.0
-    """Seconds to wait before the first retry, doubled before each further one (2, 4, 8, ...);
-    0 = retry at once."""
-
-    def __post_init__(self) -> None:
-        t = self.timeout_s
-        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)
-                              or t <= 0):
-            raise ConfigError("oracle timeout (--oracle-timeout) must be a number of seconds > 0, or None for "
-                              f"no limit (--oracle-timeout 0), got {t!r}")
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
-            raise ConfigError(f"oracle retries (--oracle-retries) must be an integer >= 0, got {self.retries!r}")
-        b = self.backoff_s
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b < 0:
-            raise ConfigError(f"oracle back-off (--oracle-backoff) must be a number of seconds >= 0, got {b!r}")
-
-    def delay_before(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (1, 2, ...)."""
-        return self.backoff_s * 2 ** (retry - 1)
 
 
 # -- Feedback results --------------------------------------------------------------------------
@@ -222,52 +124,6 @@ def softmax_choice(scores: Sequence[float], temperature: float, rng: np.random.G
     cdf = np.cumsum(z)
     # side="right" never lands on an entry whose probability underflowed to exactly zero.
     return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), s.size - 1))
-
-
-# -- Calling the oracle ------------------------------------------------------------------------
-
-_sleep = time.sleep  # the back-off's wait (a test replaces it to record the delays)
-
-
-class _BadAnswer(Exception):
-    """One attempt at asking the oracle gave no valid answer; the message says why, in a few words."""
-
-
-def _one_line(exc: BaseException) -> str:
-    """``Type: message`` on one line and short: it becomes part of a one-line error."""
-    text = re.sub(r"\s+", " ", str(exc)).strip()
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _call_with_timeout(call, timeout_s: float | None):
-    """``call()``, waiting at most ``timeout_s`` seconds for it (None: as long as it takes).
-
-    With a limit the call runs in a daemon thread.  Python cannot stop a thread, so a call past the
-    limit is abandoned: it is left to finish in the background and its answer is discarded (nobody
-    reads ``outcome`` any more).  Being a daemon thread, it does not keep a process that has given
-    up on it from exiting.  Per-thread state such as torch's grad mode is the thread's default, so
-    an oracle sets what it needs itself (the shipped ones run their models under torch.no_grad)."""
-    if timeout_s is None:
-        return call()
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            outcome["value"] = call()
-        except BaseException as exc:  # noqa: BLE001 - handed over to the waiting thread, which decides
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=work, name="hero-bench-oracle", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive():
-        raise _BadAnswer(f"gave no answer within {timeout_s:g} s (the call was abandoned and may still be "
-                         "running in the background)")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 @dataclass
@@ -363,31 +219,12 @@ class SimulatedEvaluator:
         return n
 
     def _ask(self, images, prompts, metadata) -> tuple[np.ndarray, np.ndarray]:
-        """One attempt: the oracle's (success, score) per image, or ``_BadAnswer`` saying why the
-        answer cannot be used (the oracle raised, ran past the time limit, or returned the wrong
-        number of results, a malformed result or a non-finite score)."""
-        n = len(images)
+        """One attempt at the oracle's answer (``oracle_calls.ask_once``), counted in ``oracle_calls``.
+
+        ``self.oracle`` is read at each attempt, so a wrapper set on the evaluator (the profiler's
+        timed oracle) sees every call."""
         self.oracle_calls += 1
-        try:
-            results = list(_call_with_timeout(lambda: self.oracle(images, prompts, metadata), self.policy.timeout_s))
-        except _BadAnswer:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any fault of the oracle is a failed attempt, to retry
-            raise _BadAnswer(f"raised {_one_line(exc)}") from exc
-        if len(results) != n:
-            raise _BadAnswer(f"returned {len(results)} results for {n} images")
-        success = np.zeros(n, dtype=bool)
-        score = np.zeros(n, dtype=np.float64)
-        for i, r in enumerate(results):
-            ok, x = getattr(r, "success", None), getattr(r, "score", None)
-            if not isinstance(ok, (bool, np.bool_)) or isinstance(x, bool) or not isinstance(x, numbers.Real):
-                raise _BadAnswer(f"returned a malformed result for image {i} (not an OracleResult with a "
-                                 f"true/false success and a numeric score: {type(r).__name__})")
-            success[i], score[i] = bool(ok), float(x)
-        bad = np.flatnonzero(~np.isfinite(score))
-        if bad.size:
-            raise _BadAnswer(f"returned the non-finite score {score[bad[0]]} for image(s) {bad.tolist()}")
-        return success, score
+        return ask_once(self.oracle, images, prompts, metadata, self.policy.timeout_s)
 
     def _ask_until_valid(self, images, prompts, metadata, method: str, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """The oracle's valid answer for one batch, asking up to ``policy.retries + 1`` times with
@@ -397,30 +234,8 @@ class SimulatedEvaluator:
         from fresh per-epoch generators after this returns), so a batch answered at the third
         attempt labels exactly like one answered at the first, and a batch that fails leaves the
         ledger as it was."""
-        faults: list[_BadAnswer] = []
-        for attempt in range(self.policy.retries + 1):
-            if attempt:
-                _sleep(self.policy.delay_before(attempt))
-            try:
-                return self._ask(images, prompts, metadata)
-            except _BadAnswer as fault:
-                faults.append(fault)
-        raise OracleFailedError(self._failure_line(method, epoch, len(images), [str(f) for f in faults])) \
-            from faults[-1]
-
-    def _failure_line(self, method: str, epoch: int, n: int, faults: list[str]) -> str:
-        """One line: the task, the oracle, the batch, why each attempt failed, and what to do."""
-        name = getattr(self.oracle, "name", type(self.oracle).__name__)
-        version = getattr(self.oracle, "version", None)
-        oracle = f"oracle {name}" + (f" (version {version})" if version else "")
-        where = f"task {self.task}, {oracle}" if self.task else oracle
-        if len(set(faults)) == 1:
-            why = f"each time it {faults[0]}"
-        else:
-            why = "; ".join(f"attempt {i} {f}" for i, f in enumerate(faults, 1))
-        return (f"{where}: no valid answer for the {method} batch of epoch {epoch} ({n} images) in {len(faults)} "
-                f"attempt(s) ({self.policy.retries} retries): {why}. Nothing of this batch was recorded or counted "
-                "as feedback; fix the oracle and rerun the same command to resume the run")
+        return ask_until_valid(lambda: self._ask(images, prompts, metadata), self.policy, oracle=self.oracle,
+                               task=self.task, method=method, epoch=epoch, n=len(images))
 
     def _flips(self, epoch: int, method: str, n: int) -> np.ndarray:
         # Always draw n uniforms: p=0 flips nothing (u < 0 never), p=1 flips everything (u < 1).

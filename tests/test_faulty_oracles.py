@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-import hero_bench.feedback as feedback
+import hero_bench.oracle_calls as oracle_calls
 import hero_bench.runner as runner
 from hero_bench.cli import main
 from hero_bench.errors import ConfigError, OracleFailedError
@@ -134,13 +134,13 @@ def clean_ledger(tmp_path, method):
 def sleeps(monkeypatch):
     """The back-off waits the evaluator asked for (recorded, then really slept)."""
     waited = []
-    real = feedback._sleep
+    real = oracle_calls._sleep
 
     def record(seconds):
         waited.append(seconds)
         real(seconds)
 
-    monkeypatch.setattr(feedback, "_sleep", record)
+    monkeypatch.setattr(oracle_calls, "_sleep", record)
     return waited
 
 
