@@ -12,7 +12,9 @@ and its own canonical JSON (``chain_hash``), so a record edited, removed or move
 torn last line is refused on reload, naming the file and the first bad line.  A cut at a record
 boundary leaves a valid chain; the checkpoint and DONE.json record the ledger's length and head
 hash (``head``) to catch that (``hero_bench.integrity``).  A ledger written before format 2 (no
-``hash`` in its first record) is read and continued without a chain.
+``hash`` in its first record) is read and continued without a chain.  The lines, the chain and
+the checks of a file read back are ``hero_bench.ledger_format``'s; ``GENESIS``, ``chain_hash`` and
+``LedgerError`` are importable from here too.
 
 What the records mean (label kinds, query keys) is the evaluator's business
 (``hero_bench.feedback``); the ledger only stores, counts and replays them.
@@ -21,7 +23,6 @@ What the records mean (label kinds, query keys) is the evaluator's business
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -30,70 +31,19 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from hero_bench.errors import BudgetExceededError, ConfigError, HeroBenchError
+from hero_bench.errors import BudgetExceededError, ConfigError
 from hero_bench.io import fsync_dir
+from hero_bench.ledger_format import (GENESIS, LedgerError, ParsedLine, canonical, chain_hash, check_chain,
+                                      complete_lines, complete_transactions, jsonable, parse_records)
 
 log = logging.getLogger(__name__)
 
 LEDGER_FILENAME = "ledger.jsonl"
-LEDGER_FORMAT = 2
-"""Format 2: every record carries ``hash`` (the hash chain); format 1 ledgers have none."""
-GENESIS = "0" * 64
-"""The "previous hash" of a ledger's first record, and the head of an empty format-2 ledger."""
-
-
-class LedgerError(HeroBenchError):
-    """The ledger file is corrupt, belongs to another run, or disagrees with the current call
-    (e.g. a resume with a different seed, evaluator config or batch layout)."""
 
 
 def image_id(epoch: int, index: int) -> str:
     """Deterministic id of the ``index``-th image of ``epoch``'s batch (the ledger key)."""
     return f"e{epoch:04d}-i{index:04d}"
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy scalars/arrays and tuples -> plain JSON types (the ledger must not depend on numpy)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _canonical(rec: Mapping[str, Any]) -> str:
-    """The one JSON text of a record: how its line is written, and what its hash covers."""
-    return json.dumps(rec, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def chain_hash(previous: str, rec: Mapping[str, Any]) -> str:
-    """The ``hash`` of ``rec``: sha256 over the previous record's hash (``GENESIS`` for the first),
-    a newline, and ``rec``'s canonical JSON without its own ``hash`` field.  Chaining makes every
-    hash depend on all the records before it, so an edit, a removal or a swap breaks the chain at
-    the first line it touches."""
-    body = _canonical({k: v for k, v in rec.items() if k != "hash"})
-    return hashlib.sha256(f"{previous}\n{body}".encode("utf-8")).hexdigest()
-
-
-_REQUIRED = frozenset({"seq", "txn", "txn_size", "type", "run_id", "epoch", "kind", "value", "evaluator_seed"})
-
-
-def _complete_lines(data: bytes) -> list[tuple[int, int, bytes]]:
-    """(start, end including the newline, raw line) of every complete line; a missing final
-    newline means the write was cut short, so that line does not count."""
-    lines = []
-    pos = 0
-    while pos < len(data):
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            break
-        lines.append((pos, nl + 1, data[pos:nl]))
-        pos = nl + 1
-    return lines
 
 
 class FeedbackLedger:
@@ -214,8 +164,9 @@ class FeedbackLedger:
     def _load(self) -> None:
         data = self.path.read_bytes()
         self._file_size = len(data)
-        parsed = self._parse(_complete_lines(data))
-        accepted = self._complete_transactions(parsed)
+        parsed = parse_records(self.path, complete_lines(data))
+        self._chained = check_chain(self.path, parsed)
+        accepted = complete_transactions(self.path, self.run_id, parsed)
         for _, _, rec in accepted:
             self._add(rec)
         self._check_budget_on_load(accepted)
@@ -233,56 +184,7 @@ class FeedbackLedger:
                 self.path, self.recovered_bytes, len(parsed) - len(accepted),
             )
 
-    def _parse(self, lines: list[tuple[int, int, bytes]]) -> list[tuple[int, int, dict]]:
-        """The records of ``lines``; garbage is tolerated in the last line only (a torn write)."""
-        parsed: list[tuple[int, int, dict]] = []
-        for i, (start, end, raw) in enumerate(lines):
-            try:
-                rec = json.loads(raw.decode("utf-8"))
-                if not isinstance(rec, dict) or not _REQUIRED.issubset(rec) or (
-                    ("image_id" if rec["type"] == "label" else "key") not in rec
-                ):
-                    raise ValueError("not a ledger record")
-            except (ValueError, UnicodeDecodeError) as exc:
-                if i == len(lines) - 1:
-                    # A crash can leave garbage (e.g. zero-filled blocks) in the last line only.
-                    break
-                raise LedgerError(
-                    f"ledger {self.path} is corrupt at line {i + 1} ({exc}); only a torn final line is "
-                    "tolerated. Restore it from a backup or start the run in a fresh directory."
-                ) from None
-            parsed.append((start, end, rec))
-        return parsed
-
-    def _check_chain(self, parsed: list[tuple[int, int, dict]]) -> None:
-        """Every record's hash follows from the one before (format 2), or no record has one
-        (format 1, decided by the first record).  ``parsed[j]`` is line j + 1: only the last line
-        may be dropped as torn, so the numbering holds."""
-        self._chained = not parsed or "hash" in parsed[0][2]
-        previous = GENESIS
-        for j, (_, _, rec) in enumerate(parsed):
-            if not self._chained:
-                if "hash" in rec:
-                    raise LedgerError(
-                        f"ledger {self.path} line {j + 1} has a hash but line 1 has none; accepted: a ledger "
-                        "whose every record carries the hash chain (format 2) or none does (format 1)"
-                    )
-                continue
-            if "hash" not in rec:
-                raise LedgerError(
-                    f"ledger {self.path} line {j + 1} has no hash in a hash-chained ledger (format 2); "
-                    "the line was edited. Restore the ledger from a backup or start the run in a fresh directory."
-                )
-            if rec["hash"] != chain_hash(previous, rec):
-                after = "the start of the chain" if j == 0 else f"line {j}'s hash"
-                raise LedgerError(
-                    f"ledger {self.path} line {j + 1}: hash chain broken (the hash does not follow from the line's "
-                    f"content and {after}): this line was edited, or a line before it removed or moved. Restore "
-                    "the ledger from a backup or start the run in a fresh directory."
-                )
-            previous = rec["hash"]
-
-    def _check_budget_on_load(self, accepted: list[tuple[int, int, dict]]) -> None:
+    def _check_budget_on_load(self, accepted: list[ParsedLine]) -> None:
         """A ledger never holds more labels than its budget (``check_budget`` runs before every
         write), so more on reload means labels were added by hand or by a run of a larger budget."""
         if self._labels <= self._budget:
@@ -293,31 +195,6 @@ class FeedbackLedger:
             f"(line {labels[self._budget] + 1} is label {self._budget + 1}); accepted: at most the run's budget, "
             "which the ledger enforces before every label, so the extra lines were not written by this run"
         )
-
-    def _complete_transactions(self, parsed: list[tuple[int, int, dict]]) -> list[tuple[int, int, dict]]:
-        """The records of complete transactions: transactions are all-or-nothing, so an incomplete
-        trailing one is a torn write (dropped); any other inconsistency is a LedgerError."""
-        self._check_chain(parsed)
-        txn_start = 0
-        for j, (start, end, rec) in enumerate(parsed):
-            if rec["seq"] != j:
-                raise LedgerError(f"ledger {self.path}: record {j} has sequence number {rec['seq']} (expected {j})")
-            if rec.get("run_id") != self.run_id:
-                raise LedgerError(
-                    f"ledger {self.path} belongs to run {rec.get('run_id')!r}, not {self.run_id!r}; "
-                    "use a fresh run directory or the same run id"
-                )
-            if rec["txn"] == rec["seq"]:
-                if j != txn_start and j - txn_start != parsed[txn_start][2]["txn_size"]:
-                    raise LedgerError(f"ledger {self.path}: transaction at record {txn_start} is incomplete")
-                txn_start = j
-            elif rec["txn"] != txn_start:
-                raise LedgerError(f"ledger {self.path}: record {j} claims transaction {rec['txn']}, open is {txn_start}")
-        if not parsed:
-            return []
-        last_size = parsed[txn_start][2]["txn_size"]
-        n_complete = len(parsed) if len(parsed) - txn_start == last_size else txn_start
-        return parsed[:n_complete]
 
     def _add(self, rec: dict) -> None:
         key = rec["image_id"] if rec["type"] == "label" else rec["key"]
@@ -388,13 +265,13 @@ class FeedbackLedger:
         recs = []
         for i, iid in enumerate(image_ids):
             rec = {"type": "label", "run_id": self.run_id, "epoch": int(epoch), "kind": kind,
-                   "image_id": iid, "value": _jsonable(values[i]), "evaluator_seed": int(evaluator_seed)}
+                   "image_id": iid, "value": jsonable(values[i]), "evaluator_seed": int(evaluator_seed)}
             if oracle_successes is not None:
                 rec["oracle_success"] = bool(oracle_successes[i])
             if oracle_scores is not None:
                 rec["oracle_score"] = float(oracle_scores[i])
             if extra is not None:
-                rec["extra"] = _jsonable(dict(extra[i]))
+                rec["extra"] = jsonable(dict(extra[i]))
             recs.append(rec)
         self._stage(recs, labels=n)
 
@@ -406,9 +283,9 @@ class FeedbackLedger:
         ):
             raise LedgerError(f"query {kind}:{key} is already in {self.path}; replay it with lookup()")
         rec = {"type": "query", "run_id": self.run_id, "epoch": int(epoch), "kind": kind, "key": key,
-               "value": _jsonable(value), "evaluator_seed": int(evaluator_seed)}
+               "value": jsonable(value), "evaluator_seed": int(evaluator_seed)}
         if extra is not None:
-            rec["extra"] = _jsonable(dict(extra))
+            rec["extra"] = jsonable(dict(extra))
         self._stage([rec], labels=0)
 
     def _stage(self, recs: list[dict], labels: int) -> None:
@@ -429,7 +306,7 @@ class FeedbackLedger:
             try:
                 if self._chained:
                     rec["hash"] = previous = chain_hash(previous, rec)
-                lines.append(_canonical(rec))
+                lines.append(canonical(rec))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"ledger record {rec.get('kind')}:{rec.get('image_id', rec.get('key'))} "
                                  f"is not finite JSON: {exc}") from None
