@@ -23,19 +23,21 @@ checkpoint and adapters (``results/published/`` keeps config.yaml, eval.csv, tra
 DONE.json only), a ledger written before format 2, a DONE.json written before the checksums, a
 run still in progress.  Those are **warnings**: said, not failed.
 
-The runner records (``adapter checksums``, ``ledger_state``, ``done_record``) and checks a resumed
-run against its checkpoint (``check_resume``).  This module imports neither torch nor the run code
-(``hero_bench.run_config`` imports the methods, hence torch), so that ``gather`` stays light; only
-the checkpoint of an unfinished run is read with torch, imported then.
+The runner records (``adapter checksums``, ``ledger_state``, ``done_record``:
+``hero_bench.run_records``) and checks a resumed run against its checkpoint (``check_resume``).
+The checks themselves, one function per thing checked, are ``hero_bench.integrity_checks``; this
+module runs them on a run folder and decides what is a problem and what a warning.  The names of
+both modules that the runner and the tests use are importable from here too.  This module imports
+neither torch nor the run code (``hero_bench.run_config`` imports the methods, hence torch), so
+that ``gather`` stays light; only the checkpoint of an unfinished run is read with torch, imported
+then.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,26 +45,23 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from hero_bench.config import config_hash
 from hero_bench.errors import HeroBenchError
-from hero_bench.ledger import LEDGER_FILENAME, FeedbackLedger, LedgerError
-from hero_bench.provenance import METHOD_SECTIONS
+from hero_bench.integrity_checks import (adapter_problems, config_hash_problems, count_problems, int_cell,
+                                         ledger_problems, plural)
+from hero_bench.ledger import FeedbackLedger
+from hero_bench.run_records import (ADAPTER_FILE, CHECKPOINT_FILE, CONFIG_FILE, DONE_FILE, DONE_KEY, EVAL_FILE,
+                                    LEDGER_FILE, LORA_DIR, TRAIN_LOG_FILE, adapter_name, config_file_hash,
+                                    done_record, file_sha256, ledger_state, recorded_adapters, run_id_of)
 
-# The run folder's file names, as hero_bench.run_config declares them (tests/test_verify.py checks
-# that they agree): run_config itself is not imported, because it imports torch.
-CONFIG_FILE = "config.yaml"
-LEDGER_FILE = LEDGER_FILENAME
-CHECKPOINT_FILE = "checkpoint.pt"
-EVAL_FILE = "eval.csv"
-TRAIN_LOG_FILE = "train_log.csv"
-DONE_FILE = "DONE.json"
-LORA_DIR = "lora"
-
-DONE_KEY = "integrity"
-"""DONE.json's key for ``done_record``: the ledger's length and head, the checkpoint's and the
-adapters' sha256, as they were when the run finished."""
-
-_ADAPTER = re.compile(r"^epoch_(\d{4,})\.safetensors$")
+# This module's names, and those of integrity_checks and run_records that the runner and the tests
+# import from here.
+__all__ = [
+    "IntegrityError", "RunVerification", "check_resume", "is_run_folder", "verify_run",
+    "adapter_problems", "ledger_problems",
+    "CHECKPOINT_FILE", "CONFIG_FILE", "DONE_FILE", "DONE_KEY", "EVAL_FILE", "LEDGER_FILE", "LORA_DIR",
+    "TRAIN_LOG_FILE", "adapter_name", "config_file_hash", "done_record", "file_sha256", "ledger_state",
+    "recorded_adapters", "run_id_of",
+]
 
 
 class IntegrityError(HeroBenchError):
@@ -71,113 +70,8 @@ class IntegrityError(HeroBenchError):
 
 
 # --------------------------------------------------------------------------------------------
-# What a run records
+# resume
 # --------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (read in chunks: checkpoints of the paper tier are large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def adapter_name(epoch: int) -> str:
-    """The adapter file of ``epoch``, relative to the run folder (the key of the recorded checksums)."""
-    return f"{LORA_DIR}/epoch_{epoch:04d}.safetensors"
-
-
-def ledger_state(ledger: FeedbackLedger) -> dict[str, Any]:
-    """The ledger's length and head hash, for a checkpoint or DONE.json to record (the head is None
-    for a ledger written before format 2)."""
-    return {"entries": len(ledger), "head": ledger.head}
-
-
-def done_record(run_dir: str | Path, ledger: FeedbackLedger, adapters: Mapping[str, str]) -> dict[str, Any]:
-    """DONE.json's ``integrity``: the final ledger state and the sha256 of the checkpoint and of
-    every adapter, written after the last checkpoint, so nothing of the run changes after it."""
-    return {
-        "ledger": ledger_state(ledger),
-        "checkpoint_sha256": file_sha256(Path(run_dir) / CHECKPOINT_FILE),
-        "adapters": dict(sorted(adapters.items())),
-    }
-
-
-def config_file_hash(config: Mapping[str, Any]) -> str:
-    """The hash of config.yaml's settings as eval.csv's ``config_hash`` records it
-    (``provenance.run_config_hash``: the sections of the methods the run does not use left out)."""
-    return config_hash({k: v for k, v in config.items() if k not in METHOD_SECTIONS or k == config.get("method")})
-
-
-def run_id_of(config: Mapping[str, Any]) -> str:
-    """``RunConfig.run_id`` of config.yaml's settings (the ledger's ``run_id``)."""
-    return f"{config['tier']}/{config['task']}/{config['method']}/seed{config['seed']}"
-
-
-# --------------------------------------------------------------------------------------------
-# Checks shared by resume and verify
-# --------------------------------------------------------------------------------------------
-
-
-def ledger_problems(ledger: FeedbackLedger, recorded: Mapping[str, Any], source: str, *,
-                    finished: bool = False) -> list[str]:
-    """The ledger against the length and head ``source`` recorded (``ledger_state``).
-
-    The ledger may be longer than a checkpoint says (labels of an epoch not checkpointed yet,
-    replayed on resume), never shorter; it must start with the same records (the head of its
-    first ``entries`` records); after a finished run (``finished``) it must not have grown."""
-    entries, head = recorded.get("entries"), recorded.get("head")
-    if entries is None:  # recorded before ledger format 2: nothing to compare
-        return []
-    n = len(ledger)
-    if n < entries:
-        return [f"ledger {ledger.path} has {n} records but {source} was written after {entries}: "
-                f"{entries - n} were cut off its end; accepted: the ledger as it was, restored from a backup"]
-    problems = []
-    actual = ledger.head_at(entries)
-    if head is not None and actual is None:
-        problems.append(f"ledger {ledger.path} has no hash chain but {source} recorded its head {head[:12]}: "
-                        "the hashes were removed")
-    elif head is None and actual is not None:
-        problems.append(f"ledger {ledger.path} has a hash chain but {source} recorded a ledger without one: "
-                        "the ledger was rewritten")
-    elif head != actual:
-        problems.append(f"ledger {ledger.path}: its first {entries} records hash to {actual[:12]}, not to the head "
-                        f"{head[:12]} {source} recorded: they were rewritten (hashes recomputed)")
-    if finished and n > entries:
-        problems.append(f"ledger {ledger.path} has {n} records, {n - entries} more than {source} recorded when the "
-                        "run finished: records were appended afterwards")
-    return problems
-
-
-def adapter_problems(run_dir: Path, adapters: Mapping[str, str], source: str) -> list[str]:
-    """Every adapter ``source`` recorded exists with the recorded sha256."""
-    problems = []
-    for name, recorded in sorted(adapters.items()):
-        path = run_dir / name
-        if not path.is_file():
-            problems.append(f"{name} is missing ({source} recorded it, sha256 {recorded[:12]})")
-        elif (actual := file_sha256(path)) != recorded:
-            problems.append(f"{name} has sha256 {actual[:12]} but {source} recorded {recorded[:12]} when it was "
-                            "saved: the file was modified")
-    return problems
-
-
-def recorded_adapters(run_dir: str | Path, checkpoint: Mapping[str, Any]) -> dict[str, str]:
-    """The adapter checksums a resumed run continues from: those the checkpoint recorded, or, for a
-    checkpoint written before the checksums, those of the adapter files of its epochs as they are
-    now (taken on trust, so that the finished run's DONE.json lists every adapter)."""
-    if "adapters" in checkpoint:
-        return dict(checkpoint["adapters"])
-    run_dir = Path(run_dir)
-    adapters = {}
-    for path in sorted((run_dir / LORA_DIR).glob("epoch_*.safetensors")):
-        m = _ADAPTER.match(path.name)
-        if m and int(m.group(1)) <= checkpoint.get("epoch", -1):
-            adapters[adapter_name(int(m.group(1)))] = file_sha256(path)
-    return adapters
 
 
 def check_resume(run_dir: str | Path, ledger: FeedbackLedger, checkpoint: Mapping[str, Any]) -> None:
@@ -213,8 +107,8 @@ class RunVerification:
     def summary(self) -> str:
         """One line: the run folder and the verdict."""
         if self.ok:
-            return f"{self.run_dir}: OK" + (f" ({_plural(len(self.warnings), 'warning')})" if self.warnings else "")
-        return f"{self.run_dir}: FAILED ({_plural(len(self.problems), 'problem')}, {_plural(len(self.warnings), 'warning')})"
+            return f"{self.run_dir}: OK" + (f" ({plural(len(self.warnings), 'warning')})" if self.warnings else "")
+        return f"{self.run_dir}: FAILED ({plural(len(self.problems), 'problem')}, {plural(len(self.warnings), 'warning')})"
 
     def refusal(self, who: str) -> str:
         """One line for a command that refuses the run: the run folder and its first problem."""
@@ -245,10 +139,6 @@ def _quiet_ledger() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def _plural(k: int, what: str) -> str:
-    return f"{k} {what}{'' if k == 1 else 's'}"
 
 
 class _Verifier:
@@ -374,7 +264,7 @@ class _Verifier:
         """Labels the run's records say it obtained (0 when none says so)."""
         counts = [int((self.checkpoint or {}).get("feedback_used") or 0), int((self.done or {}).get("feedback_used") or 0)]
         for rows in (self.train_rows, self.eval_rows):
-            counts += [v for _, r in rows or [] if (v := _int(r.get("feedback_used"))) is not None]
+            counts += [v for _, r in rows or [] if (v := int_cell(r.get("feedback_used"))) is not None]
         return max(counts)
 
     def check_missing(self) -> None:
@@ -404,71 +294,14 @@ class _Verifier:
             self.problem(f"{LEDGER_FILE} is missing but the run's records count {self.labels_expected()} labels")
 
     def check_config_hash(self) -> None:
-        if self.config is None:
-            return
-        expected = config_file_hash(self.config)
-        if self.eval_rows:
-            bad = [(line, r.get("config_hash")) for line, r in self.eval_rows if r.get("config_hash") != expected]
-            if bad:
-                line, value = bad[0]
-                others = f" (and {_plural(len(bad) - 1, 'more row')})" if len(bad) > 1 else ""
-                self.problem(f"{EVAL_FILE} line {line}: config_hash {value} but {CONFIG_FILE} hashes to {expected}"
-                             f"{others}: {CONFIG_FILE} was edited after the run, or {EVAL_FILE} was rewritten with "
-                             "other settings (`hero-bench evaluate --set` without --out)")
-        for name, record in ((DONE_FILE, self.done), (CHECKPOINT_FILE, self.checkpoint)):
-            if record and record.get("config_hash") not in (None, expected):
-                self.problem(f"{name} records config_hash {record.get('config_hash')} but {CONFIG_FILE} hashes to "
-                             f"{expected}: {CONFIG_FILE} was edited after the run")
+        if self.config is not None:
+            for message in config_hash_problems(self.config, self.eval_rows, self.done, self.checkpoint):
+                self.problem(message)
 
     def check_counts(self) -> None:
-        """feedback_used / queries / n_images of every record against the ledger and the budget."""
         budget = self.config["budget"] if self.config else None
-        tallies = _EpochTallies(self.ledger) if self.ledger is not None else None
-        columns = {EVAL_FILE: ("feedback_used", "queries"), TRAIN_LOG_FILE: ("feedback_used", "queries", "n_images")}
-        for name, rows in ((EVAL_FILE, self.eval_rows), (TRAIN_LOG_FILE, self.train_rows)):
-            if not rows:
-                continue
-            mismatches: dict[str, list[str]] = {}
-            over: list[str] = []
-            for line, row in rows:
-                epoch = _int(row.get("epoch"))
-                if epoch is None:
-                    self.problem(f"{name} line {line}: epoch {row.get('epoch')!r} is not an integer")
-                    return
-                for column in columns[name]:
-                    value = _int(row.get(column))
-                    if column == "queries" and (row.get(column) or "") == "":
-                        continue  # an optional column left empty (eval.csv written before it existed)
-                    if value is None:
-                        self.problem(f"{name} line {line}: {column} {row.get(column)!r} is not an integer")
-                        return
-                    if column == "feedback_used" and budget is not None and value > budget:
-                        over.append(f"{name} line {line}: feedback_used {value} exceeds the budget {budget} of {CONFIG_FILE}")
-                    if tallies is not None and value != (held := tallies.get(column, epoch)):
-                        mismatches.setdefault(column, []).append(
-                            f"{name} line {line} (epoch {epoch}): {column} {value} but {LEDGER_FILE} holds "
-                            f"{tallies.what(column, held)}")
-            for messages in [over, *mismatches.values()]:
-                if messages:
-                    self.problem(messages[0] + (f" (and {_plural(len(messages) - 1, 'more row')})" if len(messages) > 1 else ""))
-        done = self.done or {}
-        if "feedback_used" in done:
-            if budget is not None and done["feedback_used"] > budget:
-                self.problem(f"{DONE_FILE}: feedback_used {done['feedback_used']} exceeds the budget {budget} of {CONFIG_FILE}")
-            if self.ledger is not None:
-                for key, held in (("feedback_used", self.ledger.feedback_used), ("queries", self.ledger.queries)):
-                    if key in done and done[key] != held:
-                        self.problem(f"{DONE_FILE}: {key} {done[key]} but {LEDGER_FILE} holds {held}")
-            elif self.train_rows:
-                last = _int(self.train_rows[-1][1].get("feedback_used"))
-                if last is not None and last != done["feedback_used"]:
-                    self.problem(f"{DONE_FILE}: feedback_used {done['feedback_used']} but the last row of "
-                                 f"{TRAIN_LOG_FILE} says {last}")
-        if self.checkpoint and self.ledger is not None and "epoch" in self.checkpoint:
-            held = self.ledger.used_before(self.checkpoint["epoch"] + 1)
-            if held != self.checkpoint.get("feedback_used"):
-                self.problem(f"{CHECKPOINT_FILE} (epoch {self.checkpoint['epoch']}) counts "
-                             f"{self.checkpoint.get('feedback_used')} labels but {LEDGER_FILE} holds {held} up to that epoch")
+        for message in count_problems(self.ledger, budget, self.eval_rows, self.train_rows, self.done, self.checkpoint):
+            self.problem(message)
 
     def check_recorded(self) -> None:
         """The ledger's length and head, the adapters' and the checkpoint's sha256 against what the
@@ -492,7 +325,7 @@ class _Verifier:
             last_epoch = None if self.finished else self.checkpoint.get("epoch")
             for path in sorted(lora.glob("epoch_*.safetensors")) if lora.is_dir() else []:
                 name = f"{LORA_DIR}/{path.name}"
-                if name in adapters or not (m := _ADAPTER.match(path.name)):
+                if name in adapters or not (m := ADAPTER_FILE.match(path.name)):
                     continue
                 if last_epoch is not None and int(m.group(1)) > last_epoch:
                     self.warn(f"{name} was saved after the last checkpoint (a crash before it; resuming the run "
@@ -504,34 +337,3 @@ class _Verifier:
             if actual != record["checkpoint_sha256"]:
                 self.problem(f"{CHECKPOINT_FILE} has sha256 {actual[:12]} but {DONE_FILE} recorded "
                              f"{record['checkpoint_sha256'][:12]} when the run finished: the file was modified")
-
-
-class _EpochTallies:
-    """What the ledger holds up to (or in) each epoch, the way the runner counts it."""
-
-    def __init__(self, ledger: FeedbackLedger):
-        self.labels: dict[int, int] = {}
-        self.queries: dict[int, int] = {}
-        for rec in ledger.records():
-            tally = self.labels if rec["type"] == "label" else self.queries
-            tally[rec["epoch"]] = tally.get(rec["epoch"], 0) + 1
-
-    def get(self, column: str, epoch: int) -> int:
-        if column == "n_images":  # the epoch's batch: one label per image
-            return self.labels.get(epoch, 0)
-        tally = self.labels if column == "feedback_used" else self.queries
-        return sum(n for e, n in tally.items() if e <= epoch)
-
-    @staticmethod
-    def what(column: str, n: int) -> str:
-        noun = ("query" if n == 1 else "queries") if column == "queries" else ("label" if n == 1 else "labels")
-        return f"{n} {noun} {'in' if column == 'n_images' else 'up to'} that epoch"
-
-
-def _int(text: Any) -> int | None:
-    """An integer cell (``3`` or ``3.0``), None when it is not one."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return int(value) if value.is_integer() else None
