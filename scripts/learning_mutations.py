@@ -41,10 +41,10 @@ MUTATIONS: dict[str, list[tuple[str, str, str]]] = {
          "signs = torch.tensor([-1.0, 1.0], device=device)"),
     ],
     "shuffle-labels": [
-        ("hero_bench/feedback.py",
-         "        success = np.array([bool(r.success) for r in results], dtype=bool)\n",
-         "        results = [results[i] for i in np.random.default_rng(n).permutation(n)]  # MUTATION\n"
-         "        success = np.array([bool(r.success) for r in results], dtype=bool)\n"),
+        ("hero_bench/oracle_calls.py",
+         "    return success, score\n",
+         "    perm = np.random.default_rng(n).permutation(n)  # MUTATION\n"
+         "    return success[perm], score[perm]\n"),
     ],
     "skip-step": [
         ("hero_bench/algorithms/kernels.py",
