@@ -11,7 +11,8 @@ Requirement metadata (every key optional except ``objects``):
 ``exclusive``   bool: nothing else may be drawn (no other object, no debris speck).
 ``relation``    ``{"subject": i, "relation": "above|below|left|right", "object": j}`` over the
                 indices of ``objects``: some subject object stands in that relation to some
-                object object (``scenes.relation_holds``).
+                object object (``scenes.relation_holds``); i = j for two of one kind (that entry
+                then asks for a count of at least 2).
 ``background``  ``"white"`` or ``"black"`` (``"black"`` is "at night").
 ``forbidden``   ``{"color": str}``: no object-sized component of that colour, whatever its shape.
 ``preference``  ``{"color": str}``: the evaluator's hidden taste; some object matching
@@ -45,8 +46,9 @@ from hero_bench.toyworld.analysis import Analysis, DetectedObject, analyse, chec
 from oracles.base import OracleResult
 
 ORACLE_NAME = "shapes"
-ORACLE_VERSION = "3"
-"""3: an object is well formed only up to the largest side the world draws (analysis.WELL_FORMED_MAX_SIDE);
+ORACLE_VERSION = "4"
+"""4: a relation asks for exactly its two objects and a preference for exactly one (training drew
+extra copies, which v3 counted as successes); 3: an object is well formed only up to the largest side the world draws (analysis.WELL_FORMED_MAX_SIDE);
 2: exact templates, IoU >= 0.9, bounded defects; 1: grown templates, IoU >= 0.8."""
 NEAR_MISS_CREDIT = 0.75
 """The most partial credit an unmet condition earns (below the 0.9 floor of a success's quality)."""
@@ -135,8 +137,9 @@ def parse_requirement(metadata: Mapping[str, Any]) -> Requirement:
         for end in ("subject", "object"):
             if rel[end] not in range(len(objects)):
                 raise _bad("'relation'", f"{end} must index 'objects' (0..{len(objects) - 1}), got {rel[end]!r}")
-        if rel["subject"] == rel["object"]:
-            raise _bad("'relation'", "subject and object must be different entries of 'objects'")
+        if rel["subject"] == rel["object"] and objects[rel["subject"]].count < 2:
+            raise _bad("'relation'", "subject and object may be one entry of 'objects' only when it asks for at "
+                                     "least two (\"a red triangle above a red triangle\")")
         relation = (rel["subject"], rel["relation"], rel["object"])
 
     background = metadata.get("background")
@@ -277,16 +280,24 @@ def binding(color: str, shape: str, article: str = "a") -> Prompt:
 
 
 def related(subject: tuple[str, str], relation: str, obj: tuple[str, str]) -> Prompt:
-    """"a red circle above a green square": both drawn and the relation holds between them."""
+    """"a red circle above a green square": exactly those two drawn, and the relation holds between
+    them ("a red triangle above a red triangle": exactly two red triangles, one above the other).
+
+    Exactly, not at least (v4): DDPO learned to draw three or four red triangles, among which some
+    pair is always "above", and v3 counted that a success."""
     text = f"{scenes.noun_phrase(1, *subject)} {scenes.RELATIONS[relation]} {scenes.noun_phrase(1, *obj)}"
-    return Prompt(text, {"objects": [_obj(*subject), _obj(*obj)],
+    if tuple(subject) == tuple(obj):  # one kind, two of it: the relation holds between the two
+        return Prompt(text, {"objects": [_obj(*subject, count=2, exact=True)],
+                             "relation": {"subject": 0, "relation": relation, "object": 0}})
+    return Prompt(text, {"objects": [_obj(*subject, exact=True), _obj(*obj, exact=True)],
                          "relation": {"subject": 0, "relation": relation, "object": 1}})
 
 
 def preferred(shape: str, preferred_color: str) -> Prompt:
-    """"a circle" (no colour given): one is drawn AND it has the evaluator's hidden colour."""
+    """"a circle" (no colour given): exactly one is drawn AND it has the evaluator's hidden colour
+    (exactly since v4: "a square" drawn as a purple and a red square is not what was asked)."""
     return Prompt(scenes.noun_phrase(1, None, shape),
-                  {"objects": [_obj(None, shape)], "preference": {"color": preferred_color}})
+                  {"objects": [_obj(None, shape, exact=True)], "preference": {"color": preferred_color}})
 
 
 def safe_at_night(color: str, shape: str) -> Prompt:

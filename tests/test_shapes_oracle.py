@@ -112,10 +112,16 @@ def make_case(task_name, meta, rng):
         return build(rng, [(pick(rng, scenes.SHAPES, [K]), C, side)]), False
 
     if task_name == "relation":
-        second = meta["objects"][1]
+        second = meta["objects"][meta["relation"]["object"]]  # the same spec for "a red triangle above a red triangle"
         C2, K2 = second["color"], second["shape"]
         rel = meta["relation"]["relation"]
-        case = pick(rng, ["holds", "holds", "fails", "fails", "wrong_color", "missing"])
+        case = pick(rng, ["holds", "holds", "holds", "fails", "fails", "wrong_color", "missing", "crowd"])
+        if case == "crowd":  # the pair holds, plus another copy of the subject: more than was asked
+            while True:
+                scene = build(rng, [(K, C, 6), (K2, C2, 6), (K, C, 6)])
+                a, b = scene.shapes[:2]
+                if len(scene.shapes) == 3 and scenes.relation_holds(a.box, b.box, rel):
+                    return scene, False
         if case in ("holds", "fails"):
             while True:
                 scene = build(rng, [(K, C, 6), (K2, C2, 6)])
@@ -134,7 +140,9 @@ def make_case(task_name, meta, rng):
 
     if task_name == "preference":
         liked = meta["preference"]["color"]
-        case = pick(rng, ["liked", "liked_with_other", "other_color", "liked_wrong_shape"])
+        case = pick(rng, ["liked", "liked_with_other", "other_color", "liked_wrong_shape", "liked_twice"])
+        if case == "liked_twice":  # "a square": a liked one and another one is two squares
+            return build(rng, [(K, liked, 6), (K, pick(rng, scenes.COLORS, [liked]), 6)]), False
         if case == "liked":
             return build(rng, [(K, liked, pick(rng, scenes.SIZES))]), True
         if case == "liked_with_other":
@@ -501,3 +509,29 @@ def test_small_imperfections_are_tolerated():
             for image in variants:
                 (obj,) = analyse(image)[0].objects
                 assert obj.well_formed and obj.shape == kind, (kind, side, obj)
+
+
+def test_more_copies_than_the_prompt_asks_for_are_not_a_success():
+    """What DDPO learned against oracle v3 (adapters on the convolutions, 1,024 labels): for "a red
+    triangle above a red triangle" it drew three or four red triangles, among which some pair is
+    always above another; for "a square" (hidden taste: purple) a purple square beside another."""
+    from oracles.shapes import HIDDEN_PREFERENCE, preferred, related
+
+    stacked = related(("red", "triangle"), "above", ("red", "triangle")).metadata
+    # Shape(kind, colour, centre x, centre y, side) in world units (16 px)
+    pair = [Shape("triangle", "red", 8.0, 4.0, 6.0), Shape("triangle", "red", 8.0, 12.0, 6.0)]
+    assert judge_one(scenes.render(Scene("white", tuple(pair))), stacked).success
+    crowd = pair + [Shape("triangle", "red", 3.0, 12.0, 6.0), Shape("triangle", "red", 13.0, 4.0, 6.0)]
+    assert not judge_one(scenes.render(Scene("white", tuple(crowd))), stacked).success
+
+    mixed = related(("purple", "triangle"), "above", ("purple", "circle")).metadata
+    two = [Shape("triangle", "purple", 8.0, 4.0, 6.0), Shape("circle", "purple", 8.0, 12.0, 6.0)]
+    assert judge_one(scenes.render(Scene("white", tuple(two))), mixed).success
+    extra = two + [Shape("triangle", "purple", 3.0, 12.0, 6.0)]
+    assert not judge_one(scenes.render(Scene("white", tuple(extra))), mixed).success
+
+    square = preferred("square", HIDDEN_PREFERENCE).metadata
+    liked = Shape("square", HIDDEN_PREFERENCE, 4.5, 8.0, 6.0)
+    assert judge_one(scenes.render(Scene("white", (liked,))), square).success
+    other = Shape("square", "red", 11.5, 8.0, 6.0)
+    assert not judge_one(scenes.render(Scene("white", (liked, other))), square).success
