@@ -24,7 +24,7 @@ if not workflow.overwrite_configfiles:
 include: "workflows/rules/common.smk"
 
 
-validate_config(normalize_config(config), "workflows/schemas/config.schema.yaml")
+validate_config(normalize_config(config), CONFIG_SCHEMA)
 check_config(config)
 
 

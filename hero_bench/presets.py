@@ -37,6 +37,7 @@ from hero_bench.diffusion.backbone import PACKAGE_PREFIX
 from hero_bench.diffusion.sampler import SamplerConfig
 from hero_bench.errors import ConfigError
 from hero_bench.evaluate import EvalConfig
+from hero_bench.methods import get_method
 from hero_bench.run_config import TIERS, RunConfig
 from hero_bench.tasks import get_task_of_tier
 from oracles.paper_prompts import IMAGES_PER_EPOCH, budget_for
@@ -112,14 +113,18 @@ def paper(method: str, task: str) -> RunConfig:
     hand = task == "hand"
     per_epoch = IMAGES_PER_EPOCH["hand" if hand else "default"]
     # Table 7: 50 diffusion steps (20 for hand); D3PO: T = 20 (§3.4); DDPO: 50 (§2.4)
-    steps = {"hero": 20 if hand else 50, "d3po": 20, "ddpo": 50, "base": 20 if hand else 50}[method]
+    steps = {"hero": 20 if hand else 50, "ddpo": 50, "d3po": 20, "base": 20 if hand else 50}
+    if method not in steps:  # a method the papers do not describe has no published steps or budget
+        raise ConfigError(f"the paper tier has no settings for method {method!r}; accepted: {', '.join(steps)} "
+                          "(give it its steps here, hero_bench/presets.py, and its budgets in "
+                          "oracles/paper_prompts.py PAPER_BUDGETS)")
     # D3PO's hand experiment labels ~1,000 images per epoch (§3.3): 143 groups of 7 = 1,001
     d3po_groups = 143 if hand else 9
     return RunConfig(
         tier="paper", task=task, method=method,
-        budget=budget_for(task, method) if method != "base" else 0,
+        budget=budget_for(task, method) if get_method(method).trains else 0,
         backbone=PAPER_BACKBONE,
-        sampler=SamplerConfig(steps=steps, eta=1.0, guidance_scale=5.0, batch_size=8),
+        sampler=SamplerConfig(steps=steps[method], eta=1.0, guidance_scale=5.0, batch_size=8),
         eval=EvalConfig(n_images=128, every_epochs=1, batch_size=16),
         hero=HeroConfig(images_per_epoch=per_epoch),  # every other value: Table 7 (the defaults)
         d3po=D3POConfig(groups_per_epoch=d3po_groups),

@@ -41,6 +41,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from hero_bench.methods import get_method, trained_method_names
+
 COMPONENTS = ("unet_forward", "unet_backward", "text_encoder", "oracle", "embedding_net", "optimizer",
               "checkpoint", "other")
 """What an epoch's time is split into (``other`` = everything no wrapper claims)."""
@@ -211,11 +213,12 @@ def profile_config(method: str, images: int, *, task: str = "sanity", tier: str 
     from hero_bench.presets import build_run_config
 
     cfg = build_run_config(tier, task, method, seed=seed, budget=10**6, backbone=backbone)
-    if method == "d3po":
+    section = get_method(method).section  # the epoch size is a setting of the method's section
+    if section == "d3po":
         groups = max(1, round(images / cfg.d3po.group_size))
         size, images = [f"d3po.groups_per_epoch={groups}"], groups * cfg.d3po.group_size
     else:
-        size = [f"{method}.images_per_epoch={images}"]
+        size = [f"{section}.images_per_epoch={images}"]
     if steps is not None:
         size.append(f"sampler.steps={steps}")
     return build_run_config(tier, task, method, seed=seed, budget=10**6, backbone=backbone, overrides=[
@@ -351,8 +354,8 @@ def table(profiles: Sequence[dict[str, Any]], kind: str = "cpu") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hero_bench.profiling", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--method", action="append", choices=("hero", "ddpo", "d3po"),
-                        help="method(s) to profile (repeatable; default: all three)")
+    parser.add_argument("--method", action="append", choices=trained_method_names(),
+                        help="method(s) to profile (repeatable; default: every method that trains)")
     parser.add_argument("--images", type=int, default=32, help="images per epoch (D3PO: whole groups; default 32)")
     parser.add_argument("--task", default="sanity")
     parser.add_argument("--tier", default="toy", choices=("smoke", "toy"))
@@ -365,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     profiles = [profile_epoch(m, args.images, task=args.task, tier=args.tier, backbone=args.backbone,
                               overrides=args.overrides, steps=args.steps, threads=args.threads)
-                for m in (args.method or ["hero", "ddpo", "d3po"])]
+                for m in (args.method or trained_method_names())]
     text = table(profiles)
     print(text)
     if args.out:

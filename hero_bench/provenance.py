@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from hero_bench.config import config_hash, to_dict
+from hero_bench.methods import method_sections, settings_section
 
 _REPO = Path(__file__).resolve().parent.parent
-METHOD_SECTIONS = ("hero", "ddpo", "d3po")
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,11 +40,14 @@ def git_sha() -> str:
 
 def relevant_config(cfg) -> dict[str, Any]:
     """The run config as a dict without the sections of the methods the run does not use."""
-    data = to_dict(cfg)
-    for section in METHOD_SECTIONS:
-        if section != cfg.method:
-            data.pop(section, None)
-    return data
+    return without_unused_sections(to_dict(cfg))
+
+
+def without_unused_sections(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config's dict (or config.yaml's) without the method sections other than the run's
+    method's own (hero_bench/methods.py): settings the run never reads do not change its hash."""
+    unused = set(method_sections()) - {settings_section(config.get("method"))}
+    return {key: value for key, value in config.items() if key not in unused}
 
 
 def run_config_hash(cfg) -> str:

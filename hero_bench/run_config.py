@@ -23,7 +23,7 @@ from typing import Literal
 
 import yaml
 
-from hero_bench.algorithms import ALGORITHMS
+from hero_bench.algorithms import get_algorithm
 from hero_bench.algorithms.d3po import D3POConfig
 from hero_bench.algorithms.ddpo import DDPOConfig
 from hero_bench.algorithms.hero import HeroConfig
@@ -50,8 +50,9 @@ class RunConfig:
     """Everything that determines a run, composed of the components' own configs.
 
     Built by ``hero_bench.presets.build_run_config`` from the tier+method preset, then ``--set``
-    overrides (unknown keys are errors).  Only the section of the selected method is used (and
-    hashed); the others are kept so a resolved config.yaml is complete.
+    overrides (unknown keys are errors).  Only the selected method's section (``hero``, ``ddpo`` or
+    ``d3po``: its row of hero_bench/methods.py says which) is used (and hashed); the others are kept
+    so a resolved config.yaml is complete.
     """
 
     tier: Literal["smoke", "toy", "paper"] = "toy"
@@ -59,7 +60,7 @@ class RunConfig:
     task: str = "anomaly"
     """Task name (``hero-bench tasks`` lists them)."""
     method: str = "hero"
-    """hero | ddpo | d3po | base."""
+    """A name of the method table, hero_bench/methods.py: hero, ddpo, d3po, base, ..."""
     seed: int = 0
     """Run seed: every training draw (prompts, noise, shuffles, network init) derives from it."""
     budget: int = 512
@@ -88,8 +89,7 @@ class RunConfig:
     """D3PO's settings (used when method = d3po)."""
 
     def __post_init__(self) -> None:
-        if self.method not in ALGORITHMS:
-            raise ConfigError(f"unknown method {self.method!r}; accepted: {', '.join(ALGORITHMS)}")
+        algorithm = get_algorithm(self.method)  # an unknown name: ConfigError naming the accepted ones
         if self.tier not in TIERS:
             raise ConfigError(f"unknown tier {self.tier!r}; accepted: {', '.join(TIERS)}")
         if self.seed < 0:
@@ -98,7 +98,6 @@ class RunConfig:
             raise ConfigError(f"budget must be a non-negative integer, got {self.budget}")
         if not self.backbone:
             raise ConfigError("backbone must name a diffusers folder or hub id")
-        algorithm = ALGORITHMS[self.method]
         # a budget below the smallest batch the protocol accepts would give a "finished" run of zero
         # epochs: nothing trained, nothing to compare
         if algorithm.trains and self.budget < algorithm.min_batch:

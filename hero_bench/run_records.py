@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from hero_bench.config import config_hash
 from hero_bench.ledger import LEDGER_FILENAME, FeedbackLedger
-from hero_bench.provenance import METHOD_SECTIONS
+from hero_bench.provenance import without_unused_sections
 
 CONFIG_FILE = "config.yaml"
 LEDGER_FILE = LEDGER_FILENAME
@@ -85,7 +85,7 @@ def recorded_adapters(run_dir: str | Path, checkpoint: Mapping[str, Any]) -> dic
 def config_file_hash(config: Mapping[str, Any]) -> str:
     """The hash of config.yaml's settings as eval.csv's ``config_hash`` records it
     (``provenance.run_config_hash``: the sections of the methods the run does not use left out)."""
-    return config_hash({k: v for k, v in config.items() if k not in METHOD_SECTIONS or k == config.get("method")})
+    return config_hash(without_unused_sections(dict(config)))
 
 
 def run_id_of(config: Mapping[str, Any]) -> str:

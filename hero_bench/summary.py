@@ -16,14 +16,16 @@ import numpy as np
 import pandas as pd
 
 from hero_bench import stats
+from hero_bench.methods import METHODS, method_names
 from hero_bench.results import EVAL_COLUMNS
 from hero_bench.runs_table import RUN_KEY, ResultsFormatError
 
+# roles in the paper's comparisons, by name: the reference at feedback 0, the candidate of the
+# probability of improvement and of the feedback ratio, and the ratio's baseline. The order and
+# labels of all methods are the method table's (hero_bench/methods.py).
 BASE = "base"
 HERO = "hero"
 D3PO = "d3po"
-METHOD_ORDER = (BASE, HERO, "ddpo", D3PO)
-METHOD_LABELS = {BASE: "base", HERO: "HERO", "ddpo": "DDPO", D3PO: "D3PO"}
 AGGREGATE_TASK = "all-tasks"
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_REPS = 2000
@@ -66,12 +68,15 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 
 
 def method_sort_key(method: str) -> tuple[int, str]:
-    m = str(method)
-    return (METHOD_ORDER.index(m.lower()) if m.lower() in METHOD_ORDER else len(METHOD_ORDER), m)
+    """The method table's order (hero_bench/methods.py); names it does not hold last, by name."""
+    order, m = method_names(), str(method)
+    return (order.index(m.lower()) if m.lower() in order else len(order), m)
 
 
 def method_label(method: str) -> str:
-    return METHOD_LABELS.get(str(method).lower(), str(method))
+    """The method table's label; a name it does not hold stands for itself."""
+    spec = METHODS.get(str(method).lower())
+    return spec.label if spec is not None else str(method)
 
 
 def default_budgets(df: pd.DataFrame) -> list[int]:

@@ -18,9 +18,9 @@ from typing import Iterable
 import pandas as pd
 
 from hero_bench.errors import HeroBenchError
+from hero_bench.methods import trained_method_names
 from hero_bench.stats import normalized_auc
 
-_PATH = re.compile(r"(?P<task>[a-z][a-z0-9_]*)/(?P<method>hero|ddpo|d3po)/(?P<variant>[A-Za-z0-9_.+-]+)/seed(?P<seed>[0-9]+)/eval\.csv$")
 COLUMNS = ("task", "method", "variant", "n_seeds", "auc_mean", "auc_min", "auc_max", "base", "final_mean",
            "final_min", "final_max", "budget", "selected")
 
@@ -29,11 +29,19 @@ class SweepError(HeroBenchError, ValueError):
     """An eval.csv that is not part of a sweep layout, or an empty sweep."""
 
 
+def _path_pattern() -> re.Pattern:
+    """``<task>/<method>/<variant>/seed<k>/eval.csv`` where the method is one that trains (the
+    method table's, hero_bench/methods.py: base has no settings to sweep)."""
+    methods = "|".join(map(re.escape, trained_method_names()))
+    return re.compile(rf"(?P<task>[a-z][a-z0-9_]*)/(?P<method>{methods})/(?P<variant>[A-Za-z0-9_.+-]+)"
+                      r"/seed(?P<seed>[0-9]+)/eval\.csv$")
+
+
 def read_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per run: task, method, variant, seed, budget, auc, base and final success."""
-    rows = []
+    rows, pattern = [], _path_pattern()
     for path in paths:
-        m = _PATH.search(Path(path).as_posix())
+        m = pattern.search(Path(path).as_posix())
         if m is None:
             raise SweepError(f"{str(path)!r} is not a sweep run's eval.csv; expected "
                              f".../<task>/<method>/<variant>/seed<k>/eval.csv")

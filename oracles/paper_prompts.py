@@ -82,14 +82,17 @@ PAPER_BUDGETS: Mapping[str, Mapping[str, int]] = {
     "default": {"hero": 512, "d3po": 512, "ddpo": 512},
 }
 """Feedback budgets of the paper: hand 1,152 for HERO (128 per epoch x 9) against 5,000 for D3PO;
-every other task 512 (64 per epoch x 8). DDPO's hand budget follows D3PO's (not in the paper)."""
+every other task 512 (64 per epoch x 8). DDPO's hand budget follows D3PO's (not in the paper).
+The paper preset reads them here (``budget_for``). workflows/config/paper.yaml repeats them,
+because the workflow passes ``--budget`` to every run; tests/test_workflow.py checks that every
+run it plans gets the budget stated here."""
 
 IMAGES_PER_EPOCH: Mapping[str, int] = {"hand": 128, "default": 64}
 """Images labelled per epoch in the paper (Table 7 / §4.0)."""
 
 
 def budget_for(task: str, method: str) -> int:
-    """The paper's feedback budget for ``task`` and ``method`` (``hero``, ``d3po`` or ``ddpo``)."""
+    """The paper's feedback budget for ``task`` and a ``method`` that trains (``hero``, ``ddpo`` or ``d3po``)."""
     table = PAPER_BUDGETS.get(task, PAPER_BUDGETS["default"])
     if method not in table:
         raise ValueError(f"unknown method {method!r}; accepted: {', '.join(sorted(table))}")

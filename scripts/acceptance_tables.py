@@ -26,7 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
-METHODS = ["base", "hero", "ddpo", "d3po"]
+from hero_bench.methods import method_names
+
+METHODS = method_names()  # the report's order (hero_bench/methods.py)
 
 
 def _train_logs(root: Path) -> pd.DataFrame:

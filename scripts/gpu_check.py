@@ -49,7 +49,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-METHODS = ("hero", "ddpo", "d3po")
+from hero_bench.methods import get_method, trained_method_names
+
+METHODS = tuple(trained_method_names())
 SIZES = ("full", "reduced")
 TEXT_VOCAB = 49408
 """SD 1.5's CLIP vocabulary size (the text encoder's embedding table; the tokenizer uses a subset)."""
@@ -170,15 +172,16 @@ def epoch(method: str, task: str, size: str, backbone: Path, device: str, dtype:
 
     preset = build_run_config("paper", task, method, device=device, dtype=dtype)
     overrides = [f"device={device}", f"dtype={dtype}"]
-    if method == "d3po":
+    section = get_method(method).section  # its settings: D3PO's groups, or a PPO method's images_per_epoch
+    if section == "d3po":
         # random weights and a random judge label (nearly) every image alike, and D3PO trains only on
         # pairs of different classes: break ties by the oracle's score so the update runs.  Every
         # pair of a group then trains (21 of 7 images; real labels train at most 3 x 4 = 12), an
         # upper bound on D3PO's update time
         overrides.append("evaluator.d3po_tie_break_by_score=true")
     if size == "full":
-        images = preset.d3po.group_size * preset.d3po.groups_per_epoch if method == "d3po" else \
-            getattr(preset, method).images_per_epoch
+        images = preset.d3po.group_size * preset.d3po.groups_per_epoch if section == "d3po" else \
+            getattr(preset, section).images_per_epoch
         overrides.append(f"eval.n_images={preset.eval.n_images}")  # the preset's evaluation, not = images
         steps = None
     else:
@@ -318,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="blue_rose",
                         help="paper task whose epoch sizes and oracle are used (default blue_rose: 64 images, "
                              "50 steps; hand: 128 / 1,001 images, 20 steps)")
-    parser.add_argument("--method", action="append", choices=METHODS, help="repeatable; default: all three")
+    parser.add_argument("--method", action="append", choices=METHODS,
+                        help="repeatable; default: every method that trains")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", default=None, help="default: float16 on CUDA, float32 on CPU (the paper preset's)")
     parser.add_argument("--no-compare", action="store_true", help="skip the comparison with diffusers' pipeline")

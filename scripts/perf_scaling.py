@@ -21,12 +21,14 @@ import json
 import sys
 from pathlib import Path
 
+from hero_bench.methods import trained_method_names
+
 IMAGES = (16, 32, 64)
 """Images per epoch at the preset's 20 steps (D3PO: the nearest whole number of groups of 7)."""
 STEPS = (10, 20, 40)
 """Denoising steps at 32 images per epoch."""
 DEFAULT_STEPS = 20
-METHODS = ("hero", "ddpo", "d3po")
+METHODS = tuple(trained_method_names())
 
 
 def grid(methods) -> list[tuple[str, int, int]]:

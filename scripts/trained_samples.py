@@ -24,12 +24,13 @@ import torch
 
 from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
 from hero_bench.diffusion.lora import add_lora, load_lora
+from hero_bench.methods import method_names
 from hero_bench.run_config import load_config_file
 from hero_bench.tasks import get_task
 from hero_bench.toyworld.base_rates import measure_task, success_grid
 from hero_bench.toyworld.pretrain import save_png
 
-METHODS = ("base", "hero", "ddpo", "d3po")
+METHODS = tuple(method_names())  # one row each, in the report's order (hero_bench/methods.py)
 N_IMAGES = 64
 
 

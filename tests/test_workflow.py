@@ -178,6 +178,21 @@ def test_paper_tier_budgets_gpus_and_devices(planned):
     assert other and not any("gpu=" in r for r in other)
 
 
+def test_paper_workflow_plans_the_paper_presets_budgets(planned):
+    # paper.yaml states the budgets the workflow passes with --budget; the paper preset reads them
+    # from oracles/paper_prompts.py (PAPER_BUDGETS): every planned run must get the preset's
+    from hero_bench.presets import paper
+
+    cmds = _train_commands(planned("paper"))
+    cfg = load_config("paper")
+    assert set(cmds) == {(task, method) for task in cfg["tasks"] for method in cfg["methods"]}
+    for (task, method), cmd in sorted(cmds.items()):
+        planned_budget = int(re.search(r"--budget (\d+) ", cmd).group(1))
+        assert planned_budget == paper(method, task).budget, (
+            f"workflows/config/paper.yaml gives {task}/{method} a budget of {planned_budget}; "
+            f"oracles/paper_prompts.py gives {paper(method, task).budget}")
+
+
 @pytest.mark.parametrize("name", ["smoke", "toy"])
 def test_cpu_tiers_request_no_gpu(planned, name):
     out = planned(name)
@@ -223,6 +238,28 @@ def test_schema_documents_every_key():
         leaf = path.split(".")[-1]
         if leaf != "<name>":
             assert f"`{leaf}`" in readme, f"workflows/config/README.md does not document {path}"
+
+
+def test_schema_names_the_method_tables_methods():
+    # the schema is static YAML and cannot import the library's method table
+    # (hero_bench/methods.py); this is what keeps the two one list
+    from hero_bench.methods import method_names, trained_method_names
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    stated = {
+        "$defs.method.enum": schema["$defs"]["method"]["enum"],
+        "properties.set.properties": list(schema["properties"]["set"]["properties"]),
+        "properties.sweep.properties": list(schema["properties"]["sweep"]["properties"]),
+    }
+    expected = {
+        "$defs.method.enum": method_names(),
+        "properties.set.properties": ["all", *method_names()],
+        "properties.sweep.properties": trained_method_names(),
+    }
+    for where, names in stated.items():
+        assert names == expected[where], (
+            f"{SCHEMA.relative_to(REPO)} {where} is {names}; the method table (hero_bench/methods.py) "
+            f"makes it {expected[where]}")
 
 
 @pytest.mark.parametrize(

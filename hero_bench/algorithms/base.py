@@ -71,11 +71,12 @@ class Batch:
 
 
 class Method:
-    """Base class of the methods in ``hero_bench.algorithms.ALGORITHMS``."""
+    """Base class of the methods; each row of the method table (``hero_bench/methods.py``) names one."""
 
     name: ClassVar[str] = "?"
     trains: ClassVar[bool] = True
-    """False = no feedback is asked and no weights change (the `base` method)."""
+    """False = no feedback is asked and no weights change (the `base` method); as the method's row
+    says (no settings section = does not train)."""
     min_batch: ClassVar[int] = 1
     """Smallest batch the method's feedback protocol accepts; a budget remainder below it is left unspent."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hero_bench.commands import set_threads
+from hero_bench.methods import accepted_names
 
 HELP = "finetune with HERO, DDPO or D3PO under a feedback budget (resumes an interrupted run)"
 DESCRIPTION = """\
@@ -53,7 +54,8 @@ def add_arguments(parser) -> None:
                              "CPU; default), paper (Stable Diffusion 1.5, GPU)")
     parser.add_argument("--task", default=None,
                         help="task name (`hero-bench tasks` lists them); default: anomaly (smoke, toy), hand (paper)")
-    parser.add_argument("--method", default="hero", metavar="{hero,ddpo,d3po,base}",
+    # no `choices`: a wrong name is the library's one-line error (get_algorithm), which names them too
+    parser.add_argument("--method", default="hero", metavar="{" + ",".join(accepted_names()) + "}",
                         help="finetuning method (default: hero)")
     parser.add_argument("--seed", type=int, default=0, help="run seed: every training draw derives from it (default: 0)")
     parser.add_argument("--budget", type=int, default=None,

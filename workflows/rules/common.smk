@@ -25,6 +25,9 @@ if shutil.which("hero-bench") is None:
 TINY_BACKBONE = "results/models/tiny-sd"
 TINY_BACKBONE_SEED = 0
 
+# the config's JSON schema, relative to the Snakefile
+CONFIG_SCHEMA = "workflows/schemas/config.schema.yaml"
+
 # hero-bench train --set keys that receive the config's evaluation settings
 EVAL_SET_KEYS = {"every_epochs": "eval.every_epochs", "images": "eval.n_images",
                  "transfer_images": "eval.transfer_images"}
@@ -68,20 +71,31 @@ def normalize_config(config):
     return config
 
 
+def load_schema(schema_file):
+    """The schema at ``schema_file`` (relative to the Snakefile, as Snakemake's validate reads it)."""
+    import yaml
+
+    with open(os.path.join(workflow.basedir, schema_file)) as fh:
+        return yaml.safe_load(fh)
+
+
 def validate_config(config, schema_file):
     """Snakemake's schema validation (which also fills the schema's defaults), with the error cut to
     one line: the key, what is wrong and what is accepted (Snakemake's own prints the whole schema,
     hundreds of lines, after the one line that matters)."""
     import jsonschema
-    import yaml
 
-    schema_file = os.path.join(workflow.basedir, schema_file)  # relative to the Snakefile, as validate reads it
-    with open(schema_file) as fh:
-        schema = yaml.safe_load(fh)
+    schema = load_schema(schema_file)
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
     if error is not None:
         raise ValueError(f"invalid workflow config: {_schema_error_line(error, schema)}")
-    validate(config, schema_file)
+    validate(config, os.path.join(workflow.basedir, schema_file))
+
+
+def method_wildcard():
+    """The train rules' `method` wildcard: the method names the config schema accepts (which
+    tests/test_workflow.py keeps equal to the library's method table, hero_bench/methods.py)."""
+    return "|".join(re.escape(name) for name in load_schema(CONFIG_SCHEMA)["$defs"]["method"]["enum"])
 
 
 def _schema_error_line(error, schema):

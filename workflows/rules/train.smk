@@ -8,7 +8,7 @@
 wildcard_constraints:
     tier=config["tier"],
     task="[a-z][a-z0-9_]*",
-    method="base|hero|ddpo|d3po",
+    method=method_wildcard(),
     seed="[0-9]+",
     variant="[A-Za-z0-9_.+-]+",
 
