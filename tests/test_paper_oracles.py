@@ -207,6 +207,14 @@ def test_clip_weights_from_a_folder_and_from_the_hugging_face_cache(tiny_clip, t
         make_clip_judge("narcissus", {**settings, "hf_cache_dir": str(tmp_path / "empty")})
 
 
+def test_clip_model_names_stay_importable_from_the_judge():
+    from oracles import clip_judge, clip_model
+
+    for name in ("CHECKPOINT_NAMES", "ClipBundle", "ClipModelSettings", "load_clip", "resolve_clip_weights"):
+        assert getattr(clip_judge, name) is getattr(clip_model, name)
+    assert issubclass(clip_judge.ClipJudgeSettings, clip_model.ClipModelSettings)
+
+
 def test_clip_missing_weights_raise_model_not_found(tiny_clip, tmp_path):
     from oracles.clip_judge import make_clip_judge
 
@@ -476,7 +484,8 @@ def test_paper_tasks_are_registered_with_the_spec_prompts():
 
 def test_oracle_modules_import_no_heavy_libraries():
     code = (
-        "import sys, oracles.hands, oracles.clip_judge, oracles.vlm_judge, oracles.nsfw, oracles.paper_prompts\n"
+        "import sys, oracles.hands, oracles.clip_model, oracles.clip_judge, oracles.vlm_judge, oracles.nsfw, "
+        "oracles.paper_prompts\n"
         "print(sorted(m for m in ('torch', 'open_clip', 'transformers', 'mediapipe') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
