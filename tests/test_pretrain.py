@@ -263,3 +263,20 @@ def test_model_card_commands_rebuild_the_recipe(tmp_path):
         assert {k: v for k, v in to_dict(config_from_args(args)).items() if k not in BOOKKEEPING} == \
             {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING}
         assert config_from_args(args).init_from == cfg.init_from
+
+
+def test_preview_grid_tiles_samples_and_stays_importable_from_pretrain(reference_run, tmp_path):
+    from PIL import Image
+
+    from hero_bench.toyworld import preview, pretrain as pretrain_module
+
+    for name in ("PREVIEW_PROMPTS", "preview_grid", "save_png", "tile"):
+        assert getattr(pretrain_module, name) is getattr(preview, name)
+    comps = load_components(reference_run[0] / "model")
+    grid = preview.preview_grid(comps, prompts=("", "a red circle"), per_prompt=3, steps=2)
+    # 2 rows of 3 samples, 16 px upscaled 4x, 1 px gutters
+    assert grid.shape == (2 * 65 + 1, 3 * 65 + 1, 3) and grid.dtype == np.uint8
+    assert not comps.unet.training  # the preview leaves the modules in the mode it found them
+    assert np.array_equal(grid, preview.preview_grid(comps, prompts=("", "a red circle"), per_prompt=3, steps=2))
+    preview.save_png(tmp_path / "p" / "grid.png", grid)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "p" / "grid.png")), grid)

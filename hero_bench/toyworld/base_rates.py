@@ -193,7 +193,7 @@ def measure_all(backbone_dir: str, n: int = 256, seed: int | None = None, tasks:
     from hero_bench.diffusion.backbone import load_backbone
     from hero_bench.evaluate import EvalConfig
     from hero_bench.tasks import get_task, list_tasks
-    from hero_bench.toyworld.pretrain import save_png
+    from hero_bench.toyworld.preview import save_png
 
     seed = EvalConfig().seed if seed is None else seed
     sampler_cfg = dataclasses.replace(toy_sampler_config(), **(sampler_overrides or {}))

@@ -18,13 +18,13 @@ Output folder ``--out DIR``:
 - ``DIR/model_raw/``: the final raw (non-EMA) weights when EMA is on, to compare the two;
 - ``DIR/checkpoint.pt``: the latest training state (atomic), used by ``--resume``;
 - ``DIR/train_log.csv``: step, loss, learning rate, elapsed seconds;
-- ``DIR/preview/step_XXXXXX.png``: a small sample grid at every checkpoint (a quick visual check).
+- ``DIR/preview/step_XXXXXX.png``: a small sample grid at every checkpoint (a quick visual check,
+  drawn by ``preview.py``).
 """
 
 from __future__ import annotations
 
 import copy
-import io
 import json
 import math
 import time
@@ -36,7 +36,9 @@ import numpy as np
 
 from hero_bench.config import to_dict
 from hero_bench.errors import ConfigError
-from hero_bench.toyworld.model import ModelConfig
+from hero_bench.toyworld.model import ModelConfig, encode_prompts
+# the preview grid and PNG writing (importable from here as before)
+from hero_bench.toyworld.preview import PREVIEW_PROMPTS, preview_grid, save_png, tile  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,6 @@ class PretrainConfig:
             raise ConfigError("checkpoint_every and log_every must be >= 1")
 
 
-PREVIEW_PROMPTS = ("", "a red circle", "a blue square", "a green triangle")
-"""Prompts of the preview grid (one row each); captions outside the vocabulary would show as <unk>."""
-
-
 def learning_rate(cfg: PretrainConfig, step: int) -> float:
     """Linear warmup then cosine decay to ``lr_final_fraction`` of the peak (a pure function of step)."""
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
@@ -123,12 +121,6 @@ def step_batch(cfg: PretrainConfig, step: int, batch_fn: Callable | None = None)
     return x0, captions, noise, timesteps
 
 
-def _tokenize(tokenizer, prompts: Sequence[str]):
-    return tokenizer(
-        list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-
-
 @dataclass
 class PretrainResult:
     """What a finished (or partly finished) pretraining run produced."""
@@ -146,61 +138,6 @@ def _ema_update(ema_params, params, decay: float) -> None:
     with torch.no_grad():
         torch._foreach_mul_(ema_params, decay)
         torch._foreach_add_(ema_params, params, alpha=1.0 - decay)
-
-
-def preview_grid(components, prompts: Sequence[str] = PREVIEW_PROMPTS, per_prompt: int = 8, steps: int = 20,
-                 guidance: float = 5.0, eta: float = 1.0, seed: int = 0) -> np.ndarray:
-    """A uint8 grid image: one row of ``per_prompt`` samples per prompt (a stand-alone DDIM+CFG loop).
-
-    The benchmark's own sampler lives in ``hero_bench.diffusion``; this small loop only exists so
-    that pretraining can show progress without depending on it.
-    """
-    import torch
-
-    tok, te, unet = components.tokenizer, components.text_encoder, components.unet
-    sched = copy.deepcopy(components.scheduler)
-    sched.set_timesteps(steps)
-    gen = torch.Generator().manual_seed(seed)
-    prompts_all = [p for p in prompts for _ in range(per_prompt)]
-    size = unet.config.sample_size
-    was_training = unet.training, te.training
-    unet.eval(), te.eval()
-    with torch.no_grad():
-        cond = te(_tokenize(tok, prompts_all))[0]
-        uncond = te(_tokenize(tok, [""]))[0].expand_as(cond)
-        ctx = torch.cat([uncond, cond])
-        x = torch.randn((len(prompts_all), 3, size, size), generator=gen)
-        for t in sched.timesteps:
-            eps_u, eps_c = unet(torch.cat([x, x]), t, ctx).sample.chunk(2)
-            eps = eps_u + guidance * (eps_c - eps_u)
-            x = sched.step(eps, t, x, eta=eta, generator=gen).prev_sample
-    unet.train(was_training[0]), te.train(was_training[1])
-    imgs = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return tile(imgs, per_prompt)
-
-
-def tile(images: np.ndarray, columns: int, pad: int = 1, scale: int = 4) -> np.ndarray:
-    """Tile ``[N,H,W,3]`` uint8 images into a grid (nearest-neighbour upscaled by ``scale``, grey gutters)."""
-    n, h, w, _ = images.shape
-    rows = math.ceil(n / columns)
-    big = images.repeat(scale, axis=1).repeat(scale, axis=2)
-    H, W = h * scale, w * scale
-    grid = np.full((rows * (H + pad) + pad, columns * (W + pad) + pad, 3), 128, np.uint8)
-    for i in range(n):
-        r, c = divmod(i, columns)
-        grid[pad + r * (H + pad): pad + r * (H + pad) + H, pad + c * (W + pad): pad + c * (W + pad) + W] = big[i]
-    return grid
-
-
-def save_png(path: str | Path, image: np.ndarray) -> None:
-    """Atomically write a uint8 RGB array as PNG."""
-    from PIL import Image
-
-    from hero_bench.io import atomic_write_bytes
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _init_from(cfg: PretrainConfig, comps) -> dict:
@@ -353,7 +290,7 @@ class _Pretraining:
         x0, captions, noise, timesteps = step_batch(cfg, step, self.batch_fn)
         for group in self.opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        ctx = comps.text_encoder(_tokenize(comps.tokenizer, captions))[0]
+        ctx = encode_prompts(comps.tokenizer, comps.text_encoder, captions)
         noisy = comps.scheduler.add_noise(x0, noise, timesteps)
         pred = comps.unet(noisy, timesteps, ctx).sample
         loss = torch.nn.functional.mse_loss(pred, noise)
