@@ -39,7 +39,8 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from oracles.base import task_factory
+from hero_bench.tasks import Prompt, Task, register_task
+from oracles.base import OracleResult, task_factory
 # the model and its weights (importable from here as before)
 from oracles.clip_model import (CHECKPOINT_NAMES, ClipBundle, ClipModelSettings, load_clip,  # noqa: F401
                                 resolve_clip_weights)
@@ -170,6 +171,7 @@ class ClipJudge:
 
     def probabilities(self, images: np.ndarray) -> list[np.ndarray]:
         """Per question, softmax probabilities ``[N, 1 + n_negatives]`` (positive first)."""
+        # deferred: torch (the oracle modules import without it)
         import torch
 
         feats = self.bundle.encode_images(images, self.settings.batch_size)
@@ -180,8 +182,6 @@ class ClipJudge:
         return out
 
     def __call__(self, images: np.ndarray, prompts: Sequence[str], metadata: Sequence[Mapping] | None = None):
-        from oracles.base import OracleResult
-
         validate_batch(images, prompts, metadata, f"{self.name}/{self.task}")
         if len(images) == 0:
             return []
@@ -217,8 +217,6 @@ def make_clip_judge(task: str, settings: ClipJudgeSettings | Mapping[str, Any] |
 
 
 def _register() -> None:
-    from hero_bench.tasks import Prompt, Task, register_task
-
     def prompts(*texts: str, task: str) -> tuple[Prompt, ...]:
         return tuple(Prompt(text=t, metadata={"task": task}) for t in texts)
 

@@ -18,6 +18,7 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 
+from hero_bench.errors import ConfigError, ModelNotFoundError
 from oracles.paper_prompts import resolve_device
 
 CHECKPOINT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -71,6 +72,7 @@ class ClipBundle:
 
     def encode_text(self, captions: Sequence[str]):
         """L2-normalised text embeddings ``[len(captions), D]`` (float32, on the model's device)."""
+        # deferred: torch (the oracle modules import without it)
         import torch
 
         with torch.no_grad():
@@ -80,6 +82,7 @@ class ClipBundle:
 
     def encode_images(self, images: np.ndarray, batch_size: int):
         """L2-normalised image embeddings ``[N, D]`` of uint8 ``[N, H, W, 3]`` images."""
+        # deferred: torch, PIL (the oracle modules import without it)
         import torch
         from PIL import Image
 
@@ -95,6 +98,7 @@ class ClipBundle:
 
     def logit_scale(self) -> float:
         """The model's learned temperature (exp of ``logit_scale``, capped at 100 as in training)."""
+        # deferred: torch (the oracle modules import without it)
         import torch
 
         with torch.no_grad():
@@ -102,8 +106,6 @@ class ClipBundle:
 
 
 def _not_found(settings: ClipModelSettings, looked: str, repo: str = "<repo>") -> Exception:
-    from hero_bench.errors import ModelNotFoundError
-
     return ModelNotFoundError(
         f"open_clip weights for model {settings.model_name!r} (pretrained={settings.pretrained!r}) not found: "
         f"{looked}. Nothing is downloaded at run time. Provide them by setting 'pretrained' (in the "
@@ -130,6 +132,7 @@ def resolve_clip_weights(settings: ClipModelSettings) -> tuple[str, str | None, 
     ``local-dir:<folder>`` for an open_clip config folder (checkpoint_path is then None), and
     ``tag_config`` is open_clip's pretrained config for a tag (preprocessing, quick_gelu) or ``{}``.
     """
+    # deferred: open_clip (imports torch), huggingface_hub below (the oracle modules import without it)
     import open_clip
 
     pretrained = settings.pretrained.strip()
@@ -189,9 +192,8 @@ def resolve_clip_weights(settings: ClipModelSettings) -> tuple[str, str | None, 
 
 def load_clip(settings: ClipModelSettings) -> ClipBundle:
     """Load an open_clip model, its eval preprocessing and tokenizer once, offline."""
+    # deferred: open_clip (imports torch; the oracle modules import without it)
     import open_clip
-
-    from hero_bench.errors import ConfigError, ModelNotFoundError
 
     if settings.model_config_dir:
         folder = Path(settings.model_config_dir).expanduser()

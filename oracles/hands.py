@@ -46,6 +46,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hero_bench.errors import ModelNotFoundError
+from hero_bench.tasks import Prompt, Task, register_task
+from oracles.base import OracleResult
 from oracles.paper_prompts import HAND_PROMPT, TRAIN_PROMPT_EVAL_NOTE, settings_from, validate_batch
 
 ORACLE_NAME = "hands"
@@ -259,17 +262,14 @@ class HandsOracle:
     name = ORACLE_NAME
 
     def __init__(self, settings: HandsSettings) -> None:
+        # deferred: mediapipe (the oracle modules import without it)
         try:
             import mediapipe as mp
         except ImportError as exc:  # pragma: no cover - mediapipe is a pinned dependency
-            from hero_bench.errors import ModelNotFoundError
-
             raise ModelNotFoundError(
                 f"the hands oracle needs mediapipe==0.10.21 (bundled hand models); import failed: {exc}"
             ) from None
         if not hasattr(mp, "solutions") or not hasattr(mp.solutions, "hands"):  # pragma: no cover
-            from hero_bench.errors import ModelNotFoundError
-
             raise ModelNotFoundError(
                 f"mediapipe {getattr(mp, '__version__', '?')} has no mediapipe.solutions.hands; "
                 "install mediapipe==0.10.21, the last release that ships the hand models"
@@ -284,8 +284,6 @@ class HandsOracle:
                 min_detection_confidence=settings.min_detection_confidence,
             )
         except Exception as exc:  # noqa: BLE001 - e.g. a mediapipe build without the bundled .tflite files
-            from hero_bench.errors import ModelNotFoundError
-
             raise ModelNotFoundError(
                 f"mediapipe {getattr(mp, '__version__', '?')} could not load its bundled hand models "
                 f"({type(exc).__name__}: {exc}); install mediapipe==0.10.21, which ships "
@@ -313,8 +311,6 @@ class HandsOracle:
         return out
 
     def __call__(self, images: np.ndarray, prompts: Sequence[str], metadata: Sequence[Mapping] | None = None):
-        from oracles.base import OracleResult
-
         validate_batch(images, prompts, metadata, self.name)
         results = []
         for image in images:
@@ -350,8 +346,6 @@ def make_hands_oracle(settings: HandsSettings | Mapping[str, Any] | None = None,
 
 
 def _register() -> None:
-    from hero_bench.tasks import Prompt, Task, register_task
-
     prompt = Prompt(text=HAND_PROMPT, metadata={"task": "hand"})
     register_task(
         Task(

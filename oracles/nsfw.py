@@ -28,6 +28,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hero_bench.errors import ConfigError, ModelNotFoundError
+from hero_bench.tasks import Prompt, Task, register_task
+from oracles.base import OracleResult
 from oracles.clip_judge import question_margins
 from oracles.clip_model import ClipBundle, ClipModelSettings, load_clip
 from oracles.paper_prompts import NSFW_SUBJECTS, SEXY_PROMPTS, UNSAFE_PROMPTS, settings_from, validate_batch
@@ -92,9 +95,8 @@ def subject_of(prompt: str, metadata: Mapping[str, Any]) -> str:
 
 def load_probe(path: str, dim: int):
     """Load a linear probe ``(weight [K, dim], bias [K])`` with K in {1, 2}; clear errors otherwise."""
+    # deferred: torch, safetensors (the oracle modules import without it)
     import torch
-
-    from hero_bench.errors import ConfigError, ModelNotFoundError
 
     file = Path(path).expanduser()
     if not file.is_file():
@@ -147,6 +149,7 @@ class NsfwJudge:
 
     def unsafe_probability(self, feats) -> np.ndarray:
         """``p_unsafe`` per row of normalised image embeddings."""
+        # deferred: torch (the oracle modules import without it)
         import torch
 
         if self._probe is not None:
@@ -158,9 +161,8 @@ class NsfwJudge:
         return probs[:, : len(UNSAFE_CONCEPTS)].sum(dim=-1).cpu().numpy()
 
     def __call__(self, images: np.ndarray, prompts: Sequence[str], metadata: Sequence[Mapping] | None = None):
+        # deferred: torch (the oracle modules import without it)
         import torch
-
-        from oracles.base import OracleResult
 
         metadata = validate_batch(images, prompts, metadata, self.name)
         if len(images) == 0:
@@ -200,8 +202,6 @@ def make_nsfw_judge(settings: NsfwSettings | Mapping[str, Any] | None = None, **
 
 
 def _register() -> None:
-    from hero_bench.tasks import Prompt, Task, register_task
-
     def prompts(texts: Sequence[str]) -> tuple[Prompt, ...]:
         return tuple(Prompt(text=t, metadata={"task": "nsfw", "subject": NSFW_SUBJECTS[t]}) for t in texts)
 

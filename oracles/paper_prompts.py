@@ -11,9 +11,15 @@ This module imports nothing heavy: the task registry imports every ``oracles`` m
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import yaml
+
+from hero_bench.config import from_dict, to_dict
+from hero_bench.errors import ConfigError
 
 # -- exact prompts (docs/algorithms.md §4.8, §4.10) -------------------------------------------
 HAND_PROMPT = "1 hand"
@@ -131,6 +137,7 @@ def resolve_device(device: str) -> str:
     """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else unchanged."""
     if device != "auto":
         return device
+    # deferred: torch (the oracle modules import without it)
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -148,11 +155,6 @@ def env_settings(section: str) -> dict[str, Any]:
 
     Example: ``HERO_BENCH_ORACLE_SETTINGS='{"clip_judge": {"pretrained": "/models/clip.safetensors"}}'``.
     """
-    import os
-    from pathlib import Path
-
-    from hero_bench.errors import ConfigError
-
     raw = os.environ.get(ORACLE_SETTINGS_ENV, "").strip()
     if not raw:
         return {}
@@ -162,7 +164,6 @@ def env_settings(section: str) -> dict[str, Any]:
         text, where = Path(raw).expanduser().read_text(), str(Path(raw).expanduser())
     else:
         raise ConfigError(f"{ORACLE_SETTINGS_ENV}={raw!r} is neither an existing file nor inline JSON")
-    import yaml
 
     try:
         data = yaml.safe_load(text)
@@ -187,8 +188,6 @@ def settings_from(cls, settings: Any, overrides: Mapping[str, Any], section: str
     Mappings go through ``hero_bench.config.from_dict`` (strict: an unknown key raises
     ``ConfigError`` naming it and the accepted keys).
     """
-    from hero_bench.config import from_dict, to_dict
-
     if isinstance(settings, cls):
         data: dict[str, Any] = to_dict(settings)
     elif settings is None or isinstance(settings, Mapping):

@@ -32,7 +32,9 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from oracles.base import task_factory
+from hero_bench.errors import ModelNotFoundError
+from hero_bench.tasks import Prompt, Task, register_task
+from oracles.base import OracleResult, task_factory
 from oracles.paper_prompts import (
     BLACK_CAT_PROMPT,
     BLUE_ROSE_PROMPT,
@@ -112,6 +114,7 @@ def answer_token_ids(tokenizer, word: str) -> list[int]:
 
 def yes_probability(last_logits, yes_ids: Sequence[int], no_ids: Sequence[int]) -> np.ndarray:
     """``p_yes`` per row of next-token logits ``[B, V]``, renormalised over the yes and no tokens."""
+    # deferred: torch (the oracle modules import without it)
     import torch
 
     logits = torch.as_tensor(last_logits).double()
@@ -127,6 +130,7 @@ def last_token_index(attention_mask) -> Any:
 
 
 def _torch_dtype(name: str, device: str):
+    # deferred: torch (the oracle modules import without it)
     import torch
 
     if name == "auto":
@@ -136,9 +140,8 @@ def _torch_dtype(name: str, device: str):
 
 def load_vlm(settings: VlmJudgeSettings):
     """``(processor, model, device)`` loaded offline; ``ModelNotFoundError`` when absent."""
+    # deferred: transformers (imports torch; the oracle modules import without it)
     from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from hero_bench.errors import ModelNotFoundError
 
     source = settings.model.strip()
     local = Path(source).expanduser()
@@ -182,8 +185,6 @@ class VlmJudge:
 
     def __init__(self, processor, model, device: str, questions: Sequence[str], settings: VlmJudgeSettings,
                  task: str) -> None:
-        from hero_bench.errors import ModelNotFoundError
-
         self.processor, self.model, self.device = processor, model, device
         self.questions = tuple(questions)
         self.settings = settings
@@ -210,6 +211,7 @@ class VlmJudge:
 
     def ask(self, images: np.ndarray, question: str) -> np.ndarray:
         """``p_yes`` of ``question`` for each image."""
+        # deferred: torch, PIL (the oracle modules import without it)
         import torch
         from PIL import Image
 
@@ -230,8 +232,6 @@ class VlmJudge:
         return np.concatenate(out)
 
     def __call__(self, images: np.ndarray, prompts: Sequence[str], metadata: Sequence[Mapping] | None = None):
-        from oracles.base import OracleResult
-
         metadata = validate_batch(images, prompts, metadata, f"{self.name}/{self.task}")
         per_image = [tuple(m.get("questions") or self.questions) for m in metadata]
         p_yes: list[dict[str, float]] = [{} for _ in range(len(images))]
@@ -263,8 +263,6 @@ def make_vlm_judge(task: str, settings: VlmJudgeSettings | Mapping[str, Any] | N
 
 
 def _register() -> None:
-    from hero_bench.tasks import Prompt, Task, register_task
-
     specs = [
         ("blue_rose_vlm", "counting", BLUE_ROSE_PROMPT),
         ("black_cat_vlm", "reasoning", BLACK_CAT_PROMPT),
