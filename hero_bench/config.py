@@ -190,7 +190,9 @@ def apply_overrides(cls: type[T], obj: T, overrides: list[str]) -> T:
         node = data
         for i, part in enumerate(path[:-1]):
             if not isinstance(node.get(part), dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a config section")
+                sections = sorted(k for k, v in node.items() if isinstance(v, dict))
+                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a config section; "
+                                  f"accepted{' under ' + '.'.join(path[:i]) if i else ''}: {', '.join(sections)}")
             node = node[part]
         if path[-1] not in node:
             where = ".".join(path[:-1])

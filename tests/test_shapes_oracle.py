@@ -44,6 +44,11 @@ def other_object(rng, color, kind):
             return k, c
 
 
+def _inset(box, d):
+    x0, y0, x1, y1 = box
+    return (x0 + d, y0 + d, x1 - d, y1 - d)
+
+
 def make_case(task_name, meta, rng):
     """-> (scene, success by construction) for a prompt of ``task_name`` with metadata ``meta``."""
     if task_name == "sanity":  # no objects asked for: something drawn, every object in a warm colour
@@ -126,10 +131,16 @@ def make_case(task_name, meta, rng):
             while True:
                 scene = build(rng, [(K, C, 6), (K2, C2, 6)])
                 a, b = scene.shapes
-                holds = scenes.relation_holds(a.box, b.box, rel)
-                if (K, C) == (K2, C2):  # "a red triangle above a red triangle": either may be the subject
-                    holds = holds or scenes.relation_holds(b.box, a.box, rel)
-                if holds == (case == "holds"):
+                # decided the same way on boxes one unit smaller: a circle's drawn extent is a little
+                # inside its box, so a relation that holds by less than that is the pixels' call
+                verdicts = set()
+                for inset in (0.0, 1.0):
+                    box_a, box_b = _inset(a.box, inset), _inset(b.box, inset)
+                    holds = scenes.relation_holds(box_a, box_b, rel)
+                    if (K, C) == (K2, C2):  # "a red triangle above a red triangle": either may be the subject
+                        holds = holds or scenes.relation_holds(box_b, box_a, rel)
+                    verdicts.add(holds)
+                if verdicts == {case == "holds"}:
                     return scene, case == "holds"
         if case == "wrong_color":
             while True:
