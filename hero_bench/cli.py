@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from hero_bench.errors import HeroBenchError
+
 # command name -> module under hero_bench.commands, in the order --help lists them
 COMMANDS = {
     "sample": "sample",
@@ -64,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    from hero_bench.errors import HeroBenchError
-
     try:
         return int(args._run(args) or 0)
     except HeroBenchError as exc:

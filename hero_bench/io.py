@@ -67,6 +67,7 @@ def atomic_write_json(target: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_torch_save(target: str | os.PathLike, obj: Any) -> None:
+    # deferred: torch (hero_bench.io is foundation; the light commands import it)
     import torch
 
     buf = io.BytesIO()

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from hero_bench.errors import ConfigError
+
 
 def icc1(values: np.ndarray) -> float:
     """One-way random-effects intraclass correlation ICC(1) of ``values[group, repeat]``.
@@ -41,8 +43,6 @@ def icc1(values: np.ndarray) -> float:
 def check_design(task, n_noises: int, repeats: int, prompt_index: int) -> None:
     """Raise ConfigError unless the design can give an ICC: >= 2 noises, >= 2 repeats and an
     existing train prompt.  Separate so that the CLI checks before it loads a backbone."""
-    from hero_bench.errors import ConfigError
-
     for name, value in (("noises", n_noises), ("repeats", repeats)):
         if value < 2:
             raise ConfigError(f"{name} must be at least 2 (an ICC needs two groups of two), got {value}")
@@ -59,6 +59,7 @@ def measure_noise_influence(backbone, task, sampler_cfg, n_noises: int = 16, rep
     Every z_T is repeated ``repeats`` times in one batch; the per-step noise comes from one
     generator, so the repeats of a z_T differ only in the noise added along the way.
     """
+    # deferred: torch, the sampler (icc1 and check_design run without them)
     import torch
 
     from hero_bench.diffusion.sampler import initial_noise, sample_trajectories

@@ -24,6 +24,7 @@ SUCCESS_LABEL = "success on the task's prompts"
 
 
 def _figure(nrows: int, ncols: int, width: float, height: float):
+    # deferred: matplotlib (0.3 s; only drawing a figure needs it)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -34,6 +35,7 @@ def _figure(nrows: int, ncols: int, width: float, height: float):
 
 
 def _colors(methods) -> dict:
+    # deferred: matplotlib (only drawing a figure needs it)
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
@@ -103,6 +105,7 @@ def plot_curves(summary: pd.DataFrame, out_png: str | os.PathLike) -> None:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     if held:
+        # deferred: matplotlib (only drawing a figure needs it)
         from matplotlib.lines import Line2D
 
         handles["runs ended: last checkpoint held"] = Line2D([], [], ls=":", color="0.4")

@@ -41,6 +41,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from hero_bench.io import atomic_write_text
 from hero_bench.methods import get_method, trained_method_names
 
 COMPONENTS = ("unet_forward", "unet_backward", "text_encoder", "oracle", "embedding_net", "optimizer",
@@ -145,6 +146,7 @@ def instrument(run, clock: Clock, unet_calls: list) -> Iterator[None]:
     ``unet_calls`` receives ``(phase, grad_enabled, inputs, {"wall": s, "cpu": s})`` of every UNet forward
     (``inputs`` = ``(args, kwargs)`` of the first gradient-enabled call, for the bare reference;
     None for the others)."""
+    # deferred: torch and the run code (`python -m hero_bench.profiling --help` and `table` run without them)
     import torch
 
     from hero_bench.algorithms import kernels
@@ -210,6 +212,7 @@ def profile_config(method: str, images: int, *, task: str = "sanity", tier: str 
     ``round(images / group_size)`` groups), an evaluation of as many images after every epoch, and
     a budget that never ends the run (so the epoch is evaluated because it is scheduled).
     ``steps`` (default: the preset's) sets the DDIM sampler's number of denoising steps."""
+    # deferred: presets imports torch (`--help` and `table` run without it)
     from hero_bench.presets import build_run_config
 
     cfg = build_run_config(tier, task, method, seed=seed, budget=10**6, backbone=backbone)
@@ -265,6 +268,7 @@ def _split(seconds: dict[tuple[str, str], float]) -> dict[str, Any]:
 def _measure(cfg, run_dir: str | Path | None, reference_repeats: int) -> dict[str, Any]:
     """Set up the run of ``cfg`` (in a temporary folder unless ``run_dir``), evaluate once as a run
     starts (the warm-up), time one instrumented epoch, then the bare-UNet reference."""
+    # deferred: runner imports torch (`--help` and `table` run without it)
     from hero_bench.runner import Run, RunState
 
     with contextlib.ExitStack() as stack:
@@ -307,6 +311,7 @@ def profile_epoch(method: str, images: int, *, task: str = "sanity", tier: str =
 
     Returns a JSON-able dict: the settings, ``epoch_s``, seconds and shares per component, per
     phase and per (phase, component), the UNet calls and the bare-UNet reference."""
+    # deferred: torch (`--help` and `table` run without it)
     import torch
 
     cfg = profile_config(method, images, task=task, tier=tier, seed=seed, backbone=backbone, overrides=overrides,
@@ -378,8 +383,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_profiles(path: str | Path, profiles: Sequence[dict[str, Any]]) -> None:
     """``path`` (JSON, a list of profiles) and the Markdown table beside it (``.md``)."""
-    from hero_bench.io import atomic_write_text
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(list(profiles), indent=1) + "\n")

@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hero_bench.config import config_hash, to_dict
 from hero_bench.methods import method_sections, settings_section
 
@@ -57,8 +59,8 @@ def run_config_hash(cfg) -> str:
 
 def environment() -> dict[str, str]:
     """Versions of the pieces that determine the numbers."""
+    # deferred: diffusers, peft, torch (gather imports this module, through run_records, without them)
     import diffusers
-    import numpy
     import peft
     import torch
 
@@ -67,6 +69,6 @@ def environment() -> dict[str, str]:
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "peft": peft.__version__,
-        "numpy": numpy.__version__,
+        "numpy": np.__version__,
         "platform": platform.platform(),
     }

@@ -159,6 +159,7 @@ def reward_auc(rewards: np.ndarray, good: np.ndarray) -> float:
 
     1: the reward ranks every good image above every bad one; 0.5: no better than chance; NaN when
     the batch has only one class."""
+    # deferred: scipy (0.3 s; only this diagnostic needs it)
     from scipy.stats import rankdata
 
     good = np.asarray(good, dtype=bool)

@@ -137,6 +137,7 @@ def resolve_backbone(source: str) -> str:
 
 def _hub_offline() -> bool:
     # read at call time: huggingface_hub reads HF_HUB_OFFLINE only once, at import
+    # deferred: huggingface_hub (0.15 s; only resolving a hub id needs it)
     from huggingface_hub import constants
 
     flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
@@ -161,6 +162,7 @@ def resolve_source(source: str) -> Path:
 
 
 def _hub_snapshot(repo_id: str) -> Path:
+    # deferred: huggingface_hub (0.15 s; only resolving a hub id needs it)
     from huggingface_hub import snapshot_download
 
     # The cache first, so a pre-populated cache never touches the network.  The hub client raises
@@ -224,6 +226,7 @@ def quiet_hf_progress() -> Iterator[None]:
 
     They would print into every training job's log; the previous setting is restored afterwards.
     """
+    # deferred: diffusers, transformers (2 s; only loading or saving a model needs them)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -251,6 +254,7 @@ def load_backbone(source: str, device: str = "cpu", dtype: str = "float32") -> B
 
 
 def _load_folder(folder: Path, source: str, torch_device: torch.device, torch_dtype: torch.dtype) -> Backbone:
+    # deferred: diffusers, transformers (2 s; only loading a model needs them)
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 

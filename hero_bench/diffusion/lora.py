@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from hero_bench.config import from_dict, to_dict
 from hero_bench.errors import ConfigError, HeroBenchError
@@ -51,6 +53,7 @@ class LoraConfig:
             raise ConfigError("lora.target_modules must name at least one module")
 
     def to_peft(self):
+        # deferred: peft (2.6 s; importing hero_bench.diffusion must not load it)
         import peft
 
         return peft.LoraConfig(
@@ -94,6 +97,7 @@ def add_lora(unet, cfg: LoraConfig = LoraConfig(), seed: int = 0) -> list[torch.
 
 def lora_state_dict(unet) -> dict[str, torch.Tensor]:
     """A detached copy of the adapter weights (keys without the adapter name)."""
+    # deferred: peft (2.6 s; importing hero_bench.diffusion must not load it)
     from peft.utils import get_peft_model_state_dict
 
     if not has_lora(unet):
@@ -131,8 +135,6 @@ def load_lora_state_dict(unet, state: dict[str, torch.Tensor]) -> None:
 
 def save_lora(unet, path: str | Path) -> None:
     """Write the adapter weights (only) to a safetensors file, atomically, with its LoraConfig."""
-    from safetensors.torch import save_file
-
     state = {k: v.detach().cpu().contiguous() for k, v in lora_state_dict(unet).items()}
     cfg = getattr(unet, "_hero_bench_lora_config", None)
     metadata = {_METADATA_KEY: json.dumps(to_dict(cfg))} if cfg is not None else {}
@@ -142,9 +144,6 @@ def save_lora(unet, path: str | Path) -> None:
 
 def read_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], LoraConfig | None]:
     """The weights in a LoRA file and the LoraConfig recorded in it (None if absent)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise HeroBenchError(f"LoRA file {str(path)!r} does not exist")
@@ -175,6 +174,7 @@ def disable_lora(unet) -> Iterator[None]:
     if not has_lora(unet):
         yield
         return
+    # deferred: peft (2.6 s; importing hero_bench.diffusion must not load it)
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]

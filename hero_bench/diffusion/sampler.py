@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from hero_bench.diffusion.backbone import Backbone
 from hero_bench.diffusion.ddim import ddim_step_with_logprob
@@ -201,8 +202,6 @@ def sample_trajectories(
     chunks = [slice(s, s + cfg.batch_size) for s in range(0, batch, cfg.batch_size)]
     iterator = enumerate(timesteps)
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(iterator, total=steps, desc="sampling", unit="step")
     # the UNet's encoder states per chunk, built once rather than at every step
     chunk_embeds = [cfg_embeddings(prompt_embeds[c], negative_embeds, cfg.guidance_scale) for c in chunks]

@@ -16,7 +16,9 @@ import tempfile
 from pathlib import Path
 
 import torch
+from tokenizers import pre_tokenizers
 
+from hero_bench.diffusion.backbone import quiet_hf_progress
 from hero_bench.errors import HeroBenchError
 
 BUILD_INFO = "hero_bench_tiny.json"
@@ -71,7 +73,7 @@ def build_tokenizer():
     written out rather than learned because the ``tokenizers`` BPE trainer breaks frequency ties
     in hash order, which would make the build non-deterministic.
     """
-    from tokenizers import pre_tokenizers
+    # deferred: transformers (0.5 s; only building the model needs it)
     from transformers import CLIPTokenizer
 
     bos, eos = "<|startoftext|>", "<|endoftext|>"
@@ -130,6 +132,7 @@ def build_components(seed: int = 0, unet: dict | None = None, vae: dict | None =
     """An SD-architecture model's components with random weights (deterministic from ``seed``), not
     yet saved: the tiny model by default; ``unet`` / ``vae`` / ``text`` give other architectures
     (``scripts/gpu_check.py`` builds SD 1.5's) with the same tokenizer and scheduler."""
+    # deferred: diffusers, transformers (2 s; only building the model needs them)
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -178,9 +181,8 @@ def build_tiny_backbone(out_dir: str | os.PathLike, seed: int = 0, overwrite: bo
     The model is written into a temporary sibling folder and renamed into place, so ``out_dir``
     is either absent or complete.  An existing ``out_dir`` is replaced only with ``overwrite``.
     """
+    # deferred: diffusers (1.6 s; only building the model needs it)
     from diffusers import StableDiffusionPipeline
-
-    from hero_bench.diffusion.backbone import quiet_hf_progress
 
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:

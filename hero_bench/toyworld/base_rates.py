@@ -31,6 +31,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
+
+from hero_bench.errors import ConfigError
+from hero_bench.io import atomic_write_text
+from hero_bench.tasks import get_task, list_tasks
+from hero_bench.toyworld.preview import save_png
 
 CARD_NOTES = Path(__file__).with_name("model_card_notes.md")
 """The model card's hand-written part (measurements behind the choices), appended by
@@ -60,6 +66,7 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
 
 def toy_sampler_config():
     """The toy tier's sampler settings (from the toy preset, so the rates match the benchmark's epoch 0)."""
+    # deferred: presets imports torch (the toy modules import without it)
     from hero_bench.presets import toy
 
     return toy("hero", "anomaly").sampler
@@ -70,6 +77,7 @@ def measure_task(backbone, task, sampler_cfg, n: int, seed: int, batch_size: int
     """Sample and judge ``n`` images of ``task`` on its ``prompt_set`` ("eval": the held-out prompts,
     "train": its own) by the benchmark's evaluation protocol at eval seed ``seed``; returns the rate,
     its CI, and the images/results."""
+    # deferred: evaluate imports torch (the toy modules import without it)
     from hero_bench.evaluate import EvalConfig, sample_and_judge
 
     if prompt_set not in ("eval", "train"):
@@ -156,8 +164,6 @@ def compare_rates(reference: dict[str, Any], rates: dict[str, Any]) -> list[dict
     inside the shipped model's intervals.  Both must come from the same protocol (n, eval seed,
     sampler); a mismatch raises ConfigError because the numbers would not be comparable.
     """
-    from hero_bench.errors import ConfigError
-
     for key in ("n", "eval_seed", "sampler"):
         if reference.get(key) != rates.get(key):
             raise ConfigError(f"cannot compare base rates measured with different {key}: "
@@ -188,12 +194,9 @@ def measure_all(backbone_dir: str, n: int = 256, seed: int | None = None, tasks:
                 sampler_overrides: dict[str, Any] | None = None, figures: str | Path | None = None,
                 progress: bool = True) -> dict[str, Any]:
     """Base rates of every toy task (or ``tasks``) for the backbone in ``backbone_dir``."""
-    from tqdm.auto import tqdm
-
+    # deferred: torch, through the backbone and evaluate (the toy modules import without it)
     from hero_bench.diffusion.backbone import load_backbone
     from hero_bench.evaluate import EvalConfig
-    from hero_bench.tasks import get_task, list_tasks
-    from hero_bench.toyworld.preview import save_png
 
     seed = EvalConfig().seed if seed is None else seed
     sampler_cfg = dataclasses.replace(toy_sampler_config(), **(sampler_overrides or {}))
@@ -336,8 +339,6 @@ def _stages(rec: dict[str, Any]) -> list[dict[str, Any]]:
 def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str = "", ema_note: str = "",
                      notes: str = "") -> Path:
     """Render MODEL_CARD.md in ``folder`` from its training_config.json and ``rates`` (atomic)."""
-    from hero_bench.io import atomic_write_text
-
     folder = Path(folder)
     rec = json.loads((folder / "training_config.json").read_text())
     pc, mc = rec["pretrain_config"], rec["model_config"]

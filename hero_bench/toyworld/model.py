@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from hero_bench.toyworld.tokenizer import DEFAULT_MAX_LENGTH, build_tokenizer, save_tokenizer
+from hero_bench.toyworld.tokenizer import DEFAULT_MAX_LENGTH, build_tokenizer, load_tokenizer, save_tokenizer
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,7 @@ class Components:
 
 def build_components(cfg: ModelConfig = ModelConfig(), vocab: Sequence[str] | None = None, seed: int = 0) -> Components:
     """Build freshly initialised components; weights are a deterministic function of ``seed``."""
+    # deferred: torch, diffusers, transformers (the toy modules import without them)
     import torch
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -179,6 +180,7 @@ def parameter_counts(components: Components) -> dict[str, int]:
 
 def model_index() -> dict[str, Any]:
     """``model_index.json`` content: a Stable-Diffusion-style index whose vae is absent (pixel space)."""
+    # deferred: diffusers (1.6 s; only its version is read here)
     import diffusers
 
     return {
@@ -234,10 +236,9 @@ def save_components(components: Components, out_dir: str | os.PathLike, extra_fi
 
 def load_components(folder: str | os.PathLike) -> Components:
     """Load the four components from a saved folder (the training side; users go through load_backbone)."""
+    # deferred: diffusers, transformers (the toy modules import without them)
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
-
-    from hero_bench.toyworld.tokenizer import load_tokenizer
 
     folder = Path(folder)
     return Components(

@@ -25,6 +25,7 @@ Output folder ``--out DIR``:
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import time
@@ -33,10 +34,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from hero_bench.config import to_dict
 from hero_bench.errors import ConfigError
-from hero_bench.toyworld.model import ModelConfig, encode_prompts
+from hero_bench.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from hero_bench.toyworld import scenes
+from hero_bench.toyworld.model import (ModelConfig, build_components, config_dict, encode_prompts, load_components,
+                                       parameter_counts, save_components)
 # the preview grid and PNG writing (importable from here as before)
 from hero_bench.toyworld.preview import PREVIEW_PROMPTS, preview_grid, save_png, tile  # noqa: F401
 
@@ -105,10 +110,11 @@ def learning_rate(cfg: PretrainConfig, step: int) -> float:
 
 def step_batch(cfg: PretrainConfig, step: int, batch_fn: Callable | None = None):
     """The training batch of ``step``: images in [-1, 1] ``[B,3,S,S]``, captions (after dropout), noise, timesteps."""
+    # deferred: torch (the toy modules import without it)
     import torch
 
     if batch_fn is None:
-        from hero_bench.toyworld.scenes import training_batch as batch_fn
+        batch_fn = scenes.training_batch
     rng = np.random.default_rng([cfg.data_seed, step])
     images, captions = batch_fn(rng, cfg.batch_size)
     # caption dropout draws from its own stream so it does not shift the scene generator's draws
@@ -133,6 +139,7 @@ class PretrainResult:
 
 
 def _ema_update(ema_params, params, decay: float) -> None:
+    # deferred: torch (the toy modules import without it)
     import torch
 
     with torch.no_grad():
@@ -142,10 +149,6 @@ def _ema_update(ema_params, params, decay: float) -> None:
 
 def _init_from(cfg: PretrainConfig, comps) -> dict:
     """Load a previous stage's weights into ``comps``; returns that stage's record and weight hashes."""
-    import hashlib
-
-    from hero_bench.toyworld.model import config_dict, load_components
-
     folder = Path(cfg.init_from).expanduser()
     record_path = folder / "training_config.json"
     if not record_path.is_file() or not (folder / "unet").is_dir():
@@ -179,8 +182,6 @@ def _scene_source(cfg: PretrainConfig, batch_fn: Callable | None) -> tuple[Calla
     would only surface as a shape error deep inside the first UNet call."""
     if batch_fn is not None:
         return batch_fn, getattr(batch_fn, "VOCAB", None), getattr(batch_fn, "GENERATOR_VERSION", "custom")
-    from hero_bench.toyworld import scenes
-
     if cfg.model.image_size != scenes.IMAGE_SIZE:
         raise ConfigError(
             f"model.image_size={cfg.model.image_size} but the scene generator draws "
@@ -196,9 +197,8 @@ class _Pretraining:
 
     def __init__(self, cfg: PretrainConfig, out_dir: Path, batch_fn: Callable, vocab: Sequence[str] | None,
                  generator_version: str, preview: bool):
+        # deferred: torch (the toy modules import without it)
         import torch
-
-        from hero_bench.toyworld.model import build_components
 
         self.cfg, self.out_dir, self.batch_fn, self.preview = cfg, out_dir, batch_fn, preview
         self.generator_version = generator_version
@@ -221,6 +221,7 @@ class _Pretraining:
 
     def resume(self) -> None:
         """Continue from ``checkpoint.pt``; one written under another config is refused."""
+        # deferred: torch (the toy modules import without it)
         import torch
 
         state = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
@@ -243,6 +244,7 @@ class _Pretraining:
 
     def segments_until(self, step_done: int) -> list[dict]:
         """The segments of earlier processes plus this one's, up to ``step_done``."""
+        # deferred: torch (the toy modules import without it)
         import torch
 
         return self.segments + [{"start": self.start, "end": step_done, "threads": torch.get_num_threads()}]
@@ -254,8 +256,6 @@ class _Pretraining:
 
     def checkpoint(self, step_done: int, elapsed: float) -> None:
         """Write checkpoint.pt and train_log.csv (and a preview grid) after ``step_done`` steps."""
-        from hero_bench.io import atomic_torch_save, atomic_write_text
-
         cfg = self.cfg
         state = {
             "step": step_done,
@@ -284,6 +284,7 @@ class _Pretraining:
 
     def train_step(self, step: int) -> float:
         """One optimizer step on step ``step``'s batch (and the EMA update); returns the loss."""
+        # deferred: torch (the toy modules import without it)
         import torch
 
         cfg, comps = self.cfg, self.comps
@@ -307,8 +308,6 @@ class _Pretraining:
     def train(self, end: int, progress: bool) -> float:
         """Train from the current step up to ``end``, logging and checkpointing on schedule;
         returns the run's elapsed seconds (earlier processes included)."""
-        from tqdm.auto import tqdm
-
         cfg = self.cfg
         self.comps.unet.train(), self.comps.text_encoder.train()
         t_start = time.perf_counter()
@@ -333,11 +332,10 @@ class _Pretraining:
 
     def record(self, final_loss: float, elapsed: float) -> dict:
         """training_config.json: the config, the outcome and everything else that made the weights."""
+        # deferred: diffusers, torch, transformers (their versions; the toy modules import without them)
         import diffusers
         import torch
         import transformers
-
-        from hero_bench.toyworld.model import config_dict, parameter_counts
 
         cfg = self.cfg
         return {
@@ -364,9 +362,6 @@ class _Pretraining:
     def save_model(self, record: dict) -> Path:
         """Write OUT/model (EMA weights when EMA is on, else the raw ones), OUT/model_raw (with EMA
         on) and OUT/training_config.json; returns OUT/model."""
-        from hero_bench.io import atomic_write_json
-        from hero_bench.toyworld.model import save_components
-
         extra = {"training_config.json": json.dumps(record, indent=2, sort_keys=True) + "\n"}
         self.comps.unet.eval(), self.comps.text_encoder.eval()
         final = self.comps

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from hero_bench.io import atomic_write_bytes
 from hero_bench.toyworld.model import encode_prompts
 
 PREVIEW_PROMPTS = ("", "a red circle", "a blue square", "a green triangle")
@@ -27,6 +28,7 @@ def preview_grid(components, prompts: Sequence[str] = PREVIEW_PROMPTS, per_promp
     The benchmark's own sampler lives in ``hero_bench.diffusion``; this small loop only exists so
     that pretraining can show progress without depending on it.
     """
+    # deferred: torch (the toy modules import without it)
     import torch
 
     tok, te, unet = components.tokenizer, components.text_encoder, components.unet
@@ -66,9 +68,8 @@ def tile(images: np.ndarray, columns: int, pad: int = 1, scale: int = 4) -> np.n
 
 def save_png(path: str | Path, image: np.ndarray) -> None:
     """Atomically write a uint8 RGB array as PNG."""
+    # deferred: PIL (the toy modules import without it)
     from PIL import Image
-
-    from hero_bench.io import atomic_write_bytes
 
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")

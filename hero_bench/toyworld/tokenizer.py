@@ -23,6 +23,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordLevel
+
+from hero_bench.toyworld import scenes
+
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)
 """Special tokens, in id order: pad=0, unk=1, bos=2, eos=3 (caption words follow from id 4)."""
@@ -45,13 +50,10 @@ def build_vocab(words: Iterable[str]) -> dict[str, int]:
 
 def build_tokenizer(words: Sequence[str] | None = None, model_max_length: int = DEFAULT_MAX_LENGTH):
     """A ``PreTrainedTokenizerFast`` over ``words`` (default: ``scenes.VOCAB``) plus the special tokens."""
-    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordLevel
+    # deferred: transformers (0.5 s; imports torch)
     from transformers import PreTrainedTokenizerFast
 
     if words is None:
-        from hero_bench.toyworld import scenes
-
         words = scenes.VOCAB
     vocab = build_vocab(words)
     tok = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK))
@@ -97,6 +99,7 @@ def save_tokenizer(tokenizer, folder: str | Path) -> Path:
 
 def load_tokenizer(folder: str | Path, subfolder: str | None = None):
     """Load a saved tokenizer through the standard ``AutoTokenizer`` path (offline)."""
+    # deferred: transformers (0.5 s; imports torch)
     from transformers import AutoTokenizer
 
     kwargs = {"subfolder": subfolder} if subfolder else {}
