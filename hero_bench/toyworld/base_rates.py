@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from hero_bench.errors import ConfigError
 from hero_bench.io import atomic_write_text
@@ -194,7 +193,9 @@ def measure_all(backbone_dir: str, n: int = 256, seed: int | None = None, tasks:
                 sampler_overrides: dict[str, Any] | None = None, figures: str | Path | None = None,
                 progress: bool = True) -> dict[str, Any]:
     """Base rates of every toy task (or ``tasks``) for the backbone in ``backbone_dir``."""
-    # deferred: torch, through the backbone and evaluate (the toy modules import without it)
+    # deferred: tqdm.auto (30 ms), and torch through the backbone and evaluate (hero-bench --help imports this module)
+    from tqdm.auto import tqdm
+
     from hero_bench.diffusion.backbone import load_backbone
     from hero_bench.evaluate import EvalConfig
 

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from hero_bench.config import to_dict
 from hero_bench.errors import ConfigError
@@ -308,6 +307,9 @@ class _Pretraining:
     def train(self, end: int, progress: bool) -> float:
         """Train from the current step up to ``end``, logging and checkpointing on schedule;
         returns the run's elapsed seconds (earlier processes included)."""
+        # deferred: tqdm.auto (30 ms without torch; the toy modules, and so hero-bench --help, import without it)
+        from tqdm.auto import tqdm
+
         cfg = self.cfg
         self.comps.unet.train(), self.comps.text_encoder.train()
         t_start = time.perf_counter()

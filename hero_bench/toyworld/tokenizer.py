@@ -23,9 +23,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
-from tokenizers.models import WordLevel
-
 from hero_bench.toyworld import scenes
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
@@ -50,7 +47,9 @@ def build_vocab(words: Iterable[str]) -> dict[str, int]:
 
 def build_tokenizer(words: Sequence[str] | None = None, model_max_length: int = DEFAULT_MAX_LENGTH):
     """A ``PreTrainedTokenizerFast`` over ``words`` (default: ``scenes.VOCAB``) plus the special tokens."""
-    # deferred: transformers (0.5 s; imports torch)
+    # deferred: tokenizers, transformers (the toy modules, and so hero-bench --help, import without them)
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
     if words is None:
