@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from hero_bench.commands import set_threads
+from hero_bench.errors import ConfigError
+from hero_bench.io import atomic_write_json
+from hero_bench.tasks import get_task, list_tasks
+from hero_bench.toyworld.base_rates import (
+    ACCEPTED_RANGE,
+    CARD_NOTES,
+    TRAIN_ACCEPTED_RANGE,
+    compare_rates,
+    comparison_table,
+    measure_all,
+    rates_table,
+    write_model_card,
+)
 
 HELP = "measure a toy backbone's success rate on every toy task before training (the model card's base rates)"
 DESCRIPTION = """\
@@ -64,11 +80,6 @@ def add_arguments(parser) -> None:
 
 def _read_reference(path_arg: str) -> dict:
     """The --compare reference: a base_rates.json, or a model folder holding one."""
-    import json
-    from pathlib import Path
-
-    from hero_bench.errors import ConfigError
-
     path = Path(path_arg)
     path = path / "base_rates.json" if path.is_dir() else path
     if not path.is_file():
@@ -81,29 +92,11 @@ def _read_reference(path_arg: str) -> dict:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from hero_bench.errors import ConfigError
-
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
     if args.seed is not None and args.seed < 0:
         raise ConfigError(f"--seed must be >= 0, got {args.seed}")
     set_threads(args.threads)
-
-    from hero_bench.io import atomic_write_json
-    from hero_bench.toyworld.base_rates import (
-        ACCEPTED_RANGE,
-        CARD_NOTES,
-        TRAIN_ACCEPTED_RANGE,
-        compare_rates,
-        comparison_table,
-        measure_all,
-        rates_table,
-        write_model_card,
-    )
-
-    from hero_bench.tasks import get_task, list_tasks
 
     for name in args.task or []:
         tier = get_task(name).tier  # an unknown name raises, listing the tasks

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from hero_bench.errors import HeroBenchError
+
 HELP = "build the tiny random Stable-Diffusion-architecture backbone (smoke tier, tests)"
 DESCRIPTION = """\
 Build a tiny Stable-Diffusion-architecture backbone with random weights from configs (UNet 16x16x4
@@ -25,10 +29,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
+    # deferred: torch, through diffusion.tiny (hero-bench --help must not import it)
     from hero_bench.diffusion.tiny import build_info, build_tiny_backbone, is_complete
-    from hero_bench.errors import HeroBenchError
 
     out = Path(args.out)
     if out.exists() and not args.force:

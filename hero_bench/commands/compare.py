@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hero_bench.io import atomic_write_text
+
 HELP = "check a rerun's summary against published results (exit 1 when a cell falls outside its CI)"
 DESCRIPTION = """\
 Compare a fresh summary (written by `hero-bench report`) with a published one, cell by cell
@@ -35,7 +37,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from hero_bench.io import atomic_write_text
+    # deferred: pandas, through reproduction (0.25 s; hero-bench --help must not import it)
     from hero_bench.reproduction import compare, eval_resolution, outside, render_markdown, summary_file
 
     slack = args.slack

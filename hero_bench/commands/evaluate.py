@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hero_bench.commands import set_threads
+from hero_bench.errors import ConfigError
 
 HELP = "recompute a run's evaluation (eval.csv: success on its own prompts + transfer) from its saved LoRA adapters"
 DESCRIPTION = """\
@@ -53,7 +54,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     set_threads(args.threads)
-    from hero_bench.errors import ConfigError
+    # deferred: torch, through reevaluate (hero-bench --help must not import it)
     from hero_bench.reevaluate import evaluate_run
 
     epochs = None

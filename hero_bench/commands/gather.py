@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hero_bench.io import atomic_write_text
+
 HELP = "concatenate per-run eval.csv files into one validated runs table"
 DESCRIPTION = """\
 Validate and concatenate per-run eval.csv files (one row per run and checkpoint, the columns of
@@ -20,7 +22,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from hero_bench.io import atomic_write_text
+    # deferred: pandas, through report (0.25 s; hero-bench --help must not import it)
     from hero_bench.report import gather
 
     df = gather(args.eval_csv)

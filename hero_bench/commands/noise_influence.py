@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hero_bench.commands import set_threads
+from hero_bench.errors import ConfigError
+from hero_bench.io import atomic_write_json
+from hero_bench.noise_influence import check_design, measure_noise_influence
+from hero_bench.tasks import get_task
 
 HELP = "measure how much the initial noise z_T decides an image's success (HERO's noise-guidance premise)"
 DESCRIPTION = """\
@@ -37,17 +43,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import dataclasses
-
-    from hero_bench.errors import ConfigError
-
     set_threads(args.threads)
 
+    # deferred: torch, through the backbone and presets (hero-bench --help must not import it)
     from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
-    from hero_bench.io import atomic_write_json
-    from hero_bench.noise_influence import check_design, measure_noise_influence
     from hero_bench.presets import build_run_config
-    from hero_bench.tasks import get_task
 
     cfg = build_run_config(args.tier, task=args.task, backbone=args.backbone, device=args.device)
     changes = {k: v for k, v in (("eta", args.eta), ("guidance_scale", args.guidance), ("steps", args.steps))

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hero_bench.commands import set_threads
+from hero_bench.config import apply_overrides
+from hero_bench.errors import ConfigError
+from hero_bench.toyworld.pretrain import PretrainConfig, pretrain
+from hero_bench.toyworld.recipe import RECIPES, run_recipe
 
 HELP = "pretrain the ShapesWorld toy text-to-image model (the toy tier's backbone)"
 DESCRIPTION = """\
@@ -55,18 +61,12 @@ WEIGHT_OPTIONS = ("steps", "seed", "data_seed", "batch_size")
 
 def config_from_args(args):
     """The PretrainConfig of a single-stage run: defaults, then --set, then the direct options."""
-    from hero_bench.config import apply_overrides
-    from hero_bench.toyworld.pretrain import PretrainConfig
-
     direct = {name: getattr(args, name) for name in (*WEIGHT_OPTIONS, "checkpoint_every")}
     overrides = list(args.overrides) + [f"{k}={v}" for k, v in direct.items() if v is not None]
     return apply_overrides(PretrainConfig, PretrainConfig(), overrides)
 
 
 def _check_recipe_args(args) -> None:
-    from hero_bench.errors import ConfigError
-    from hero_bench.toyworld.recipe import RECIPES
-
     if args.recipe not in RECIPES:
         raise ConfigError(f"--recipe {args.recipe!r} is unknown; accepted: {', '.join(sorted(RECIPES))}")
     fixed = [f"--{name.replace('_', '-')}" for name in WEIGHT_OPTIONS if getattr(args, name) is not None]
@@ -82,11 +82,6 @@ def _summary(prefix: str, result) -> str:
 
 
 def run(args) -> int:
-    import dataclasses
-
-    from hero_bench.errors import ConfigError
-    from hero_bench.toyworld.pretrain import PretrainConfig, pretrain
-
     # every input check before torch is configured or anything is written
     if args.recipe is not None:
         _check_recipe_args(args)
@@ -96,8 +91,6 @@ def run(args) -> int:
     if args.recipe is None:
         print(_summary("pretrain-toy", pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)))
         return 0
-
-    from hero_bench.toyworld.recipe import RECIPES, run_recipe
 
     base = PretrainConfig()
     if args.checkpoint_every is not None:  # bookkeeping only: allowed with a recipe

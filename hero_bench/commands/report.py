@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+
+from hero_bench.io import atomic_write_text
 
 HELP = "summary tables (IQM, bootstrap CIs, feedback-to-threshold) and figures from runs.csv"
 DESCRIPTION = """\
@@ -31,8 +34,6 @@ FINAL_PNG = Path("figures") / "final_success.png"
 
 
 def _budgets(text: str) -> list[int]:
-    import argparse
-
     try:
         values = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
     except ValueError:
@@ -67,8 +68,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    # deferred: pandas, matplotlib, through plots and report (hero-bench --help must not import them)
     from hero_bench import plots
-    from hero_bench.io import atomic_write_text
     from hero_bench.report import gather, render_markdown, summarise
 
     df = gather([args.runs])

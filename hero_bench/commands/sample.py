@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+import numpy as np
+
+from hero_bench.errors import ConfigError
+from hero_bench.io import atomic_path
+
 HELP = "sample images from a backbone (optionally with a LoRA adapter) and save them as a grid"
 DESCRIPTION = """\
 Sample --n images with the benchmark's own sampler (DDIM with eta, classifier-free guidance) and
@@ -41,10 +49,6 @@ def add_arguments(parser) -> None:
 
 def image_grid(images, cell_px: int = 64, gap: int = 2):
     """Tile uint8 images ``[N, H, W, 3]`` in a near-square grid, each enlarged (nearest) to >= cell_px."""
-    import math
-
-    import numpy as np
-
     n, h, w, _ = images.shape
     scale = max(1, math.ceil(cell_px / min(h, w)))
     big = images.repeat(scale, axis=1).repeat(scale, axis=2)
@@ -59,10 +63,6 @@ def image_grid(images, cell_px: int = 64, gap: int = 2):
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from hero_bench.errors import ConfigError
-
     out = Path(args.out)
     fmt = IMAGE_FORMATS.get(out.suffix.lower())
     if fmt is None:
@@ -72,13 +72,13 @@ def run(args) -> int:
     if args.cell_px < 1:
         raise ConfigError(f"--cell-px must be at least 1, got {args.cell_px}")
 
+    # deferred: torch, PIL and the diffusion modules (hero-bench --help must not import them)
     import torch
     from PIL import Image
 
     from hero_bench.diffusion.backbone import load_backbone
     from hero_bench.diffusion.lora import load_lora
     from hero_bench.diffusion.sampler import SamplerConfig, initial_noise, sample_trajectories
-    from hero_bench.io import atomic_path
 
     cfg = SamplerConfig(
         steps=args.steps, eta=args.eta, guidance_scale=args.guidance,

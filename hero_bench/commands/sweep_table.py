@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
+from hero_bench.io import atomic_write_text
+
 HELP = "rank the configurations of a hyper-parameter sweep (tune.yaml) by the area under their success curves"
 DESCRIPTION = """\
 Read the eval.csv of every run of a sweep (layout .../<task>/<method>/<variant>/seed<k>/eval.csv,
@@ -24,10 +29,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import shlex
-    from pathlib import Path
-
-    from hero_bench.io import atomic_write_text
+    # deferred: pandas, scipy, through sweep (hero-bench --help must not import them)
     from hero_bench.sweep import read_runs, render_markdown, summarise
 
     runs = read_runs(args.eval_csv)

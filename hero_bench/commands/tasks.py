@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from hero_bench.tasks import get_task, list_tasks
+
 HELP = "list the benchmark tasks (or show one task's prompts)"
 DESCRIPTION = """\
 List every registered task as a table: name, tier, category, oracle, number of train and eval
@@ -51,8 +53,6 @@ def format_task(task) -> str:
 
 
 def run(args) -> int:
-    from hero_bench.tasks import get_task, list_tasks
-
     if args.name:
         task = get_task(args.name)
         if args.tier is not None and task not in list_tasks(args.tier):

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
 from hero_bench.commands import set_threads
+from hero_bench.errors import ConfigError, HeroBenchError
+from hero_bench.feedback import OracleCallPolicy
+from hero_bench.io import FolderBusyError, exclusive_folder
 from hero_bench.methods import accepted_names
 
 HELP = "finetune with HERO, DDPO or D3PO under a feedback budget (resumes an interrupted run)"
@@ -97,6 +107,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     set_threads(args.threads)
+    # deferred: torch, through presets, run_config and runner (hero-bench --help must not import it)
     from hero_bench.presets import build_run_config
     from hero_bench.run_config import config_yaml
     from hero_bench.runner import train
@@ -122,10 +133,6 @@ def run(args) -> int:
 
 def oracle_policy(args):
     """The ``OracleCallPolicy`` of the --oracle-* flags (an unset flag keeps the policy's default)."""
-    from dataclasses import replace
-
-    from hero_bench.feedback import OracleCallPolicy
-
     changes = {}
     if args.oracle_timeout is not None:
         changes["timeout_s"] = None if args.oracle_timeout == 0 else args.oracle_timeout
@@ -146,14 +153,7 @@ def replace_stale_run(cfg, run_dir) -> str:
     The check and the move hold the run folder's lock, so a run that another process is training
     is never moved from under it (that is an error, as it is for the runner).
     """
-    import re
-    import time
-    from pathlib import Path
-
-    import yaml
-
-    from hero_bench.errors import ConfigError, HeroBenchError
-    from hero_bench.io import FolderBusyError, exclusive_folder
+    # deferred: torch, through run_config and runner (hero-bench --help must not import it)
     from hero_bench.run_config import CONFIG_FILE
     from hero_bench.runner import Run
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hero_bench.integrity import verify_run
+
 HELP = "check run folders' integrity: ledger hash chain, counts, budget, adapter and checkpoint checksums, config hash"
 DESCRIPTION = """\
 Check that each run folder's files still agree with each other and with what was recorded when
@@ -38,8 +40,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from hero_bench.integrity import verify_run
-
     failed = 0
     for run_dir in args.run_dirs:
         result = verify_run(run_dir)
