@@ -12,7 +12,8 @@ is a ``RunHooks`` callback, installed by whoever starts the run:
 ``TraceTo`` (``HERO_BENCH_TRACE=<file>``) only records when each point is reached.
 
 Points: "start.after_checkpoint", "epoch<E>.<phase>" with phase in ``CRASH_PHASES``,
-"end.before_done".
+"end.before_done"; HERO also passes "epoch<E>.after_embedding" between its embedding-network and
+policy updates (``RunContext.reached``).
 """
 
 from __future__ import annotations

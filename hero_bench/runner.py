@@ -154,6 +154,7 @@ class Run:
         self.evaluator = SimulatedEvaluator(self.oracle, cfg.evaluator, self.ledger, cfg.seed,
                                             policy=self.oracle_policy, task=cfg.task)
         ctx = RunContext(cfg=cfg, backbone=self.backbone, task=self.task, evaluator=self.evaluator,
+                         reached=self.hooks.reached,
                          lora_params=lora_params)
         self.method = get_algorithm(cfg.method)(ctx)
         self.config_hash = run_config_hash(cfg)

@@ -36,8 +36,8 @@ MICRO = ["sampler.steps=2", "eval.n_images=4", "eval.batch_size=4", "eval.every_
 BUDGET = 24
 EPOCHS = 6
 EVAL_EVERY = 2
-KILLS_PER_METHOD = 7
-AIMED = ("startup", "sampling", "labelling", "update", "evaluation", "checkpoint")
+KILLS_PER_METHOD = 8
+AIMED = ("startup", "sampling", "labelling", "embedding update", "policy update", "evaluation", "checkpoint")
 SEED = 20261202  # the harness's own draws (kill phases and moments)
 
 
@@ -65,8 +65,8 @@ def read_trace(path):
     return points
 
 
-def phase_after(point):
-    """The phase a process is in after it passed ``point`` (None: nothing passed yet)."""
+def phase_after(point, method):
+    """The phase a process of ``method`` is in after it passed ``point`` (None: nothing passed yet)."""
     if point is None:
         return "startup"  # imports, model loading, config check
     if point == "start.planned":
@@ -78,8 +78,10 @@ def phase_after(point):
         return "sampling"  # (after a checkpoint: the CSV tables, then the next epoch's sampling)
     if what == "after_sampling":
         return "labelling"
-    if what == "after_feedback":
-        return "update"  # HERO: embedding network, then policy
+    if what == "after_feedback":  # HERO updates its embedding network first, then the policy
+        return "embedding update" if method == "hero" else "policy update"
+    if what == "after_embedding":
+        return "policy update"
     if what == "after_update":
         epoch = int(where.removeprefix("epoch"))
         return "evaluation" if epoch % EVAL_EVERY == 0 or epoch == EPOCHS else "checkpoint"
@@ -88,13 +90,13 @@ def phase_after(point):
     raise AssertionError(f"unknown trace point {point}")
 
 
-def phase_lengths(trace):
+def phase_lengths(trace, method):
     """Shortest length (s) of each phase in an uninterrupted run's trace: a kill that many seconds
     or less after a phase begins lands inside it (the pretrained model's evaluation at the start
     takes longer than an epoch's, which is why not the mean)."""
     spans = collections.defaultdict(list)
     for (point, t0), (_, t1) in zip(trace, trace[1:]):
-        spans[phase_after(point)].append(t1 - t0)
+        spans[phase_after(point, method)].append(t1 - t0)
     return {phase: min(v) for phase, v in spans.items()}
 
 
@@ -110,7 +112,7 @@ def complete_lines(path):
     return data[: data.rfind(b"\n") + 1]
 
 
-def killed_once(cmd, out, trace, aim, lengths, startup_s, rng, ledgers_at_kills):
+def killed_once(method, cmd, out, trace, aim, lengths, startup_s, rng, ledgers_at_kills):
     """Start the command, kill it in phase ``aim``; returns the phase the kill hit, or None when the
     process finished before reaching that phase."""
     proc = subprocess.Popen(cmd, env=environment(trace), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -121,7 +123,7 @@ def killed_once(cmd, out, trace, aim, lengths, startup_s, rng, ledgers_at_kills)
     else:
         while True:  # watch the trace until the process enters the aimed phase
             points = read_trace(trace)
-            if any(phase_after(p) == aim for p, _ in points[seen:]):
+            if any(phase_after(p, method) == aim for p, _ in points[seen:]):
                 time.sleep(rng.uniform(0, lengths.get(aim, 0.0)))
                 break
             seen = len(points)
@@ -136,7 +138,7 @@ def killed_once(cmd, out, trace, aim, lengths, startup_s, rng, ledgers_at_kills)
     proc.wait()
     ledgers_at_kills.append(complete_lines(out / "ledger.jsonl"))
     passed = [p for p, t in read_trace(trace) if t <= killed_at]
-    return phase_after(passed[-1] if passed else None)
+    return phase_after(passed[-1] if passed else None, method)
 
 
 def assert_identical(reference, run):
@@ -162,15 +164,16 @@ def test_runs_killed_anywhere_end_as_uninterrupted_ones(tiny_backbone_dir, tmp_p
         t0 = time.time()
         run_to_end(command(method, tiny_backbone_dir, reference), environment(tmp_path / f"{method}-reference.trace"))
         trace = read_trace(tmp_path / f"{method}-reference.trace")
-        lengths = phase_lengths(trace)
+        lengths = phase_lengths(trace, method)
+        aims = [a for a in AIMED if method == "hero" or a != "embedding update"]
         startup_s = trace[0][1] - t0
 
         run = tmp_path / f"{method}-killed"
         cmd = command(method, tiny_backbone_dir, run)
         kills, ledgers = [], []
         for i in range(KILLS_PER_METHOD):
-            hit = killed_once(cmd, run, tmp_path / f"{method}-{i}.trace", AIMED[i % len(AIMED)], lengths, startup_s,
-                              rng, ledgers)
+            hit = killed_once(method, cmd, run, tmp_path / f"{method}-{i}.trace", aims[i % len(aims)], lengths,
+                              startup_s, rng, ledgers)
             if hit is None:  # finished before the aimed phase came
                 break
             kills.append(hit)

@@ -108,7 +108,9 @@ def reference(tmp_path_factory, tiny_backbone_dir):
 def test_the_loop_passes_every_crash_point_in_order(reference):
     """The points the crash tests below name are real moments of the loop, in this order."""
     reference("hero")
-    epochs = [f"epoch{e}.{phase}" for e in (1, 2, 3) for phase in CRASH_PHASES]  # 12 labels, 4 per epoch
+    # 12 labels, 4 per epoch; HERO also reports the point between its embedding and policy updates
+    phases = [*CRASH_PHASES[:2], "after_embedding", *CRASH_PHASES[2:]]
+    epochs = [f"epoch{e}.{phase}" for e in (1, 2, 3) for phase in phases]
     assert reference.points["hero"] == ["start.after_checkpoint", *epochs, "end.before_done"]
 
 
@@ -130,6 +132,7 @@ def test_crash_point_from_the_environment(monkeypatch):
     ["start.after_checkpoint"],
     ["epoch1.after_feedback"],  # labels in the ledger, no checkpoint: replayed, not asked again
     ["epoch2.after_update", "epoch3.after_sampling"],  # two crashes, two resumes
+    ["epoch2.after_embedding"],  # HERO's embedding network updated, its policy not yet
     ["epoch2.after_eval"],  # evaluated and adapter saved, checkpoint not written
     ["epoch2.after_checkpoint"],  # checkpoint written, eval.csv/train_log.csv not yet rewritten
     ["end.before_done"],

@@ -21,7 +21,7 @@ are independent streams, so e.g. switching HERO's noise guidance off leaves the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ class RunContext:
     task: Any  # hero_bench.tasks.Task
     evaluator: Any  # hero_bench.feedback.SimulatedEvaluator
     lora_params: list[torch.nn.Parameter]
+    reached: Callable[[str], None] = lambda point: None
+    """Tells the run's hooks that the method passed a point inside its update (HERO:
+    "epoch<E>.after_embedding"), so crash tests and traces see the update's two halves."""
 
     def generator(self, epoch: int, purpose: str) -> torch.Generator:
         """A fresh CPU torch generator for (seed, epoch, purpose): same draws on every device."""

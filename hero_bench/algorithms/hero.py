@@ -250,6 +250,7 @@ class Hero(PPOMethod):
         # (a diagnostic only: the rewards PPO uses come from the embedding retrained below)
         prior_auc = reward_auc(self.rewards(feats, fb.good, positives), fb.good) if epoch > 1 else float("nan")
         metrics = self.train_representation(epoch, feats, positives, negatives)
+        self.ctx.reached(f"epoch{epoch}.after_embedding")
 
         rewards = self.rewards(feats, fb.good, positives)
         metrics |= self.ppo_step(epoch, traj, standardize(rewards))
