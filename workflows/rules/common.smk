@@ -144,11 +144,35 @@ def check_config(config):
             logger.warning(
                 f"config: per_task.{task} is ignored: task {task!r} is not in tasks {config['tasks']}"
             )
+    _check_run_configs(config)
     if config["tier"] == "paper" and config["device"] != "cuda":
         logger.warning(
             "config: tier 'paper' with device 'cpu' runs Stable Diffusion v1.5 on the CPU "
             "(only sensible for dry runs)"
         )
+
+
+def _check_run_configs(config):
+    """Build every run's config as `hero-bench train` will (preset, budget, overrides), so that a bad
+    `set` item, a budget that buys no round or a value the library refuses stops the workflow at
+    load, in one line, before any job has spent compute."""
+    try:
+        from hero_bench.errors import HeroBenchError
+        from hero_bench.presets import build_run_config
+    except ImportError:
+        logger.warning("config: hero_bench is not importable here; run settings are not checked")
+        return
+    sweep = config.get("sweep") or {}
+    for task in config["tasks"]:
+        for method in config["methods"]:
+            budget = 0 if method == "base" else _per_task_value("budget", task, method, config["budget"])
+            for variant in sweep.get(method, {None: None}) if sweep else [None]:
+                run = "/".join([task, method] + ([variant] if variant else []))
+                try:
+                    build_run_config(config["tier"], task, method, seed=config["seeds"][0], budget=budget,
+                                     device=config["device"], overrides=override_items(task, method, variant))
+                except HeroBenchError as exc:
+                    raise ValueError(f"invalid workflow config: the {run} runs: {exc}") from None
 
 
 # ---- per-job resources, by tier (override with --set-resources / --set-threads or a profile) --
@@ -253,17 +277,25 @@ def train_budget(wildcards):
     return _per_task_value("budget", wildcards.task, wildcards.method, config["budget"])
 
 
-def train_overrides(wildcards):
-    """`--set key=value` arguments of one run: evaluation settings, then `set.all`, then `set.<method>`."""
+def override_items(task, method, variant=None):
+    """The `key=value` overrides of one run: evaluation settings, then `set.all`, then
+    `set.<method>`, then (a sweep run) its variant's configuration."""
     evaluation = dict(config["evaluation"])
-    per_task = _per_task_value("eval_every_epochs", wildcards.task, wildcards.method, None)
+    per_task = _per_task_value("eval_every_epochs", task, method, None)
     if per_task is not None:
         evaluation["every_epochs"] = per_task
     items = [f"{EVAL_SET_KEYS[key]}={evaluation[key]}" for key in EVAL_SET_KEYS if key in evaluation]
     items += config["set"].get("all", [])
-    items += config["set"].get(wildcards.method, [])
-    if "variant" in wildcards.keys():  # a sweep run: its configuration comes last
-        items += config.get("sweep", {})[wildcards.method][wildcards.variant]
+    items += config["set"].get(method, [])
+    if variant is not None:
+        items += config.get("sweep", {})[method][variant]
+    return items
+
+
+def train_overrides(wildcards):
+    """`--set key=value` arguments of one run (``override_items``), quoted for the shell."""
+    variant = wildcards.variant if "variant" in wildcards.keys() else None
+    items = override_items(wildcards.task, wildcards.method, variant)
     return " ".join(f"--set {shlex.quote(item)}" for item in items)
 
 
