@@ -490,7 +490,7 @@ def test_report_change_reruns_only_the_report(fake_done):
 @pytest.mark.slow
 def test_method_override_reruns_only_that_method(fake_done):
     work, env = fake_done
-    out = smoke_run(work, env, "set={hero: [hero.best_latent_ratio=0.25]}", dry=True).stdout
+    out = smoke_run(work, env, "set={hero: [hero.best_ratio=0.25]}", dry=True).stdout
     assert planned_jobs(out) == {"train": 2, "gather": 1, "report": 1, "all": 1}, out
     planned_methods = set(re.findall(r"wildcards: tier=smoke, task=\w+, method=(\w+)", out))
     assert planned_methods == {"hero"}, out
@@ -502,11 +502,11 @@ def test_method_override_reruns_only_that_method(fake_done):
 def test_changed_settings_restart_the_run_and_keep_the_old_one(fake_done):
     work, env = fake_done
     runs = work / "results" / "runs" / "smoke" / "counting"
-    smoke_run(work, env, "set={hero: [hero.best_latent_ratio=0.25]}")
+    smoke_run(work, env, "set={hero: [hero.best_ratio=0.25]}")
     hero = runs / "hero" / "seed0"
-    assert "hero.best_latent_ratio=0.25" in (hero / "config.yaml").read_text()
+    assert "hero.best_ratio=0.25" in (hero / "config.yaml").read_text()
     (replaced,) = list(runs.joinpath("hero").glob("seed0.replaced-*"))
-    assert "best_latent_ratio" not in (replaced / "config.yaml").read_text()
+    assert "best_ratio" not in (replaced / "config.yaml").read_text()
     assert (replaced / "checkpoint.pt").exists()  # the old run is kept, not deleted
     assert not list(runs.joinpath("ddpo").glob("seed0.replaced-*"))
     log = (work / "results" / "logs" / "train" / "smoke" / "counting" / "hero" / "seed0.log").read_text()
