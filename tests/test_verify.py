@@ -313,13 +313,14 @@ def test_published_runs_verify_with_warnings_and_gather_as_published(caplog):
     for run in runs:
         result = verify_run(run)
         assert result.ok, result.problems
-        assert any("written before ledger format 2" in w for w in result.warnings)
+        # a published copy keeps no ledger, checkpoint or adapters; older ones also predate format 2
+        assert any(w.startswith("not kept:") or "written before ledger format 2" in w for w in result.warnings)
     toy = sorted((REPO / "results" / "published" / "toy" / "runs").rglob("eval.csv"))
     with caplog.at_level("WARNING", logger="hero_bench.runs_table"):
         gathered = report.gather(toy)
     published = pd.read_csv(REPO / "results" / "published" / "toy" / "summary" / "runs.csv")
     pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(gathered.to_csv(index=False))), published)
-    assert "gather: 24 of 24 runs verified with a warning: DONE.json records no ledger head" in caplog.text
+    assert "runs verified with a warning: not kept:" in caplog.text  # and not refused
 
 
 def test_verify_reads_no_run_code_and_agrees_with_it(templates):
