@@ -51,6 +51,17 @@ def test_no_two_jobs_of_a_workflow_share_a_run_folder_or_log(tmp_path, config):
     assert not any(b.is_relative_to(a) for a, b in zip(folders, folders[1:]))
 
 
+def wait_for_a_training_run_in_progress(work, workflow):
+    """Until a training run (not the base model's evaluation, which checkpoints and finishes within
+    moments) has a checkpoint and no DONE.json yet."""
+    deadline = time.monotonic() + 300
+    while not [c for c in work.glob("results/runs/smoke/*/*/seed0/checkpoint.pt")
+               if c.parent.parent.name != "base" and not (c.parent / "DONE.json").exists()]:
+        assert workflow.poll() is None, "the workflow ended before a training run could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
 def runs_table(workdir):
     rows = (workdir / "results" / "summary" / "runs.csv").read_text().splitlines()
     return [re.sub(r",[0-9a-f]{12,40}(-dirty)?(?=,|$)", ",<sha>", row) for row in rows]  # git_sha aside
@@ -67,19 +78,14 @@ def test_a_killed_workflow_finishes_with_the_results_of_an_uninterrupted_one(tmp
     first = subprocess.Popen(snakemake_cmd(work, *common), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)  # its own process group: the kill takes its jobs too
     try:
-        # wait until training is under way: a run folder has its first checkpoint
-        deadline = time.monotonic() + 300
-        while not list(work.glob("results/runs/smoke/*/*/seed0/checkpoint.pt")):
-            assert first.poll() is None, "the workflow ended before training began"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for_a_training_run_in_progress(work, first)
         # a second invocation on the same folder while the first runs is refused: as it is (the
         # first one's outputs are marked incomplete), and with --rerun-incomplete (the folder lock)
         second = run(work, *common, timeout=300)
         assert second.returncode != 0 and "Incomplete files" in second.stdout, second.stdout[-2000:]
         third = run(work, *common, "--rerun-incomplete", timeout=300)
         assert third.returncode != 0 and "cannot be locked" in third.stdout, third.stdout[-2000:]
-        assert first.poll() is None, "the workflow ended before the kill: nothing was tested"
+        wait_for_a_training_run_in_progress(work, first)  # the kill must interrupt one: resume is tested
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
