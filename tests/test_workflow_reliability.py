@@ -1,6 +1,6 @@
-"""The workflow under failure: runs never share a file, a second invocation on the same folder is
-refused while the first runs, and a workflow SIGKILLed mid-run finishes, after Snakemake's own
-recovery commands, with the results of one that never stopped."""
+"""The workflow under failure: runs never share a file, a second invocation on the same folder meets
+the first one's lock and is refused, and a workflow SIGKILLed mid-run finishes, after Snakemake's
+own recovery commands, with the results of one that never stopped."""
 
 from __future__ import annotations
 
@@ -79,18 +79,20 @@ def test_a_killed_workflow_finishes_with_the_results_of_an_uninterrupted_one(tmp
                              start_new_session=True)  # its own process group: the kill takes its jobs too
     try:
         wait_for_a_training_run_in_progress(work, first)
-        # a second invocation on the same folder while the first runs is refused: as it is (the
-        # first one's outputs are marked incomplete), and with --rerun-incomplete (the folder lock)
-        second = run(work, *common, timeout=300)
-        assert second.returncode != 0 and "Incomplete files" in second.stdout, second.stdout[-2000:]
-        third = run(work, *common, "--rerun-incomplete", timeout=300)
-        assert third.returncode != 0 and "cannot be locked" in third.stdout, third.stdout[-2000:]
-        wait_for_a_training_run_in_progress(work, first)  # the kill must interrupt one: resume is tested
     finally:
         if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
+            os.killpg(first.pid, signal.SIGKILL)  # at once: a training run is interrupted, resume is tested
         first.wait()
     assert not (work / "results" / "summary" / "runs.csv").exists(), "killed too late to test anything"
+
+    # the killed invocation's lock is the one a running invocation holds: another invocation on the
+    # same folder is refused, as it is (the outputs it left incomplete, or the lock, whichever
+    # Snakemake meets first) and with --rerun-incomplete (the lock)
+    second = run(work, *common, timeout=300)
+    assert second.returncode != 0, second.stdout[-2000:]
+    assert "Incomplete files" in second.stdout or "cannot be locked" in second.stdout, second.stdout[-2000:]
+    third = run(work, *common, "--rerun-incomplete", timeout=300)
+    assert third.returncode != 0 and "cannot be locked" in third.stdout, third.stdout[-2000:]
 
     # Snakemake's recovery after a kill: drop its stale lock, then rerun what was incomplete; the
     # interrupted training jobs resume from their checkpoints
