@@ -63,7 +63,7 @@ from hero_bench.run_config import (
 )
 from hero_bench.run_hooks import ConsoleProgress, HookList, RunHooks, crash_from_env, trace_from_env
 from hero_bench.seeding import derive_seed
-from hero_bench.tasks import TASK_TIER_OF_RUN_TIER, get_task, list_tasks
+from hero_bench.tasks import get_task_of_tier
 
 CHECKPOINT_FORMAT = 1
 
@@ -143,10 +143,7 @@ class Run:
 
     def setup(self) -> None:
         cfg = self.cfg
-        self.task = get_task(cfg.task)
-        if self.task.tier != TASK_TIER_OF_RUN_TIER[cfg.tier]:
-            names = ", ".join(t.name for t in list_tasks(cfg.tier))
-            raise ConfigError(f"task {cfg.task!r} belongs to the {self.task.tier} tier; tier {cfg.tier} runs: {names}")
+        self.task = get_task_of_tier(cfg.task, cfg.tier)  # a config.yaml read back is checked too
         self.backbone = load_backbone(resolve_backbone(cfg.backbone), cfg.device, cfg.dtype)
         lora_params = add_lora(self.backbone.unet, cfg.lora, seed=derive_seed(cfg.seed, 0, "lora-init"))
         self.oracle = self.task.oracle_factory()

@@ -165,8 +165,8 @@ def _check_run_configs(config):
     sweep = config.get("sweep") or {}
     for task in config["tasks"]:
         for method in config["methods"]:
-            budget = 0 if method == "base" else _per_task_value("budget", task, method, config["budget"])
-            for variant in sweep.get(method, {None: None}) if sweep else [None]:
+            budget = run_budget(task, method)
+            for variant in list(sweep.get(method, {})) or [None]:
                 run = "/".join([task, method] + ([variant] if variant else []))
                 try:
                     build_run_config(config["tier"], task, method, seed=config["seeds"][0], budget=budget,
@@ -270,11 +270,15 @@ def _per_task_value(key, task, method, default):
     return default if value is None else value
 
 
-def train_budget(wildcards):
+def run_budget(task, method):
     """Feedback budget of one run; the base model spends none."""
-    if wildcards.method == "base":
+    if method == "base":
         return 0
-    return _per_task_value("budget", wildcards.task, wildcards.method, config["budget"])
+    return _per_task_value("budget", task, method, config["budget"])
+
+
+def train_budget(wildcards):
+    return run_budget(wildcards.task, wildcards.method)
 
 
 def override_items(task, method, variant=None):
