@@ -69,3 +69,40 @@ def tiny_backbone(tiny_backbone_dir):
     from hero_bench.diffusion.backbone import load_backbone
 
     return load_backbone(str(tiny_backbone_dir))
+
+
+# -- a continuous test oracle ---------------------------------------------------------------------------
+class BrightnessOracle:
+    """Score = mean brightness in [0, 1]; success = brighter than 0.5.
+
+    The shapes oracle scores every image of the tiny random backbone alike (it draws no shapes), which
+    gives DDPO zero advantages and D3PO no pairs; brightness varies from image to image, so both train.
+    """
+
+    name = "brightness"
+    version = "test"
+
+    def __call__(self, images, prompts, metadata):
+        from oracles.base import OracleResult
+
+        scores = images.reshape(len(images), -1).mean(axis=1) / 255.0
+        return [OracleResult(bool(s > 0.5), float(s)) for s in scores]
+
+
+@pytest.fixture
+def brightness_task(monkeypatch):
+    """Every task the runner looks up judges images with ``BrightnessOracle``.
+
+    The runner resolves a run's task with ``get_task_of_tier`` bound in its own namespace, so that is the
+    name patched; the tier check itself still runs.
+    """
+    import dataclasses
+
+    import hero_bench.runner as runner
+
+    real = runner.get_task_of_tier
+
+    def patched(name, run_tier):
+        return dataclasses.replace(real(name, run_tier), oracle_factory=BrightnessOracle, oracle_name="brightness")
+
+    monkeypatch.setattr(runner, "get_task_of_tier", patched)

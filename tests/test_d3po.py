@@ -12,40 +12,9 @@ from hero_bench.algorithms.d3po import D3PO, D3POConfig, group_layout
 from hero_bench.errors import ConfigError
 from hero_bench.presets import build_run_config
 from hero_bench.runner import train
-from oracles.base import OracleResult
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class BrightnessOracle:
-    """Score = mean brightness in [0, 1]; success = brighter than 0.5.  Distinct scores for distinct
-    images, so D3PO's score tie-break forms every pair of a group (the shapes oracle scores every
-    image of the tiny random model alike)."""
-
-    name = "brightness"
-    version = "test"
-
-    def __call__(self, images, prompts, metadata):
-        scores = images.reshape(len(images), -1).mean(axis=1) / 255.0
-        return [OracleResult(bool(s > 0.5), float(s)) for s in scores]
-
-
-@pytest.fixture
-def brightness_task(monkeypatch):
-    """Every task lookup returns the task with the brightness oracle."""
-    import dataclasses
-
-    import hero_bench.runner as runner
-    import hero_bench.tasks as tasks
-
-    real = tasks.get_task
-
-    def get_task(name):
-        return dataclasses.replace(real(name), oracle_factory=BrightnessOracle, oracle_name="brightness")
-
-    monkeypatch.setattr(tasks, "get_task", get_task)
-    monkeypatch.setattr(runner, "get_task", get_task)  # the runner's own reference to it
 
 
 def test_group_layout():
@@ -67,14 +36,14 @@ def _method(tmp_path, backbone_dir, overrides=()):
     from hero_bench.diffusion.backbone import load_backbone
     from hero_bench.diffusion.lora import add_lora
     from hero_bench.feedback import FeedbackLedger, SimulatedEvaluator
-    from hero_bench.tasks import get_task
+    from hero_bench import runner
 
     cfg = build_run_config("smoke", "counting", "d3po", backbone=str(backbone_dir), budget=100,
                            overrides=["sampler.steps=3", "d3po.group_size=3", "d3po.groups_per_epoch=2",
                                       "evaluator.d3po_tie_break_by_score=true", *overrides])
     backbone = load_backbone(cfg.backbone)
     params = add_lora(backbone.unet, cfg.lora)
-    task = get_task(cfg.task)  # patched by the brightness_task fixture
+    task = runner.get_task_of_tier(cfg.task, cfg.tier)  # patched by the brightness_task fixture
     ledger = FeedbackLedger(tmp_path / "ledger.jsonl", cfg.budget, cfg.run_id)
     ctx = RunContext(cfg=cfg, backbone=backbone, task=task,
                      evaluator=SimulatedEvaluator(task.oracle_factory(), cfg.evaluator, ledger, cfg.seed),

@@ -14,35 +14,9 @@ from hero_bench.errors import ConfigError
 from hero_bench.presets import build_run_config
 from hero_bench.results import EVAL_COLUMNS
 from hero_bench.runner import train
-from oracles.base import OracleResult
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class BrightnessOracle:
-    """Score = mean brightness in [0, 1]: a continuous reward the tiny random model varies in."""
-
-    name = "brightness"
-    version = "test"
-
-    def __call__(self, images, prompts, metadata):
-        scores = images.reshape(len(images), -1).mean(axis=1) / 255.0
-        return [OracleResult(bool(s > 0.5), float(s)) for s in scores]
-
-
-@pytest.fixture
-def brightness_task(monkeypatch):
-    import dataclasses
-
-    import hero_bench.runner as runner
-    import hero_bench.tasks as tasks
-
-    real = tasks.get_task
-    patched = lambda name: dataclasses.replace(  # noqa: E731
-        real(name), oracle_factory=BrightnessOracle, oracle_name="brightness")
-    monkeypatch.setattr(tasks, "get_task", patched)
-    monkeypatch.setattr(runner, "get_task", patched)  # the runner's own reference to it
 
 
 def _rows(path):

@@ -25,7 +25,6 @@ from hero_bench.run_hooks import (
     crash_from_env,
 )
 from hero_bench.runner import train
-from oracles.base import OracleResult
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -163,29 +162,7 @@ def test_ddpo_resume_restores_the_stat_tracker(reference, tmp_path, tiny_backbon
     assert_same_results(reference("ddpo"), tmp_path)
 
 
-class BrightnessOracle:
-    """Score = mean brightness: distinct scores, so D3PO's score tie-break forms pairs (the shapes
-    oracle scores every image of the tiny random model alike, which would leave D3PO nothing to train)."""
-
-    name = "brightness"
-    version = "test"
-
-    def __call__(self, images, prompts, metadata):
-        scores = images.reshape(len(images), -1).mean(axis=1) / 255.0
-        return [OracleResult(bool(s > 0.5), float(s)) for s in scores]
-
-
-def test_d3po_resume_after_crash_is_identical(tmp_path, tiny_backbone_dir, monkeypatch):
-    import dataclasses
-
-    import hero_bench.runner as runner
-    import hero_bench.tasks as tasks
-
-    real = tasks.get_task
-    patched = lambda name: dataclasses.replace(  # noqa: E731
-        real(name), oracle_factory=BrightnessOracle, oracle_name="brightness")
-    monkeypatch.setattr(tasks, "get_task", patched)
-    monkeypatch.setattr(runner, "get_task", patched)  # the runner's own reference to it
+def test_d3po_resume_after_crash_is_identical(tmp_path, tiny_backbone_dir, brightness_task):
     train(config("d3po", tiny_backbone_dir), tmp_path / "ref", progress=False)
     log = train_log_without_timings(tmp_path / "ref")
     assert all(float(r["n_pairs"]) > 0 for r in log)  # D3PO really trained
