@@ -13,8 +13,9 @@ from hero_bench.cli import main as cli_main
 from hero_bench.config import from_dict, to_dict
 from hero_bench.errors import ConfigError
 from hero_bench.toyworld import scenes
-from hero_bench.toyworld.model import ModelConfig, TextEncoderConfig, UNetConfig, load_components
+from hero_bench.toyworld.model import ModelConfig, SchedulerConfig, TextEncoderConfig, UNetConfig, load_components
 from hero_bench.toyworld.pretrain import PretrainConfig, learning_rate, pretrain, step_batch
+from hero_bench.toyworld.recipe import START_FROM
 
 TINY_MODEL = ModelConfig(
     text_encoder=TextEncoderConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
@@ -162,6 +163,35 @@ def test_second_stage_starts_from_a_previous_model(reference_run, tmp_path):
     assert _same(_weights(tmp_path / "frozen" / "model"), _weights(out / "model_raw"))
 
 
+def test_a_stage_can_move_a_model_to_v_prediction(reference_run, tmp_path):
+    """A stage may change the UNet's target (same networks): its loss is MSE against v, and the saved
+    scheduler tells the sampler to read the output as v."""
+    from diffusers import DDIMScheduler
+
+    out, _ = reference_run
+    v_model = ModelConfig(text_encoder=TINY_MODEL.text_encoder, unet=TINY_MODEL.unet,
+                          scheduler=SchedulerConfig(prediction_type="v_prediction"))
+    v_stage = PretrainConfig(**{**TINY.__dict__, "model": v_model, "init_from": str(out / "model"),
+                                "learning_rate": 0.0, "weight_decay": 0.0, "ema_decay": 0.0})
+    pretrain(v_stage, tmp_path / "v", resume=False, progress=False, preview=False)
+    comps = load_components(tmp_path / "v" / "model")
+    assert comps.scheduler.config.prediction_type == "v_prediction"
+    # lr 0: the weights are the previous stage's, so the logged loss is that model's MSE against v at
+    # step 0's batch, which differs from its MSE against the noise
+    x0, captions, noise, t = step_batch(v_stage, 0)
+    from hero_bench.toyworld.model import encode_prompts
+
+    with torch.no_grad():
+        pred = comps.unet(comps.scheduler.add_noise(x0, noise, t), t,
+                          encode_prompts(comps.tokenizer, comps.text_encoder, captions)).sample
+    v_target = DDIMScheduler(**{**comps.scheduler.config}).get_velocity(x0, noise, t)
+    logged = float((tmp_path / "v" / "train_log.csv").read_text().splitlines()[1].split(",")[1])
+    assert logged == pytest.approx(float(torch.nn.functional.mse_loss(pred, v_target)), rel=1e-4)
+    assert logged != pytest.approx(float(torch.nn.functional.mse_loss(pred, noise)), rel=1e-2)
+    with pytest.raises(ConfigError, match="prediction_type='sample' is not accepted"):
+        PretrainConfig(model=ModelConfig(scheduler=SchedulerConfig(prediction_type="sample")))
+
+
 def test_second_stage_refuses_another_architecture(reference_run, tmp_path):
     out, _ = reference_run
     other = ModelConfig(text_encoder=TINY_MODEL.text_encoder,
@@ -184,16 +214,23 @@ def test_shipped_recipe_matches_the_shipped_training_record():
     from hero_bench.toyworld.recipe import SHIPPED, stage_configs
 
     record = json.loads((Path(resolve_backbone(TOY_BACKBONE)) / "training_config.json").read_text())
-    records = [record["init_from"]["record"], record]  # stage 1 is nested in stage 2's record
+    records = [record]  # each stage's record nests the one it started from
+    while records[0].get("init_from"):
+        records.insert(0, records[0]["init_from"]["record"])
     plan = stage_configs(SHIPPED, "/out")
     assert len(plan) == len(records)
     for (folder, cfg), rec in zip(plan, records):
         recorded = {k: v for k, v in rec["pretrain_config"].items() if k not in BOOKKEEPING}
+        # records written before the field existed trained the only target there was
+        recorded["model"]["scheduler"] = {**to_dict(SchedulerConfig()), **recorded["model"]["scheduler"]}
         planned = {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING}
         assert planned == recorded, folder.name
-    assert plan[0][1].init_from == "" and plan[1][1].init_from == str(Path("/out/stage1/model_raw"))
-    # the shipped weights are the last stage's EMA weights
-    assert record["weights"] == "ema" and record["init_from"]["path"].endswith("model_raw")
+    assert plan[0][1].init_from == ""
+    for (previous, _), (_, cfg), (_, fields), rec in zip(plan, plan[1:], SHIPPED[1:], records[1:]):
+        # the recipe starts each stage from the weights the shipped stage started from
+        assert cfg.init_from == str(previous / START_FROM[fields.get("start_from", "raw")])
+        assert Path(rec["init_from"]["path"]).name in ("model_raw", "model", "shapesworld")
+    assert record["weights"] == "ema"  # the shipped weights are the last stage's EMA weights
 
 
 def test_recipe_chains_stages_like_separate_runs(tmp_path):
@@ -223,6 +260,9 @@ def test_recipe_rejects_bad_stages(tmp_path):
         stage_configs((("a", {"init_from": "x"}),), tmp_path)
     with pytest.raises(ConfigError, match="stepz"):
         stage_configs((("a", {"stepz": 1}),), tmp_path)
+    with pytest.raises(ConfigError, match="start_from='best'; accepted: raw, ema"):
+        stage_configs((("a", {}), ("b", {"start_from": "best"})), tmp_path)
+    assert stage_configs((("a", {}), ("b", {"start_from": "ema"})), tmp_path)[1][1].init_from == str(tmp_path / "a" / "model")
 
 
 def test_cli_recipe_refuses_settings_it_fixes(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from hero_bench.toyworld import scenes
 from hero_bench.toyworld.model import (
     ModelConfig,
+    SchedulerConfig,
     TextEncoderConfig,
     UNetConfig,
     build_components,
@@ -153,6 +155,19 @@ def _check_backbone_samples(folder: Path, n: int = 3) -> np.ndarray:
 
 def test_saved_folder_loads_through_load_backbone_and_samples(tiny_toy_dir):
     _check_backbone_samples(tiny_toy_dir)
+
+
+def test_a_zero_terminal_snr_model_samples_from_pure_noise_with_finite_log_probs(tmp_path):
+    """v-prediction on a zero-SNR schedule with trailing spacing: sampling starts at the last training
+    step, where alpha_bar is 0, and every step's log-prob stays finite (sigma > 0 at every step)."""
+    from hero_bench.diffusion.backbone import load_backbone
+    from hero_bench.diffusion.sampler import set_timesteps
+
+    zero_snr = SchedulerConfig(prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    folder = save_components(build_components(dataclasses.replace(TINY, scheduler=zero_snr), seed=0), tmp_path / "m")
+    bb = load_backbone(str(folder))
+    assert set_timesteps(bb, 3)[0] == 999 and float(bb.scheduler.alphas_cumprod[999]) == 0.0
+    _check_backbone_samples(folder)
 
 
 def test_shipped_weights_load_through_the_standard_loader():

@@ -35,6 +35,7 @@ import numpy as np
 from hero_bench.errors import ConfigError
 from hero_bench.io import atomic_write_text
 from hero_bench.tasks import get_task, list_tasks
+from hero_bench.toyworld.model import SchedulerConfig
 from hero_bench.toyworld.preview import save_png
 
 CARD_NOTES = Path(__file__).with_name("model_card_notes.md")
@@ -254,13 +255,9 @@ safetensors weights, {size_mb:.1f} MB in all.
   (`PreTrainedTokenizerFast`), lower-cases, drops punctuation, pads to {max_len}; **a word outside the
   vocabulary becomes `<unk>`**, which the model has hardly seen: use only the caption words
   (`hero_bench.toyworld.scenes.VOCAB`).
-- **Scheduler**: `DDIMScheduler`, epsilon prediction, {T} training steps, beta schedule
-  `{beta_schedule}` ({beta_start} -> {beta_end}), clip_sample on, SD 1.5's `leading` spacing with
-  steps_offset 1 and set_alpha_to_one false.  Why linear: 20-step DDIM starts sampling at t = 951 from
-  pure noise; sqrt(alpha_bar_951) is 0.010 for linear, 0.043 for SD's scaled_linear and 0.075 for the
-  cosine schedule, against a per-image noise mean of std 1/sqrt(768) = 0.036 at 3x16x16.  Only the
-  linear schedule hides a flat scene's mean colour below that noise at t = 951, so training never
-  teaches the model a cue that pure-noise sampling lacks.
+- **Scheduler**: `DDIMScheduler`, {prediction}-prediction, {T} training steps, beta schedule
+  `{beta_schedule}` ({beta_start} -> {beta_end}){zero_snr}, clip_sample on, `{spacing}` timestep spacing
+  with steps_offset 1 and set_alpha_to_one false.  {schedule_why}
 
 ## Training
 {stages}
@@ -268,7 +265,7 @@ Final stage:
 - Data: freshly generated scenes every step, generator **`{generator_version}`**, data seed
   **{data_seed}** (step k draws its batch from `numpy.random.default_rng([data_seed, k])`), init/noise
   seed {seed}.
-- Objective: epsilon-prediction MSE, uniform timesteps; caption dropout {caption_dropout:.0%} (empty
+- Objective: {prediction}-prediction MSE, uniform timesteps; caption dropout {caption_dropout:.0%} (empty
   prompt) for classifier-free guidance.
 - AdamW lr {lr:g} (warmup {warmup} steps, cosine decay to {lr_final:.0%}), weight decay {wd},
   betas ({b1}, {b2}), gradient clipping {clip}; batch {batch}; **{steps} steps**; EMA decay
@@ -324,9 +321,39 @@ def _command(rec: dict[str, Any], out: str, init_from: str | None) -> str:
     for key, default in _DEFAULT_SETS.items():
         if pc[key] != default:
             parts.append(f"--set {key}={pc[key]:g}")
+    # noise-schedule settings a stage changed (records from before a field existed lack it: the default)
+    for key, default in dataclasses.asdict(SchedulerConfig()).items():
+        value = rec["model_config"]["scheduler"].get(key, default)
+        if value != default:
+            parts.append(f"--set model.scheduler.{key}={str(value).lower() if isinstance(value, bool) else value}")
     if init_from:
         parts.append(f"--set init_from={init_from}")
     return " ".join(parts)
+
+
+_WHY_LINEAR = """Why linear: 20-step DDIM starts sampling at t = 951 from
+  pure noise; sqrt(alpha_bar_951) is 0.010 for linear, 0.043 for SD's scaled_linear and 0.075 for the
+  cosine schedule, against a per-image noise mean of std 1/sqrt(768) = 0.036 at 3x16x16: the linear
+  schedule keeps the least trace of a scene's mean colour where sampling starts."""
+
+_WHY_ZERO_SNR = """Why zero terminal SNR, v-prediction and trailing
+  spacing: a schedule that keeps a trace of the image at its last step teaches the model to read the
+  scene from that trace, which the pure noise sampling starts from lacks; what the change did (more
+  success at eta 1, not at eta 0) is measured in "Why the last stages" below."""
+
+
+_PREDICTION_NAMES = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x0"}
+"""How the card names each diffusers prediction_type."""
+
+
+def _prediction(rec: dict[str, Any]) -> str:
+    """A stage record's UNet target (records written before v-prediction existed are epsilon)."""
+    return rec["model_config"]["scheduler"].get("prediction_type", "epsilon")
+
+
+def _started_from_ema(rec: dict[str, Any]) -> bool:
+    """Whether a stage started from its predecessor's EMA weights (``model/``) rather than ``model_raw/``."""
+    return not Path(rec["init_from"]["path"]).name == "model_raw"
 
 
 def _stages(rec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -353,14 +380,16 @@ def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str =
         spc = st["pretrain_config"]
         segs = st.get("segments") or [{"start": 0, "end": st["steps"], "threads": st.get("torch_threads")}]
         threads = ", ".join(f"steps {g['start']}-{g['end']}: {g['threads'] or 'not recorded'}" for g in segs)
+        weights = ("EMA" if _started_from_ema(st) else "raw") if i > 1 else ""
+        origin = f" (from stage {i - 1} {weights} weights)" if i > 1 else " (from random init)"
         stage_lines.append(
-            f"- Stage {i}{' (from stage ' + str(i - 1) + ' raw weights)' if i > 1 else ' (from random init)'}: "
+            f"- Stage {i}{origin}: {_PREDICTION_NAMES[_prediction(st)]}-prediction, "
             f"{st['steps']} steps, batch {spc['batch_size']}, peak lr {spc['learning_rate']:g} (warmup "
             f"{spc['warmup_steps']}, cosine), EMA {spc['ema_decay']}, seed {st['seed']}, data seed "
             f"{st['data_seed']}, generator `{st['generator_version']}`; final loss "
             f"{st['final_loss_mean_last_100']:.4f}; wall {st['wall_seconds'] / 60:.1f} min (torch threads: {threads}).")
-        # folder names as `--recipe shipped` writes them (recipe.SHIPPED names its stages stage1, stage2)
-        prev = f"work/stage{i - 1}/model_raw" if i > 1 else None
+        # folder names as `--recipe shipped` writes them (recipe.SHIPPED names its stages stage1, stage2, ...)
+        prev = f"work/stage{i - 1}/{'model' if weights == 'EMA' else 'model_raw'}" if i > 1 else None
         commands.append(_command(st, f"work/stage{i}", prev))
     final_dir = f"work/stage{len(chain)}/model"
     figures = "\n".join(f"- {r['task']}: `{r['figure']}`" for r in rates["tasks"] if "figure" in r) or "(none)"
@@ -373,6 +402,9 @@ def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str =
         heads=u["attention_head_dim"], groups=u["norm_num_groups"], hidden=te["hidden_size"],
         te_layers=te["num_hidden_layers"], te_heads=te["num_attention_heads"], te_mlp=te["intermediate_size"],
         max_len=te["model_max_length"], vocab_size=len(vocab), n_words=len(vocab) - 4,
+        prediction=_PREDICTION_NAMES[_prediction(rec)], spacing=sc.get("timestep_spacing", "leading"),
+        zero_snr=" rescaled to zero terminal SNR" if sc.get("rescale_betas_zero_snr") else "",
+        schedule_why=_WHY_ZERO_SNR if sc.get("rescale_betas_zero_snr") else _WHY_LINEAR,
         T=sc["num_train_timesteps"], beta_schedule=sc["beta_schedule"], beta_start=sc["beta_start"],
         beta_end=sc["beta_end"], generator_version=rec["generator_version"], data_seed=rec["data_seed"],
         seed=rec["seed"], caption_dropout=pc["caption_dropout"], lr=pc["learning_rate"],

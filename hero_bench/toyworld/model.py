@@ -5,7 +5,8 @@ Components (all stock diffusers / transformers classes, built from configs):
 - text encoder: ``CLIPTextModel`` (causal transformer, trained from scratch with the UNet);
 - UNet: ``UNet2DConditionModel`` with cross-attention, in/out channels 3, operating directly on RGB
   images scaled to [-1, 1] (no VAE: at 16x16 a VAE would cost more than it saves);
-- scheduler: ``DDIMScheduler`` (epsilon prediction).
+- scheduler: ``DDIMScheduler``; the shipped model predicts v on a zero-terminal-SNR schedule with
+  trailing spacing (``SchedulerConfig``; its first two training stages predicted epsilon).
 
 Saved as a diffusers folder ``unet/ text_encoder/ tokenizer/ scheduler/ model_index.json`` with
 no ``vae/``, which ``hero_bench.diffusion.backbone.load_backbone`` reads as a pixel-space backbone.
@@ -17,7 +18,9 @@ pure noise, so the schedule must have destroyed that signal by t = 951.  Measure
 per-image mean of the noise over 3x16x16 values has std 1/sqrt(768) = 0.036, so with the cosine or
 SD schedule the model learns to read the background colour out of x_951 (0.075 x |mean| > 0.036),
 a cue that pure-noise sampling never provides; with the linear schedule the leak (< 0.01) is
-below the noise.  ``clip_sample`` is on because pixel-space x0 predictions live in [-1, 1].
+below the noise.  The shipped model's last stages go further and rescale the schedule so that the
+last step is pure noise (``SchedulerConfig.rescale_betas_zero_snr``).  ``clip_sample`` is on because
+pixel-space x0 predictions live in [-1, 1].
 """
 
 from __future__ import annotations
@@ -82,6 +85,24 @@ class SchedulerConfig:
     """Last beta (ignored by squaredcos_cap_v2)."""
     clip_sample: bool = True
     """Clip predicted x0 to [-1, 1] during sampling (pixel space)."""
+    prediction_type: str = "epsilon"
+    """What the UNet predicts: ``epsilon`` (the noise) or ``v_prediction`` (sqrt(a)*eps - sqrt(1-a)*x0).
+
+    At the first DDIM step (t = 951, sqrt(alpha_bar) = 0.010) an epsilon model's x0 estimate divides its
+    error by 0.010, so clipping saturates it; with eta < 1 too little fresh noise washes that out and
+    deterministic samples come out as clutter of saturated blobs.  v-prediction keeps the x0 estimate
+    well conditioned at every noise level (MODEL_CARD.md, "Why v-prediction")."""
+    rescale_betas_zero_snr: bool = False
+    """Rescale the betas so that the last training step is pure noise (alpha_bar_T = 0).
+
+    A schedule whose last step keeps a trace of the image teaches the model to read the image's mean
+    colour from that trace; sampling starts from noise that has none, and deterministic sampling
+    (eta 0) turns the noise's own chance mean into the scene's background.  Needs v-prediction (at
+    alpha_bar = 0 the noise says nothing about x0) and ``trailing`` spacing (so that sampling starts at
+    the last step, where the noise really is pure)."""
+    timestep_spacing: str = "leading"
+    """diffusers' DDIM timestep spacing: ``leading`` (SD 1.5: 20 steps start at t = 951) or ``trailing``
+    (20 steps start at t = 999)."""
 
 
 @dataclass(frozen=True)
@@ -148,12 +169,13 @@ def build_components(cfg: ModelConfig = ModelConfig(), vocab: Sequence[str] | No
         beta_end=s.beta_end,
         clip_sample=s.clip_sample,
         clip_sample_range=1.0,
-        prediction_type="epsilon",
+        prediction_type=s.prediction_type,
         # SD 1.5's conventions, so the toy tier exercises exactly the paper tier's sampler code path
         # (set_alpha_to_one=False keeps the last DDIM step's variance > 0, so its log-prob is finite).
         set_alpha_to_one=False,
         steps_offset=1,
-        timestep_spacing="leading",
+        timestep_spacing=s.timestep_spacing,
+        rescale_betas_zero_snr=s.rescale_betas_zero_snr,
     )
     return Components(tokenizer, text_encoder, unet, scheduler)
 

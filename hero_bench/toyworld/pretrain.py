@@ -45,6 +45,10 @@ from hero_bench.toyworld.model import (ModelConfig, build_components, config_dic
 from hero_bench.toyworld.preview import PREVIEW_PROMPTS, preview_grid, save_png, tile  # noqa: F401
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+"""The UNet targets pretraining can train (the sampler also reads ``sample``, which no recipe uses)."""
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """Everything that determines the pretrained weights."""
@@ -95,6 +99,16 @@ class PretrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ConfigError("checkpoint_every and log_every must be >= 1")
+        sc = self.model.scheduler
+        if sc.timestep_spacing not in ("leading", "trailing"):
+            raise ConfigError(f"model.scheduler.timestep_spacing={sc.timestep_spacing!r} is not accepted; "
+                              "accepted: leading, trailing")
+        if sc.rescale_betas_zero_snr and (sc.prediction_type != "v_prediction" or sc.timestep_spacing != "trailing"):
+            raise ConfigError("model.scheduler.rescale_betas_zero_snr=true needs prediction_type=v_prediction and "
+                              "timestep_spacing=trailing (at zero SNR only v says anything about the image)")
+        if self.model.scheduler.prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(f"model.scheduler.prediction_type={self.model.scheduler.prediction_type!r} is not "
+                              f"accepted; accepted: {', '.join(PREDICTION_TYPES)}")
 
 
 def learning_rate(cfg: PretrainConfig, step: int) -> float:
@@ -146,6 +160,11 @@ def _ema_update(ema_params, params, decay: float) -> None:
         torch._foreach_add_(ema_params, params, alpha=1.0 - decay)
 
 
+def _architecture(model_config: dict) -> dict:
+    """The parts of a model config that shape the weights (everything but the noise schedule)."""
+    return {k: v for k, v in model_config.items() if k != "scheduler"}
+
+
 def _init_from(cfg: PretrainConfig, comps) -> dict:
     """Load a previous stage's weights into ``comps``; returns that stage's record and weight hashes."""
     folder = Path(cfg.init_from).expanduser()
@@ -156,10 +175,13 @@ def _init_from(cfg: PretrainConfig, comps) -> dict:
             "and training_config.json, as written to OUT/model or OUT/model_raw)"
         )
     record = json.loads(record_path.read_text())
-    if record.get("model_config") != config_dict(cfg.model):
+    # the weights must fit: the same networks.  The noise schedule may change between stages (a stage
+    # can move an epsilon model to v-prediction), so it is not compared.
+    previous, wanted = (_architecture(record.get("model_config") or {}), _architecture(config_dict(cfg.model)))
+    if previous != wanted:
         raise ConfigError(
-            f"init_from={cfg.init_from!r} has another architecture ({record.get('model_config')}) than this "
-            f"run's model config ({config_dict(cfg.model)}); give the same model.* settings"
+            f"init_from={cfg.init_from!r} has another architecture ({previous}) than this "
+            f"run's model config ({wanted}); give the same model.* settings"
         )
     prev = load_components(folder)
     if prev.tokenizer.get_vocab() != comps.tokenizer.get_vocab():
@@ -293,7 +315,11 @@ class _Pretraining:
         ctx = encode_prompts(comps.tokenizer, comps.text_encoder, captions)
         noisy = comps.scheduler.add_noise(x0, noise, timesteps)
         pred = comps.unet(noisy, timesteps, ctx).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
+        if cfg.model.scheduler.prediction_type == "v_prediction":
+            target = comps.scheduler.get_velocity(x0, noise, timesteps)
+        else:
+            target = noise
+        loss = torch.nn.functional.mse_loss(pred, target)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

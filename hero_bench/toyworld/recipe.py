@@ -1,7 +1,9 @@
 """Multi-stage pretraining recipes, above all the one that made the shipped ShapesWorld weights.
 
-The shipped model was trained in two stages (a short high-learning-rate stage from random weights,
-then a longer one at half the learning rate starting from the first stage's raw weights).  Keeping
+The shipped model was trained in four stages: a short high-learning-rate stage from random weights,
+a longer one at half the learning rate starting from the first stage's raw weights, a third that
+moves the second stage's EMA weights from epsilon- to v-prediction, and a fourth that moves the
+third's EMA weights onto a zero-terminal-SNR schedule (MODEL_CARD.md, "Why the last stages").  Keeping
 the stages here as data, rather than only as two command lines in the model card, gives users one
 command to rebuild the weights (``hero-bench pretrain-toy --recipe shipped --out DIR``) and lets a
 test hold the recipe to the training record shipped with the weights, so the two cannot drift.
@@ -14,10 +16,17 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from hero_bench.errors import ConfigError
+from hero_bench.toyworld.model import ModelConfig, SchedulerConfig
 from hero_bench.toyworld.pretrain import PretrainConfig, PretrainResult, pretrain
 
 Stage = tuple[str, Mapping[str, object]]
-"""(folder name under the recipe's output folder, PretrainConfig fields that differ from the base)."""
+"""(folder name under the recipe's output folder, PretrainConfig fields that differ from the base).
+
+One key is the recipe's own: ``start_from`` = ``"raw"`` (default) or ``"ema"``, which of the previous
+stage's weights the stage starts from."""
+
+START_FROM = {"raw": "model_raw", "ema": "model"}
+"""A stage's ``start_from`` value -> the previous stage's folder holding those weights."""
 
 SHIPPED: tuple[Stage, ...] = (
     ("stage1", {"steps": 1800, "batch_size": 56, "learning_rate": 1e-3, "warmup_steps": 200,
@@ -26,6 +35,18 @@ SHIPPED: tuple[Stage, ...] = (
     # rate on another data seed (MODEL_CARD.md, "Why two stages")
     ("stage2", {"steps": 3000, "batch_size": 64, "learning_rate": 5e-4, "warmup_steps": 100,
                 "ema_decay": 0.998, "seed": 1, "data_seed": 1}),
+    # stage 2's epsilon model samples clutter at eta < 1 (its first-step x0 estimate is ill-conditioned);
+    # this teaches its EMA weights to predict v instead, on a third data seed
+    ("stage3", {"steps": 3000, "batch_size": 64, "learning_rate": 5e-4, "warmup_steps": 100,
+                "ema_decay": 0.998, "seed": 2, "data_seed": 2, "start_from": "ema",
+                "model": ModelConfig(scheduler=SchedulerConfig(prediction_type="v_prediction"))}),
+    # then onto a zero-terminal-SNR schedule with trailing spacing, so that sampling starts where the
+    # training noise is pure (MODEL_CARD.md, "Why the last stages": it raised eta = 1 success, not eta = 0's)
+    ("stage4", {"steps": 2500, "batch_size": 64, "learning_rate": 5e-4, "warmup_steps": 100,
+                "ema_decay": 0.998, "seed": 3, "data_seed": 3, "start_from": "ema",
+                "model": ModelConfig(scheduler=SchedulerConfig(prediction_type="v_prediction",
+                                                               rescale_betas_zero_snr=True,
+                                                               timestep_spacing="trailing"))}),
 )
 
 RECIPES: dict[str, tuple[Stage, ...]] = {"shipped": SHIPPED}
@@ -35,16 +56,21 @@ RECIPES: dict[str, tuple[Stage, ...]] = {"shipped": SHIPPED}
 def stage_configs(stages: Sequence[Stage], out_dir: str | Path,
                   base: PretrainConfig = PretrainConfig()) -> list[tuple[Path, PretrainConfig]]:
     """Each stage's output folder and config.  Every stage after the first starts from the previous
-    stage's raw (non-EMA) weights, ``OUT/<previous>/model_raw``."""
+    stage's raw (non-EMA) weights, ``OUT/<previous>/model_raw``, or with ``start_from: "ema"`` from its
+    EMA weights, ``OUT/<previous>/model``."""
     out_dir = Path(out_dir)
     plan: list[tuple[Path, PretrainConfig]] = []
     for name, fields in stages:
+        fields = dict(fields)
+        start_from = fields.pop("start_from", "raw")
+        if start_from not in START_FROM:
+            raise ConfigError(f"recipe stage {name!r}: start_from={start_from!r}; accepted: {', '.join(START_FROM)}")
         if "init_from" in fields:
             raise ConfigError(f"recipe stage {name!r} sets init_from; the recipe chains its stages itself")
         unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(PretrainConfig)})
         if unknown:
             raise ConfigError(f"recipe stage {name!r}: unknown PretrainConfig field(s) {', '.join(unknown)}")
-        init_from = str(plan[-1][0] / "model_raw") if plan else ""
+        init_from = str(plan[-1][0] / START_FROM[start_from]) if plan else ""
         plan.append((out_dir / name, dataclasses.replace(base, **fields, init_from=init_from)))
     return plan
 
