@@ -89,15 +89,16 @@ class SchedulerConfig:
     """What the UNet predicts: ``epsilon`` (the noise) or ``v_prediction`` (sqrt(a)*eps - sqrt(1-a)*x0).
 
     At the first DDIM step (t = 951, sqrt(alpha_bar) = 0.010) an epsilon model's x0 estimate divides its
-    error by 0.010, so clipping saturates it; with eta < 1 too little fresh noise washes that out and
-    deterministic samples come out as clutter of saturated blobs.  v-prediction keeps the x0 estimate
-    well conditioned at every noise level (MODEL_CARD.md, "Why v-prediction")."""
+    error by 0.010, so clipping saturates it; v-prediction keeps the x0 estimate well conditioned at
+    every noise level.  On ShapesWorld it raised success at eta 1 but did not mend eta < 1
+    (MODEL_CARD.md, "Why the last stages")."""
     rescale_betas_zero_snr: bool = False
     """Rescale the betas so that the last training step is pure noise (alpha_bar_T = 0).
 
     A schedule whose last step keeps a trace of the image teaches the model to read the image's mean
     colour from that trace; sampling starts from noise that has none, and deterministic sampling
-    (eta 0) turns the noise's own chance mean into the scene's background.  Needs v-prediction (at
+    (eta 0) turns the noise's own chance mean into the scene's background (the stage-3 model drifted
+    to dark backgrounds with 100 deterministic steps).  Needs v-prediction (at
     alpha_bar = 0 the noise says nothing about x0) and ``trailing`` spacing (so that sampling starts at
     the last step, where the noise really is pure)."""
     timestep_spacing: str = "leading"

@@ -106,8 +106,8 @@ class PretrainConfig:
         if sc.rescale_betas_zero_snr and (sc.prediction_type != "v_prediction" or sc.timestep_spacing != "trailing"):
             raise ConfigError("model.scheduler.rescale_betas_zero_snr=true needs prediction_type=v_prediction and "
                               "timestep_spacing=trailing (at zero SNR only v says anything about the image)")
-        if self.model.scheduler.prediction_type not in PREDICTION_TYPES:
-            raise ConfigError(f"model.scheduler.prediction_type={self.model.scheduler.prediction_type!r} is not "
+        if sc.prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(f"model.scheduler.prediction_type={sc.prediction_type!r} is not "
                               f"accepted; accepted: {', '.join(PREDICTION_TYPES)}")
 
 

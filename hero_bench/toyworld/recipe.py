@@ -35,8 +35,8 @@ SHIPPED: tuple[Stage, ...] = (
     # rate on another data seed (MODEL_CARD.md, "Why two stages")
     ("stage2", {"steps": 3000, "batch_size": 64, "learning_rate": 5e-4, "warmup_steps": 100,
                 "ema_decay": 0.998, "seed": 1, "data_seed": 1}),
-    # stage 2's epsilon model samples clutter at eta < 1 (its first-step x0 estimate is ill-conditioned);
-    # this teaches its EMA weights to predict v instead, on a third data seed
+    # stage 2's epsilon model breaks at eta < 1; v-prediction keeps the first step's x0 estimate well
+    # conditioned.  It did not mend eta < 1 but raised eta = 1 success (MODEL_CARD.md, "Why the last stages")
     ("stage3", {"steps": 3000, "batch_size": 64, "learning_rate": 5e-4, "warmup_steps": 100,
                 "ema_decay": 0.998, "seed": 2, "data_seed": 2, "start_from": "ema",
                 "model": ModelConfig(scheduler=SchedulerConfig(prediction_type="v_prediction"))}),
