@@ -321,9 +321,9 @@ def _command(rec: dict[str, Any], out: str, init_from: str | None) -> str:
     for key, default in _DEFAULT_SETS.items():
         if pc[key] != default:
             parts.append(f"--set {key}={pc[key]:g}")
-    # noise-schedule settings a stage changed (records from before a field existed lack it: the default)
+    # noise-schedule settings a stage changed
     for key, default in dataclasses.asdict(SchedulerConfig()).items():
-        value = rec["model_config"]["scheduler"].get(key, default)
+        value = _schedule(rec)[key]
         if value != default:
             parts.append(f"--set model.scheduler.{key}={str(value).lower() if isinstance(value, bool) else value}")
     if init_from:
@@ -346,14 +346,20 @@ _PREDICTION_NAMES = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x0"}
 """How the card names each diffusers prediction_type."""
 
 
+def _schedule(rec: dict[str, Any]) -> dict[str, Any]:
+    """A stage record's noise schedule, every ``SchedulerConfig`` field filled (a record written before
+    a field existed trained with its default)."""
+    return {**dataclasses.asdict(SchedulerConfig()), **rec["model_config"]["scheduler"]}
+
+
 def _prediction(rec: dict[str, Any]) -> str:
-    """A stage record's UNet target (records written before v-prediction existed are epsilon)."""
-    return rec["model_config"]["scheduler"].get("prediction_type", "epsilon")
+    """A stage record's UNet target, as the card names it."""
+    return _PREDICTION_NAMES[_schedule(rec)["prediction_type"]]
 
 
 def _started_from_ema(rec: dict[str, Any]) -> bool:
     """Whether a stage started from its predecessor's EMA weights (``model/``) rather than ``model_raw/``."""
-    return not Path(rec["init_from"]["path"]).name == "model_raw"
+    return Path(rec["init_from"]["path"]).name != "model_raw"
 
 
 def _stages(rec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -371,6 +377,7 @@ def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str =
     rec = json.loads((folder / "training_config.json").read_text())
     pc, mc = rec["pretrain_config"], rec["model_config"]
     u, te, sc = mc["unet"], mc["text_encoder"], mc["scheduler"]
+    schedule = _schedule(rec)
     vocab = json.loads((folder / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     s = rates["sampler"]
@@ -383,7 +390,7 @@ def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str =
         weights = ("EMA" if _started_from_ema(st) else "raw") if i > 1 else ""
         origin = f" (from stage {i - 1} {weights} weights)" if i > 1 else " (from random init)"
         stage_lines.append(
-            f"- Stage {i}{origin}: {_PREDICTION_NAMES[_prediction(st)]}-prediction, "
+            f"- Stage {i}{origin}: {_prediction(st)}-prediction, "
             f"{st['steps']} steps, batch {spc['batch_size']}, peak lr {spc['learning_rate']:g} (warmup "
             f"{spc['warmup_steps']}, cosine), EMA {spc['ema_decay']}, seed {st['seed']}, data seed "
             f"{st['data_seed']}, generator `{st['generator_version']}`; final loss "
@@ -402,9 +409,9 @@ def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str =
         heads=u["attention_head_dim"], groups=u["norm_num_groups"], hidden=te["hidden_size"],
         te_layers=te["num_hidden_layers"], te_heads=te["num_attention_heads"], te_mlp=te["intermediate_size"],
         max_len=te["model_max_length"], vocab_size=len(vocab), n_words=len(vocab) - 4,
-        prediction=_PREDICTION_NAMES[_prediction(rec)], spacing=sc.get("timestep_spacing", "leading"),
-        zero_snr=" rescaled to zero terminal SNR" if sc.get("rescale_betas_zero_snr") else "",
-        schedule_why=_WHY_ZERO_SNR if sc.get("rescale_betas_zero_snr") else _WHY_LINEAR,
+        prediction=_prediction(rec), spacing=schedule["timestep_spacing"],
+        zero_snr=" rescaled to zero terminal SNR" if schedule["rescale_betas_zero_snr"] else "",
+        schedule_why=_WHY_ZERO_SNR if schedule["rescale_betas_zero_snr"] else _WHY_LINEAR,
         T=sc["num_train_timesteps"], beta_schedule=sc["beta_schedule"], beta_start=sc["beta_start"],
         beta_end=sc["beta_end"], generator_version=rec["generator_version"], data_seed=rec["data_seed"],
         seed=rec["seed"], caption_dropout=pc["caption_dropout"], lr=pc["learning_rate"],
