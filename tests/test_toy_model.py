@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from hero_bench.errors import ConfigError
 from hero_bench.toyworld import scenes
 from hero_bench.toyworld.model import (
     ModelConfig,
@@ -168,6 +169,13 @@ def test_a_zero_terminal_snr_model_samples_from_pure_noise_with_finite_log_probs
     bb = load_backbone(str(folder))
     assert set_timesteps(bb, 3)[0] == 999 and float(bb.scheduler.alphas_cumprod[999]) == 0.0
     _check_backbone_samples(folder)
+    # zero SNR is refused where it cannot work: epsilon at alpha_bar = 0, or sampling that starts before t = 999
+    with pytest.raises(ConfigError, match="needs prediction_type=v_prediction and timestep_spacing=trailing"):
+        SchedulerConfig(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    with pytest.raises(ConfigError, match="needs prediction_type=v_prediction and timestep_spacing=trailing"):
+        SchedulerConfig(prediction_type="v_prediction", rescale_betas_zero_snr=True)
+    with pytest.raises(ConfigError, match="timestep_spacing='linspace' is not accepted; accepted: leading, trailing"):
+        SchedulerConfig(timestep_spacing="linspace")
 
 
 def test_shipped_weights_load_through_the_standard_loader():

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from hero_bench.errors import ConfigError
 from hero_bench.toyworld.tokenizer import DEFAULT_MAX_LENGTH, build_tokenizer, load_tokenizer, save_tokenizer
 
 
@@ -104,6 +105,15 @@ class SchedulerConfig:
     timestep_spacing: str = "leading"
     """diffusers' DDIM timestep spacing: ``leading`` (SD 1.5: 20 steps start at t = 951) or ``trailing``
     (20 steps start at t = 999)."""
+
+    def __post_init__(self):
+        if self.timestep_spacing not in ("leading", "trailing"):
+            raise ConfigError(f"model.scheduler.timestep_spacing={self.timestep_spacing!r} is not accepted; "
+                              "accepted: leading, trailing")
+        if self.rescale_betas_zero_snr and (self.prediction_type != "v_prediction"
+                                            or self.timestep_spacing != "trailing"):
+            raise ConfigError("model.scheduler.rescale_betas_zero_snr=true needs prediction_type=v_prediction and "
+                              "timestep_spacing=trailing (at zero SNR only v says anything about the image)")
 
 
 @dataclass(frozen=True)

@@ -99,13 +99,8 @@ class PretrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ConfigError("checkpoint_every and log_every must be >= 1")
+        # the schedule checks its own settings (SchedulerConfig); this is what pretraining can train
         sc = self.model.scheduler
-        if sc.timestep_spacing not in ("leading", "trailing"):
-            raise ConfigError(f"model.scheduler.timestep_spacing={sc.timestep_spacing!r} is not accepted; "
-                              "accepted: leading, trailing")
-        if sc.rescale_betas_zero_snr and (sc.prediction_type != "v_prediction" or sc.timestep_spacing != "trailing"):
-            raise ConfigError("model.scheduler.rescale_betas_zero_snr=true needs prediction_type=v_prediction and "
-                              "timestep_spacing=trailing (at zero SNR only v says anything about the image)")
         if sc.prediction_type not in PREDICTION_TYPES:
             raise ConfigError(f"model.scheduler.prediction_type={sc.prediction_type!r} is not "
                               f"accepted; accepted: {', '.join(PREDICTION_TYPES)}")
