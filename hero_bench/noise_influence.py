@@ -10,6 +10,14 @@ correlation ICC(1) of the oracle's success flag and of its continuous score, gro
 ICC(1) is the share of the outcome's variance that lies between initial noises: about 0 when z_T
 does not matter (the spread of group means is what ``repeats`` draws give by chance), 1 when z_T
 decides everything (every repeat of a z_T gives the same outcome, as with eta = 0).
+
+The *decision curve* asks the same question of every later state: chains are sampled once, each
+is branched after step k into ``repeats`` continuations with fresh per-step noise, and ICC(1) is
+taken over the chains' states x_k.  At k = 0 it is the z_T measurement above; it reaches 1 at the
+last step (the final step of DDIM adds no noise).  Where it rises tells which steps decide the
+outcome: a criterion settled in the first steps (layout, colour) against one left open until the
+last few, low-noise steps (a one-pixel defect, a stray speck), which the per-step noise decides
+and a policy's mean has little say over.
 """
 
 from __future__ import annotations
@@ -86,4 +94,61 @@ def measure_noise_influence(backbone, task, sampler_cfg, n_noises: int = 16, rep
         "icc_success": icc1(success),
         "icc_score": icc1(score),
         "success_per_noise": success.mean(axis=1).round(4).tolist(),
+    }
+
+
+def check_branch_steps(branch_steps, steps: int) -> list[int]:
+    """The sorted distinct branch steps, each in 0..steps-1; ConfigError naming the bad one."""
+    chosen = sorted(set(int(k) for k in branch_steps))
+    if not chosen:
+        raise ConfigError("give at least one branch step")
+    bad = [k for k in chosen if not 0 <= k < steps]
+    if bad:
+        raise ConfigError(f"branch step {bad[0]} out of range: the sampler has {steps} steps, so a chain can be "
+                          f"branched after 0..{steps - 1} of them")
+    return chosen
+
+
+def measure_decision_curve(backbone, task, sampler_cfg, branch_steps, n_chains: int = 64, repeats: int = 8,
+                           seed: int = 0) -> dict[str, Any]:
+    """ICC(1) of success over the chains' states after each of ``branch_steps`` (see the module docstring).
+
+    ``n_chains`` chains cycle through the task's train prompts (the training distribution, not one
+    prompt); each is continued ``repeats`` times from its state after step k with fresh per-step
+    noise. One generator seeds the chains and all continuations, so a seed fixes every draw.
+    """
+    # deferred: torch, the sampler (icc1 and the checks run without them)
+    import torch
+
+    from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
+
+    check_design(task, n_chains, repeats, 0)
+    if sampler_cfg.eta == 0:
+        raise ConfigError("a decision curve needs per-step noise (eta > 0): with eta = 0 every state decides the "
+                          "outcome and each branch repeats the chain")
+    ks = check_branch_steps(branch_steps, sampler_cfg.steps)
+    prompts = [task.train_prompts[i % len(task.train_prompts)] for i in range(n_chains)]
+    texts = [p.text for p in prompts]
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    oracle = task.oracle_factory()
+    with torch.no_grad():
+        chains = sample_trajectories(backbone, texts, initial_noise(backbone, n_chains, generator), sampler_cfg,
+                                     generator)
+        rows = []
+        for k in ks:
+            states = chains.latents[:, k].repeat_interleave(repeats, dim=0)
+            branch = sample_trajectories(backbone, [t for t in texts for _ in range(repeats)], states, sampler_cfg,
+                                         generator, start_step=k)
+            results = oracle(branch.images, branch.prompts, [p.metadata for p in prompts for _ in range(repeats)])
+            success = np.array([float(r.success) for r in results]).reshape(n_chains, repeats)
+            score = np.array([float(r.score) for r in results]).reshape(n_chains, repeats)
+            rows.append({"step": k, "timestep": int(chains.timesteps[k]), "success_rate": float(success.mean()),
+                         "icc_success": icc1(success), "icc_score": icc1(score)})
+    return {
+        "task": task.name,
+        "n_chains": n_chains,
+        "repeats": repeats,
+        "seed": seed,
+        "sampler": dataclasses.asdict(sampler_cfg),
+        "curve": rows,
     }

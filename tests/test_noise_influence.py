@@ -76,3 +76,76 @@ def test_cli_writes_json_and_rejects_bad_input(tiny_backbone_dir, tmp_path, caps
     assert "repeats must be at least 2" in capsys.readouterr().err
     assert main([*args, "--prompt-index", "9"]) == 2
     assert "train prompts" in capsys.readouterr().err
+
+
+def test_a_continued_chain_is_the_rest_of_the_chain(tiny_backbone):
+    """sample_trajectories(start_step=k) from a chain's state after k steps, with the generator where the
+    chain's own was after k steps, reproduces the chain's remaining states and image bit for bit."""
+    import torch
+
+    from hero_bench.diffusion.sampler import SamplerConfig, initial_noise, sample_trajectories
+
+    cfg = SamplerConfig(steps=4, eta=1.0, guidance_scale=2.0, batch_size=16)
+    prompts = ["a red circle", "two blue squares"]
+    z_T = initial_noise(tiny_backbone, 2, torch.Generator().manual_seed(3))
+    full = sample_trajectories(tiny_backbone, prompts, z_T, cfg, torch.Generator().manual_seed(4))
+    k = 2
+    gen = torch.Generator().manual_seed(4)
+    for _ in range(k):  # the chain's first k steps each drew one noise tensor of the batch's shape
+        torch.randn(z_T.shape, generator=gen)
+    rest = sample_trajectories(tiny_backbone, prompts, full.latents[:, k], cfg, gen, start_step=k)
+    assert torch.equal(rest.timesteps, full.timesteps[k:])
+    assert torch.equal(rest.latents, full.latents[:, k:])
+    assert np.array_equal(rest.images, full.images)
+    # a different draw after step k gives a different continuation
+    other = sample_trajectories(tiny_backbone, prompts, full.latents[:, k], cfg, torch.Generator().manual_seed(9),
+                                start_step=k)
+    assert not torch.equal(other.latents[:, -1], full.latents[:, -1])
+
+
+def test_start_step_out_of_range_is_refused(tiny_backbone):
+    import torch
+
+    from hero_bench.diffusion.sampler import SamplerConfig, initial_noise, sample_trajectories
+    from hero_bench.errors import ConfigError
+
+    cfg = SamplerConfig(steps=3, eta=1.0, batch_size=16)
+    z = initial_noise(tiny_backbone, 1, torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match=r"start_step must lie in 0\.\.2"):
+        sample_trajectories(tiny_backbone, ["a red circle"], z, cfg, torch.Generator(), start_step=3)
+
+
+def test_decision_curve_rows_and_refusals(tiny_backbone):
+    from hero_bench.diffusion.sampler import SamplerConfig
+    from hero_bench.errors import ConfigError
+    from hero_bench.noise_influence import measure_decision_curve
+    from hero_bench.tasks import get_task
+
+    task = get_task("counting")
+    cfg = SamplerConfig(steps=3, eta=1.0, guidance_scale=2.0, batch_size=32)
+    r = measure_decision_curve(tiny_backbone, task, cfg, [2, 0, 2], n_chains=4, repeats=3, seed=0)
+    assert [row["step"] for row in r["curve"]] == [0, 2]  # sorted, each once
+    steps_t = [row["timestep"] for row in r["curve"]]
+    assert steps_t[0] > steps_t[1]  # later steps sit at lower noise
+    for row in r["curve"]:
+        assert 0.0 <= row["success_rate"] <= 1.0
+    # the same seed draws the same chains and continuations (json: the random model's ICCs can be NaN)
+    again = measure_decision_curve(tiny_backbone, task, cfg, [0, 2], n_chains=4, repeats=3, seed=0)
+    assert json.dumps(again["curve"]) == json.dumps(r["curve"])
+    with pytest.raises(ConfigError, match="branch step 3 out of range"):
+        measure_decision_curve(tiny_backbone, task, cfg, [3], n_chains=4, repeats=3)
+    with pytest.raises(ConfigError, match="eta > 0"):
+        measure_decision_curve(tiny_backbone, task, SamplerConfig(steps=3, eta=0.0), [0], n_chains=4, repeats=3)
+
+
+def test_cli_decision_curve(tiny_backbone_dir, tmp_path, capsys):
+    out = tmp_path / "curve.json"
+    args = ["noise-influence", "--tier", "smoke", "--task", "counting", "--backbone", str(tiny_backbone_dir),
+            "--noises", "2", "--repeats", "2", "--steps", "3"]
+    assert main([*args, "--branch-steps", "0,2", "--json", str(out)]) == 0
+    assert [row["step"] for row in json.loads(out.read_text())["curve"]] == [0, 2]
+    assert "decision curve" in capsys.readouterr().out
+    assert main([*args, "--branch-steps", "0,x"]) == 2
+    assert "comma-separated step numbers" in capsys.readouterr().err
+    assert main([*args, "--branch-steps", "5"]) == 2
+    assert "branch step 5 out of range" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import dataclasses
 from hero_bench.commands import set_threads
 from hero_bench.errors import ConfigError
 from hero_bench.io import atomic_write_json
-from hero_bench.noise_influence import check_design, measure_noise_influence
+from hero_bench.noise_influence import check_branch_steps, check_design, measure_decision_curve, measure_noise_influence
 from hero_bench.tasks import get_task
 
 HELP = "measure how much the initial noise z_T decides an image's success (HERO's noise-guidance premise)"
@@ -19,10 +19,23 @@ tier's sampler: DDIM eta, guidance, steps, unless overridden), judges the images
 oracle and prints ICC(1): the share of the outcome's variance that lies between initial noises
 (about 0: z_T does not matter; 1: z_T decides everything, as with eta = 0).
 
+With --branch-steps, it draws the decision curve instead: --noises chains cycling through the
+task's train prompts, each branched after step k (for each k given) into --repeats continuations
+with fresh per-step noise, and ICC(1) over the chains' states after k steps. Where the curve rises
+tells which steps decide success: early (layout, colour) or only in the last, low-noise steps.
+
 examples:
   hero-bench noise-influence --tier toy --task anomaly
   hero-bench noise-influence --tier toy --task counting --eta 0.5 --noises 32 --json out.json
+  hero-bench noise-influence --tier toy --task anomaly --noises 64 --branch-steps 0,4,8,12,16,18
 """
+
+
+def _steps_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--branch-steps takes comma-separated step numbers such as 0,4,8,12, got {text!r}") from None
 
 
 def add_arguments(parser) -> None:
@@ -39,6 +52,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--backbone", default=None, metavar="PATH_OR_ID", help="override the tier's backbone")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the tier's)")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    parser.add_argument("--branch-steps", default=None, metavar="K,K,...",
+                        help="draw the decision curve: branch each chain after these steps (0 = at z_T)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON (atomically)")
 
 
@@ -57,8 +72,13 @@ def run(args) -> int:
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     task = get_task(cfg.task)
-    check_design(task, args.noises, args.repeats, args.prompt_index)  # before the (slow) backbone load
+    # the design checks come before the (slow) backbone load
+    check_design(task, args.noises, args.repeats, args.prompt_index)
+    if args.branch_steps is not None:
+        branch_steps = check_branch_steps(_steps_list(args.branch_steps), sampler.steps)
     backbone = load_backbone(resolve_backbone(cfg.backbone), device=cfg.device, dtype=cfg.dtype)
+    if args.branch_steps is not None:
+        return _decision_curve(args, cfg, task, sampler, backbone, branch_steps)
     result = measure_noise_influence(backbone, task, sampler, n_noises=args.noises, repeats=args.repeats,
                                      seed=args.seed, prompt_index=args.prompt_index)
     result["backbone"] = cfg.backbone
@@ -70,4 +90,21 @@ def run(args) -> int:
     print(f"  success rate {result['success_rate']:.3f}")
     print(f"  ICC(1) of success {result['icc_success']:.3f}, of the oracle score {result['icc_score']:.3f} "
           f"(0: z_T does not matter, 1: z_T decides)")
+    return 0
+
+
+def _decision_curve(args, cfg, task, sampler, backbone, branch_steps) -> int:
+    result = measure_decision_curve(backbone, task, sampler, branch_steps, n_chains=args.noises,
+                                    repeats=args.repeats, seed=args.seed)
+    result["backbone"] = cfg.backbone
+    if args.json:
+        atomic_write_json(args.json, result)
+    s = result["sampler"]
+    print(f"decision curve: task {task.name} (its train prompts); DDIM {s['steps']} steps, eta {s['eta']}, "
+          f"guidance {s['guidance_scale']}; {args.noises} chains x {args.repeats} continuations per branch step")
+    print("  after step  timestep  success  ICC(1) success  ICC(1) score")
+    for row in result["curve"]:
+        print(f"  {row['step']:>10}  {row['timestep']:>8}  {row['success_rate']:>7.3f}  {row['icc_success']:>14.3f}"
+              f"  {row['icc_score']:>12.3f}")
+    print("  (ICC(1) over the states after k steps: 0 = the rest of the chain decides, 1 = decided by step k)")
     return 0

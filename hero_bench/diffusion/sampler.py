@@ -56,7 +56,7 @@ class Trajectory:
     prompts: list[str]
     prompt_embeds: torch.Tensor  # [B, L, D]
     negative_embeds: torch.Tensor  # [1, L, D] (the negative prompt, shared)
-    z_T: torch.Tensor  # [B, C, H, W]
+    z_T: torch.Tensor  # [B, C, H, W]; the chain's first latent (a later state for a continued chain)
     latents: torch.Tensor  # [B, N+1, C, H, W]; latents[:, 0] = z_T, latents[:, -1] = final x_0
     timesteps: torch.Tensor  # [N] long, descending
     log_probs: torch.Tensor  # [B, N]; log_probs[:, i] = log p(latents[:, i+1] | latents[:, i])
@@ -178,8 +178,15 @@ def sample_trajectories(
     cfg: SamplerConfig,
     generator: torch.Generator,
     progress: bool = False,
+    start_step: int = 0,
 ) -> Trajectory:
-    """Sample one denoising chain per prompt from the given initial noise ``z_T`` ``[B, C, H, W]``."""
+    """Sample one denoising chain per prompt from the given initial noise ``z_T`` ``[B, C, H, W]``.
+
+    With ``start_step`` k > 0, ``z_T`` is instead a state after k of the ``cfg.steps`` steps (a
+    chain's ``latents[:, k]``) and the chain is continued from there: the trajectory holds the
+    remaining steps only.  This is how the decision curve (hero_bench/noise_influence.py) branches
+    one chain into several continuations with fresh per-step noise.
+    """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     batch = len(prompts)
     if batch == 0:
@@ -190,7 +197,10 @@ def sample_trajectories(
             f"({batch} prompts, latent shape {backbone.latent_shape})"
         )
     device = backbone.device
-    timesteps = set_timesteps(backbone, cfg.steps)
+    if not 0 <= start_step < cfg.steps:
+        raise ConfigError(f"start_step must lie in 0..{cfg.steps - 1} (the sampler has {cfg.steps} steps), "
+                          f"got {start_step}")
+    timesteps = set_timesteps(backbone, cfg.steps)[start_step:]
     prompt_embeds = encode_unique(backbone, prompts)
     negative_embeds = backbone.encode_prompts([cfg.negative_prompt])
 
