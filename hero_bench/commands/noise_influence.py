@@ -53,7 +53,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the tier's)")
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
     parser.add_argument("--branch-steps", default=None, metavar="K,K,...",
-                        help="draw the decision curve: branch each chain after these steps (0 = at z_T)")
+                        help="draw the decision curve: branch each chain after these steps (0 = at z_T); --noises "
+                        "chains then cycle through all the task's train prompts (--prompt-index is not used)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON (atomically)")
 
 
