@@ -13,8 +13,8 @@ decides everything (every repeat of a z_T gives the same outcome, as with eta = 
 
 The *decision curve* asks the same question of every later state: chains are sampled once, each
 is branched after step k into ``repeats`` continuations with fresh per-step noise, and ICC(1) is
-taken over the chains' states x_k.  At k = 0 it is the z_T measurement above; it reaches 1 at the
-last step (the final step of DDIM adds no noise).  Where it rises tells which steps decide the
+taken over the chains' states x_k.  At k = 0 it is the z_T measurement above; it approaches 1 at
+the last steps, whose added noise is small.  Where it rises tells which steps decide the
 outcome: a criterion settled in the first steps (layout, colour) against one left open until the
 last few, low-noise steps (a one-pixel defect, a stray speck), which the per-step noise decides
 and a policy's mean has little say over.
