@@ -82,10 +82,7 @@ def run(args) -> int:
         return _decision_curve(args, cfg, task, sampler, backbone, branch_steps)
     result = measure_noise_influence(backbone, task, sampler, n_noises=args.noises, repeats=args.repeats,
                                      seed=args.seed, prompt_index=args.prompt_index)
-    result["backbone"] = cfg.backbone
-    if args.json:
-        atomic_write_json(args.json, result)
-    s = result["sampler"]
+    s = _record(result, cfg.backbone, args.json)
     print(f"noise-influence: task {task.name}, prompt {result['prompt']!r}; DDIM {s['steps']} steps, "
           f"eta {s['eta']}, guidance {s['guidance_scale']}; {args.noises} noises x {args.repeats} repeats")
     print(f"  success rate {result['success_rate']:.3f}")
@@ -94,13 +91,18 @@ def run(args) -> int:
     return 0
 
 
+def _record(result: dict, backbone: str, json_path: str | None) -> dict:
+    """Note the backbone in ``result``, write it to ``json_path`` if given; returns its sampler settings."""
+    result["backbone"] = backbone
+    if json_path:
+        atomic_write_json(json_path, result)
+    return result["sampler"]
+
+
 def _decision_curve(args, cfg, task, sampler, backbone, branch_steps) -> int:
     result = measure_decision_curve(backbone, task, sampler, branch_steps, n_chains=args.noises,
                                     repeats=args.repeats, seed=args.seed)
-    result["backbone"] = cfg.backbone
-    if args.json:
-        atomic_write_json(args.json, result)
-    s = result["sampler"]
+    s = _record(result, cfg.backbone, args.json)
     print(f"decision curve: task {task.name} (its train prompts); DDIM {s['steps']} steps, eta {s['eta']}, "
           f"guidance {s['guidance_scale']}; {args.noises} chains x {args.repeats} continuations per branch step")
     print("  after step  timestep  success  ICC(1) success  ICC(1) score")
