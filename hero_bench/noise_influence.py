@@ -121,25 +121,27 @@ def measure_decision_curve(backbone, task, sampler_cfg, branch_steps, n_chains: 
     import torch
 
     from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
+    from hero_bench.evaluate import cycle_prompts
 
     check_design(task, n_chains, repeats, 0)
     if sampler_cfg.eta == 0:
         raise ConfigError("a decision curve needs per-step noise (eta > 0): with eta = 0 every state decides the "
                           "outcome and each branch repeats the chain")
     ks = check_branch_steps(branch_steps, sampler_cfg.steps)
-    prompts = [task.train_prompts[i % len(task.train_prompts)] for i in range(n_chains)]
-    texts = [p.text for p in prompts]
+    prompts = cycle_prompts(task.train_prompts, n_chains)
+    # each chain's prompt, once per continuation (repeat_interleave's order)
+    branched = [p for p in prompts for _ in range(repeats)]
     generator = torch.Generator(device="cpu").manual_seed(seed)
     oracle = task.oracle_factory()
     with torch.no_grad():
-        chains = sample_trajectories(backbone, texts, initial_noise(backbone, n_chains, generator), sampler_cfg,
-                                     generator)
+        chains = sample_trajectories(backbone, [p.text for p in prompts], initial_noise(backbone, n_chains, generator),
+                                     sampler_cfg, generator)
         rows = []
         for k in ks:
             states = chains.latents[:, k].repeat_interleave(repeats, dim=0)
-            branch = sample_trajectories(backbone, [t for t in texts for _ in range(repeats)], states, sampler_cfg,
-                                         generator, start_step=k)
-            results = oracle(branch.images, branch.prompts, [p.metadata for p in prompts for _ in range(repeats)])
+            branch = sample_trajectories(backbone, [p.text for p in branched], states, sampler_cfg, generator,
+                                         start_step=k)
+            results = oracle(branch.images, branch.prompts, [p.metadata for p in branched])
             success = np.array([float(r.success) for r in results]).reshape(n_chains, repeats)
             score = np.array([float(r.score) for r in results]).reshape(n_chains, repeats)
             rows.append({"step": k, "timestep": int(chains.timesteps[k]), "success_rate": float(success.mean()),
