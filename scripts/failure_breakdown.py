@@ -1,7 +1,7 @@
 """Why do a model's images fail a task? Group the oracle's verdicts by the conditions that failed.
 
 Samples ``--n`` images of a toy task's training prompts with the benchmark's evaluation protocol
-(``measure_task``: fixed evaluation noise at ``--seed``, the toy sampler) from the shipped model,
+(``sample_and_judge``: fixed evaluation noise at ``--seed``, the toy sampler) from the shipped model,
 or from a run's last adapter with ``--run``, and prints, per prompt, how many images fail which set
 of the oracle's conditions, how many objects and stray specks ("debris") they hold, and for the
 images whose only object is of the requested colour and shape, why they still fail. A learner that
@@ -24,26 +24,25 @@ import torch
 
 from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
 from hero_bench.diffusion.lora import add_lora, load_lora
+from hero_bench.evaluate import EvalConfig, JudgedImages, sample_and_judge
 from hero_bench.presets import TOY_BACKBONE
 from hero_bench.run_config import load_config_file
 from hero_bench.tasks import get_task
-from hero_bench.toyworld.base_rates import measure_task, toy_sampler_config
+from hero_bench.toyworld.base_rates import toy_sampler_config
 
 
-def breakdown(judged: dict, task) -> str:
-    lines = [f"{task.name}: {judged['successes']} of {judged['n']} succeed"]
+def breakdown(judged: JudgedImages, task) -> str:
+    n = len(judged.results)
+    lines = [f"{task.name}: {int(judged.success.sum())} of {n} succeed"]
     by_prompt: dict[str, Counter] = {}
     objects, debris, single = Counter(), Counter(), Counter()
-    # measure_task keeps the images' prompts and verdicts; the per-image details are re-read from the oracle
-    results = task.oracle_factory()(judged["_images"], judged["_prompts"],
-                                    [_metadata(task, p) for p in judged["_prompts"]])
-    for prompt, r in zip(judged["_prompts"], results):
+    for prompt, r in zip(judged.prompts, judged.results):
         failed = tuple(sorted(name for name, met in r.details["conditions"].items() if not met))
-        by_prompt.setdefault(prompt, Counter())[failed] += 1
+        by_prompt.setdefault(prompt.text, Counter())[failed] += 1
         objs = r.details["objects"]
         objects[len(objs)] += 1
         debris[min(len(r.details["debris"]), 3)] += 1
-        spec = _metadata(task, prompt).get("objects") or []
+        spec = prompt.metadata.get("objects") or []
         if not r.success and len(objs) == 1 and len(spec) == 1 and spec[0].get("count", 1) == 1:
             want = spec[0]
             o = objs[0]
@@ -60,10 +59,6 @@ def breakdown(judged: dict, task) -> str:
     if single:
         lines.append(f"  failures whose one object is the requested colour and shape: {dict(single)}")
     return "\n".join(lines)
-
-
-def _metadata(task, prompt_text: str) -> dict:
-    return next(p.metadata for p in task.train_prompts if p.text == prompt_text)
 
 
 def main() -> None:
@@ -88,7 +83,9 @@ def main() -> None:
         sampler = cfg.sampler
     for name in args.tasks:
         task = get_task(name)
-        judged = measure_task(backbone, task, sampler, n=args.n, seed=args.seed, prompt_set="train")
+        # the evaluation protocol itself, keeping each image's verdict with the oracle's details
+        judged = sample_and_judge(backbone, task.train_prompts, task.oracle_factory(), sampler,
+                                  EvalConfig(n_images=args.n, seed=args.seed, batch_size=128))
         print(breakdown(judged, task))
 
 
