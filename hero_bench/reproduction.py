@@ -25,6 +25,7 @@ from typing import Sequence
 import pandas as pd
 
 from hero_bench.errors import HeroBenchError
+from hero_bench.summary import AGGREGATE_TASK
 
 KEY_COLUMNS = ("tier", "task", "method", "metric", "budget")
 COMPARED_METRICS = ("success", "auc")
@@ -80,15 +81,29 @@ def compare(fresh: str | Path, published: str | Path, slack: float = 0.0) -> pd.
         "published_ci_high": merged.ci_high_ref,
     })
     out["slack"] = float(slack)
-    out["mismatch"] = [_mismatch(row) for _, row in merged.iterrows()]
+    tasks_new, tasks_ref = _tasks_per_tier(new), _tasks_per_tier(ref)
+    out["mismatch"] = [_mismatch(row, tasks_new, tasks_ref) for _, row in merged.iterrows()]
     out["inside"] = ((out.fresh >= out.published_ci_low - slack - 1e-12)
                      & (out.fresh <= out.published_ci_high + slack + 1e-12) & (out.mismatch == ""))
     return out.sort_values(keys).reset_index(drop=True)[list(COLUMNS)]
 
 
-def _mismatch(row) -> str:
-    """'' when the two cells come from the same design, else what differs (e.g. 'n_seeds 3 vs 5')."""
+def _tasks_per_tier(df: pd.DataFrame) -> dict[str, str]:
+    """tier -> the sorted, comma-joined tasks a summary has rows for (the aggregate row excluded)."""
+    rows = df[df.task != AGGREGATE_TASK]
+    return {tier: ",".join(sorted(set(group.task))) for tier, group in rows.groupby("tier")}
+
+
+def _mismatch(row, tasks_new: dict[str, str], tasks_ref: dict[str, str]) -> str:
+    """'' when the two cells come from the same design, else what differs (e.g. 'n_seeds 3 vs 5').
+
+    An aggregate cell also needs the same tasks: a default run whose second task changed has the
+    same n_tasks but averages over different things."""
     out = []
+    if row["task"] == AGGREGATE_TASK:
+        new, ref = tasks_new.get(row["tier"], ""), tasks_ref.get(row["tier"], "")
+        if new != ref:
+            out.append(f"tasks {new} vs {ref}")
     for col in DESIGN_COLUMNS:
         new, ref = row.get(f"{col}_new"), row.get(f"{col}_ref")
         if new is None or ref is None or (pd.isna(new) and pd.isna(ref)):

@@ -81,3 +81,17 @@ def test_a_different_design_is_not_a_reproduction(tmp_path):
     row = compare(tmp_path / "fresh.csv", tmp_path / "published.csv").iloc[0]
     assert not row.inside and row.mismatch == "n_seeds 3 vs 5; oracle_version 2 vs 1"
     assert main(["compare", str(tmp_path / "fresh.csv"), str(tmp_path / "published.csv")]) == 1
+
+
+def test_an_aggregate_over_other_tasks_is_not_a_reproduction(tmp_path):
+    """The 'all-tasks' cell of a run whose second task changed (same n_tasks) compares nothing."""
+    def rows(second):
+        return [("toy", "sanity", "ddpo", "success", 64, 0.5, 0.4, 0.6),
+                ("toy", second, "ddpo", "success", 64, 0.3, 0.2, 0.4),
+                ("toy", "all-tasks", "ddpo", "success", 64, 0.4, 0.3, 0.5)]
+    published = _summary(tmp_path / "published.csv", rows("anomaly"))
+    same = compare(_summary(tmp_path / "same.csv", rows("anomaly")), published).set_index("task")
+    assert same.inside.all() and (same.mismatch == "").all()
+    other = compare(_summary(tmp_path / "other.csv", rows("preference")), published).set_index("task")
+    assert other.loc["all-tasks", "mismatch"] == "tasks preference,sanity vs anomaly,sanity"
+    assert not other.loc["all-tasks", "inside"] and other.loc["sanity", "inside"]
