@@ -11,7 +11,8 @@ frame = success, red = failure).
 
 RUNS_DIR is a workflow's ``results/runs`` (run folders ``<tier>/<task>/<method>/seed<k>`` with their
 ``lora/`` adapters; the published copies keep no adapters). Writes ``OUT_DIR/trained_<task>.png``.
-docs/figures/trained_{sanity,anomaly}.png were made from the default run's results/runs.
+docs/figures/trained_{sanity,anomaly,preference}.png were made from the default run's results/runs
+(anomaly: when it was the default run's second task).
 """
 
 from __future__ import annotations
