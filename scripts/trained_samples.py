@@ -7,7 +7,7 @@ oracle, and writes one grid per task: a row per model (base, HERO, DDPO, D3PO), 
 best-scoring images, then the 4 lowest-scoring successes and the 4 highest-scoring failures (green
 frame = success, red = failure).
 
-    python scripts/trained_samples.py RUNS_DIR OUT_DIR [--task sanity --task anomaly] [--seed 0]
+    python scripts/trained_samples.py RUNS_DIR OUT_DIR [--task sanity --task preference] [--seed 0]
 
 RUNS_DIR is a workflow's ``results/runs`` (run folders ``<tier>/<task>/<method>/seed<k>`` with their
 ``lora/`` adapters; the published copies keep no adapters). Writes ``OUT_DIR/trained_<task>.png``.
@@ -59,12 +59,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, help="a workflow's results/runs folder")
     parser.add_argument("out", type=Path, help="folder for trained_<task>.png")
-    parser.add_argument("--task", action="append", default=None, help="task (repeatable; default sanity, anomaly)")
+    parser.add_argument("--task", action="append", default=None, help="task (repeatable; default sanity, preference: the default run's tasks)")
     parser.add_argument("--tier", default="toy")
     parser.add_argument("--seed", type=int, default=0, help="which seed's runs (default 0)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    for task in args.task or ["sanity", "anomaly"]:
+    for task in args.task or ["sanity", "preference"]:
         rows = [model_row(args.runs / args.tier / task / method / f"seed{args.seed}") for method in METHODS]
         gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
         grid = np.concatenate([part for row in rows for part in (row, gap)][:-1])
