@@ -392,7 +392,8 @@ TOY_TASKS: tuple[Task, ...] = (
         # at 0/64 and "a purple circle at night" at 1/64, which put the task's base rate (6.6% on its
         # training prompts) below the 10% a round needs to hold a few positives. Measured on 64
         # images each (seed 777): blue square 16%, purple triangle 20%, purple square 12%, green
-        # triangle 11%, yellow square 9%, every circle 0-2% (docs/methods.md, "Safety")
+        # triangle 11%, yellow square 9%, every circle 0-2% (docs/methods.md, "Safety's training
+        # prompts")
         train_prompts=(safe_at_night("blue", "square"), safe_at_night("purple", "triangle")),
         eval_prompts=(safe_at_night("green", "triangle"), safe_at_night("purple", "square")),
         oracle_factory=ShapesOracle, oracle_name=ORACLE_NAME,
