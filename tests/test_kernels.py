@@ -128,7 +128,8 @@ def test_trained_timesteps_and_step_counts():
 
 
 @pytest.mark.parametrize("key,value", [("lr", 0.0), ("train_batch_size", 0), ("timestep_fraction", 1.5),
-                                       ("timesteps_per_sample", 0), ("clip_range", -1.0)])
+                                       ("timesteps_per_sample", 0), ("clip_range", -1.0),
+                                       ("target_kl", 0.0)])
 def test_ppo_config_rejects_bad_values(key, value):
     with pytest.raises(ConfigError, match=key):
         PPOConfig(**{key: value})
@@ -233,6 +234,33 @@ def test_ppo_update_is_deterministic_given_the_generator(monkeypatch):
                                  SamplerConfig(steps=5), torch.Generator().manual_seed(7))
         results.append((w.item(), out))
     assert results[0] == results[1]
+
+
+def _kl_run(monkeypatch, target_kl):
+    """A pass whose every step moves log p far (lr 0.5 on the fake policy): 4 groups x 2 inner epochs."""
+    monkeypatch.setattr(kernels, "step_log_prob", _fake_step_log_prob([]))
+    w = torch.nn.Parameter(torch.tensor(0.5))
+    traj = _fake_traj(8, 4, 0.5, seed=5)
+    cfg = PPOConfig(lr=0.5, train_batch_size=2, grad_accum_steps=1, clip_range=0.2, timestep_fraction=1.0,
+                    inner_epochs=2, target_kl=target_kl)
+    opt = kernels.make_adamw([w], cfg.lr, cfg.weight_decay)
+    steps_taken = []
+    out = kernels.ppo_update(_FakeBackbone(w), traj, torch.linspace(-1, 1, 8), [w], opt, cfg,
+                             SamplerConfig(steps=4), torch.Generator().manual_seed(2),
+                             on_step=lambda means: steps_taken.append(w.item()))
+    return w.item(), out, steps_taken
+
+
+def test_ppo_update_stops_once_the_policy_passes_target_kl(monkeypatch):
+    w_free, out_free, _ = _kl_run(monkeypatch, None)
+    assert out_free["optimizer_steps"] == 8 and "kl_stop" not in out_free
+    w_stop, out_stop, taken = _kl_run(monkeypatch, 1e-6)
+    # the first group is measured at the sampling policy (kl 0) and stepped; the second measures
+    # the moved policy, is not stepped, and ends the pass (both inner epochs)
+    assert out_stop["optimizer_steps"] == 1 and out_stop["kl_stop"] == 1.0
+    assert w_stop == taken[-1] != w_free  # no step after the stop: w is where the one step left it
+    w_loose, out_loose, _ = _kl_run(monkeypatch, 1e9)
+    assert out_loose["optimizer_steps"] == 8 and out_loose["kl_stop"] == 0.0 and w_loose == w_free
 
 
 def test_dpo_update_uses_each_pair_and_both_images_at_the_same_timesteps(monkeypatch):

@@ -151,7 +151,8 @@ class PPOMethod(Method):
         return self.cfg.images_per_epoch
 
     def optimizer_steps(self, n_images: int) -> str:
-        return str(ppo_optimizer_steps(n_images, self.cfg.ppo))
+        steps = str(ppo_optimizer_steps(n_images, self.cfg.ppo))
+        return steps if self.cfg.ppo.target_kl is None else f"at most {steps}"
 
     def ppo_step(self, epoch: int, traj: Trajectory, advantages: np.ndarray) -> dict[str, float]:
         """Clip ``advantages`` to ±ppo.adv_clip and run the PPO-clip pass over ``traj`` (its

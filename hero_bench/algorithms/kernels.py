@@ -66,6 +66,10 @@ class PPOConfig:
     timesteps_per_sample: int | None = None
     """K: number of randomly chosen denoising steps trained per trajectory per pass (HERO: 5);
     None = use timestep_fraction."""
+    target_kl: float | None = None
+    """Early stop of the update phase: once an accumulation group's mean approx_kl (measured
+    before its step, against the sampling policy) exceeds this value, that group is not stepped
+    and the phase ends, remaining inner epochs included. None = never stop (both papers' code)."""
 
     def __post_init__(self) -> None:
         _positive("lr", self.lr)
@@ -81,6 +85,8 @@ class PPOConfig:
             raise ConfigError(f"ppo.timestep_fraction must be in (0, 1], got {self.timestep_fraction}")
         if self.timesteps_per_sample is not None and self.timesteps_per_sample < 1:
             raise ConfigError(f"ppo.timesteps_per_sample must be >= 1 or null, got {self.timesteps_per_sample}")
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ConfigError(f"ppo.target_kl must be > 0 or null, got {self.target_kl}")
 
 
 def _positive(name: str, value: float) -> None:
@@ -288,6 +294,7 @@ def ppo_update(
         chunks = order.split(cfg.train_batch_size)
         for group in _accumulation_groups(len(chunks), cfg.grad_accum_steps):
             scale = 1.0 / (len(group) * k)
+            group_kl = 0.0
             for c in group:
                 idx = chunks[c]
                 for j in range(k):
@@ -307,7 +314,17 @@ def ppo_update(
                     (loss * scale).backward()
                     meter.add(loss=loss.item(), approx_kl=info["approx_kl"].item(),
                               clipfrac=info["clipfrac"].item())
+                    group_kl += info["approx_kl"].item() * scale
+            if cfg.target_kl is not None and group_kl > cfg.target_kl:
+                # The policy has already moved past the trust region on this batch: one more Adam
+                # step (sized by lr whatever the gradient) is what broke the toy model's runs
+                # (docs/methods.md, "Stopping a PPO phase early").
+                optimizer.zero_grad(set_to_none=True)
+                meter.add(kl_stop=1.0)
+                return meter.summary()
             _end_group(params, optimizer, cfg.max_grad_norm, meter, on_step)
+    if cfg.target_kl is not None:
+        meter.add(kl_stop=0.0)
     return meter.summary()
 
 
