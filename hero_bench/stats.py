@@ -74,7 +74,7 @@ def _check_bootstrap_args(reps: int, alpha: float) -> None:
 
 @dataclass(frozen=True)
 class Interval:
-    """A point estimate and its percentile bootstrap interval."""
+    """A point estimate and its interval (percentile bootstrap, or t for ``mean_t_ci``)."""
 
     estimate: float
     low: float
@@ -107,6 +107,21 @@ def stratified_bootstrap_ci(
 def iqm_ci(scores: Sequence[float], reps: int = 2000, alpha: float = 0.05, seed: int = 0) -> Interval:
     """IQM over seeds of one task with its bootstrap interval (a single stratum)."""
     return stratified_bootstrap_ci({"task": scores}, iqm, reps=reps, alpha=alpha, seed=seed)
+
+
+def mean_t_ci(values: Sequence[float], alpha: float = 0.05) -> Interval:
+    """Mean of per-seed values (e.g. each seed's gain over the base model) with the Student t
+    interval on n − 1 degrees of freedom: with 3 seeds a bootstrap has only 10 distinct
+    resamples, a t interval at least widens with the spread it sees.  n = 1 gives an unbounded
+    interval (±inf), not a zero-width one."""
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or x.size == 0 or not np.all(np.isfinite(x)):
+        raise ValueError(f"mean_t_ci needs a non-empty 1-d list of finite values, got {values!r}")
+    mean = float(x.mean())
+    if x.size == 1:
+        return Interval(mean, -np.inf, np.inf)
+    half = float(_sps.t.ppf(1 - alpha / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+    return Interval(mean, mean - half, mean + half)
 
 
 def _poi(x: np.ndarray, y: np.ndarray) -> np.ndarray:

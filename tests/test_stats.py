@@ -177,3 +177,21 @@ def test_feedback_ratio_uses_iqm_over_seeds_on_the_union_grid():
     np.testing.assert_allclose(grid, [0, 64, 100, 200])
     assert curve[2] == pytest.approx(sps.trim_mean([0.6, 0.6, 0.2, 0.6], 0.25))
     assert r.candidate_feedback == 100 and r.ratio == pytest.approx(63 / 100)
+
+
+# ------------------------------------------------------------------------- mean with t interval
+def test_mean_t_ci_hand_values():
+    ci = stats.mean_t_ci([1.0, 2.0, 3.0])
+    # mean 2, sample sd 1, t_{0.975, 2} = 4.302653 -> half width 4.302653 / sqrt(3) = 2.484138
+    assert ci.estimate == pytest.approx(2.0, abs=1e-12)
+    assert (ci.low, ci.high) == pytest.approx((2.0 - 2.484138, 2.0 + 2.484138), abs=1e-6)
+    narrow = stats.mean_t_ci([1.0, 2.0, 3.0], alpha=0.5)
+    assert ci.low < narrow.low < 2.0 < narrow.high < ci.high
+
+
+def test_mean_t_ci_one_value_is_unbounded_and_bad_input_is_refused():
+    one = stats.mean_t_ci([0.3])
+    assert one.estimate == 0.3 and one.low == -math.inf and one.high == math.inf
+    for bad in ([], [0.1, float("nan")], [[0.1, 0.2]]):
+        with pytest.raises(ValueError, match="mean_t_ci"):
+            stats.mean_t_ci(bad)
