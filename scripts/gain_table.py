@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from hero_bench.methods import method_names
 from hero_bench.stats import mean_t_ci, success_at
 
 
 def _variant(path: Path) -> str:
     """The folder between the method and the seed (a sweep variant), or '' for a plain run."""
     run = path.parent  # .../<task>/<method>[/<variant>]/seed<k>
-    return run.parent.name if run.parent.name not in {"hero", "ddpo", "d3po", "base"} else ""
+    return run.parent.name if run.parent.name not in method_names() else ""
 
 
 def gain_rows(paths: list[Path], budgets: list[int], target: float) -> list[dict]:
