@@ -49,6 +49,7 @@ from hero_bench.integrity import (adapter_name, check_resume, done_record, file_
 from hero_bench.io import (FolderBusyError, atomic_torch_save, atomic_write_json, atomic_write_text,
                            exclusive_folder, remove_stale_temporaries)
 from hero_bench.ledger import FeedbackLedger
+from hero_bench.methods import settings_section
 from hero_bench.provenance import environment, git_sha, run_config_hash
 from hero_bench.results import EVAL_COLUMNS
 from hero_bench.run_config import (
@@ -150,9 +151,10 @@ class Run:
         self.ledger = FeedbackLedger(self.dir / LEDGER_FILE, cfg.budget, cfg.run_id)
         self.evaluator = SimulatedEvaluator(self.oracle, cfg.evaluator, self.ledger, cfg.seed,
                                             policy=self.oracle_policy, task=cfg.task)
-        ctx = RunContext(cfg=cfg, backbone=self.backbone, task=self.task, evaluator=self.evaluator,
-                         reached=self.hooks.reached,
-                         lora_params=lora_params)
+        section = settings_section(cfg.method)
+        ctx = RunContext(settings=getattr(cfg, section) if section else None, sampler=cfg.sampler,
+                         seed=cfg.seed, backbone=self.backbone, task=self.task, evaluator=self.evaluator,
+                         reached=self.hooks.reached, lora_params=lora_params)
         self.method = get_algorithm(cfg.method)(ctx)
         self.config_hash = run_config_hash(cfg)
         self.git_sha = git_sha()

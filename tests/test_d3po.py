@@ -45,7 +45,7 @@ def _method(tmp_path, backbone_dir, overrides=()):
     params = add_lora(backbone.unet, cfg.lora)
     task = runner.get_task_of_tier(cfg.task, cfg.tier)  # patched by the brightness_task fixture
     ledger = FeedbackLedger(tmp_path / "ledger.jsonl", cfg.budget, cfg.run_id)
-    ctx = RunContext(cfg=cfg, backbone=backbone, task=task,
+    ctx = RunContext(settings=cfg.d3po, sampler=cfg.sampler, seed=cfg.seed, backbone=backbone, task=task,
                      evaluator=SimulatedEvaluator(task.oracle_factory(), cfg.evaluator, ledger, cfg.seed),
                      lora_params=params)
     return D3PO(ctx)
@@ -68,7 +68,7 @@ def test_groups_share_noise_and_prompt_and_the_previous_reference_is_the_samplin
     with torch.no_grad():
         for s in range(traj.log_probs.shape[1]):
             lp = step_log_prob(m.ctx.backbone, traj.prompt_embeds, traj.negative_embeds, traj.latents[:, s],
-                               traj.timesteps[s].expand(6), traj.latents[:, s + 1], m.ctx.cfg.sampler)
+                               traj.timesteps[s].expand(6), traj.latents[:, s + 1], m.ctx.sampler)
             # the same 6-row batch through the same kernels as sampling (bitwise equal on every kernel
             # set tried); 1e-5 leaves room for re-rounding x' - mean (~3e-6, see test_sampler) and
             # is far inside D3PO's ratio clamp (±0.1)

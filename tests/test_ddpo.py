@@ -65,9 +65,8 @@ def test_ddpo_advantages_use_the_stat_tracker(monkeypatch):
     class Ctx:
         lora_params = [torch.nn.Parameter(torch.zeros(1))]
 
-        class cfg:  # noqa: N801 - a stand-in for RunConfig
-            ddpo = DDPOConfig(stat_buffer_size=4, stat_min_count=2)
-            sampler = None
+        settings = DDPOConfig(stat_buffer_size=4, stat_min_count=2)
+        sampler = None
 
         class evaluator:  # noqa: N801
             class config:  # noqa: N801

@@ -154,7 +154,8 @@ def _hero(tmp_path, backbone_dir, oracle, overrides=()):
     params = add_lora(backbone.unet, cfg.lora)
     ledger = FeedbackLedger(tmp_path / "ledger.jsonl", cfg.budget, cfg.run_id)
     evaluator = SimulatedEvaluator(oracle, cfg.evaluator, ledger, cfg.seed)
-    ctx = RunContext(cfg=cfg, backbone=backbone, task=get_task("anomaly"), evaluator=evaluator, lora_params=params)
+    ctx = RunContext(settings=cfg.hero, sampler=cfg.sampler, seed=cfg.seed, backbone=backbone, task=get_task("anomaly"),
+                     evaluator=evaluator, lora_params=params)
     return Hero(ctx)
 
 

@@ -21,24 +21,30 @@ are independent streams, so e.g. switching HERO's noise guidance off leaves the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 
 from hero_bench.algorithms.kernels import clip_advantages, make_adamw, ppo_optimizer_steps, ppo_update
-from hero_bench.diffusion.sampler import Trajectory, initial_noise, sample_trajectories
+from hero_bench.diffusion.sampler import SamplerConfig, Trajectory, initial_noise, sample_trajectories
 from hero_bench.seeding import derive_seed
-
-if TYPE_CHECKING:  # annotation only: RunConfig is built from the methods' configs (hero_bench.run_config)
-    from hero_bench.run_config import RunConfig
 
 
 @dataclass
 class RunContext:
-    """Everything a method needs from the run (built by the runner)."""
+    """Everything a method needs from the run (built by the runner).  A method sees the part of the
+    run's configuration it uses (its own settings section, the sampler, the seed), not the whole
+    ``RunConfig``: the run's other settings (budget, evaluation, backbone) are the loop's."""
 
-    cfg: "RunConfig"
+    settings: Any
+    """The method's settings section of the run config (``RunConfig.<section>`` of its row in
+    ``hero_bench/methods.py``: a ``HeroConfig``, ``DDPOConfig`` or ``D3POConfig``); None for a
+    method without settings (``base``)."""
+    sampler: SamplerConfig
+    """The run's sampler settings (η, steps, guidance), shared by training and evaluation."""
+    seed: int
+    """The run seed, from which every random stream of the method is derived."""
     backbone: Any  # hero_bench.diffusion.Backbone
     task: Any  # hero_bench.tasks.Task
     evaluator: Any  # hero_bench.feedback.SimulatedEvaluator
@@ -49,11 +55,11 @@ class RunContext:
 
     def generator(self, epoch: int, purpose: str) -> torch.Generator:
         """A fresh CPU torch generator for (seed, epoch, purpose): same draws on every device."""
-        return torch.Generator(device="cpu").manual_seed(derive_seed(self.cfg.seed, epoch, purpose))
+        return torch.Generator(device="cpu").manual_seed(derive_seed(self.seed, epoch, purpose))
 
     def rng(self, epoch: int, purpose: str) -> np.random.Generator:
         """A fresh numpy generator for (seed, epoch, purpose)."""
-        return np.random.default_rng(derive_seed(self.cfg.seed, epoch, purpose))
+        return np.random.default_rng(derive_seed(self.seed, epoch, purpose))
 
 
 @dataclass
@@ -130,7 +136,7 @@ class Method:
     def sample_batch(self, epoch: int, prompts: Sequence[Any], z_T: torch.Tensor,
                      groups: list[int] | None = None) -> Batch:
         """Run the shared sampler (DDIM η, CFG, per-step log-probs) from ``z_T``."""
-        traj = sample_trajectories(self.ctx.backbone, [p.text for p in prompts], z_T, self.ctx.cfg.sampler,
+        traj = sample_trajectories(self.ctx.backbone, [p.text for p in prompts], z_T, self.ctx.sampler,
                                    self.ctx.generator(epoch, "sampler"))
         return Batch(traj=traj, prompts=list(prompts), groups=groups)
 
@@ -159,7 +165,7 @@ class PPOMethod(Method):
         shuffles draw from this epoch's "ppo" stream); returns the pass's metrics."""
         advantages = clip_advantages(advantages, self.cfg.ppo.adv_clip)
         return ppo_update(self.ctx.backbone, traj, torch.from_numpy(advantages).float(), self.ctx.lora_params,
-                          self.optimizer, self.cfg.ppo, self.ctx.cfg.sampler, self.ctx.generator(epoch, "ppo"))
+                          self.optimizer, self.cfg.ppo, self.ctx.sampler, self.ctx.generator(epoch, "ppo"))
 
 
 class Base(Method):

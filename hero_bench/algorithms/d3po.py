@@ -103,7 +103,7 @@ class D3PO(Method):
 
     def __init__(self, ctx: RunContext):
         super().__init__(ctx)
-        self.cfg: D3POConfig = ctx.cfg.d3po
+        self.cfg: D3POConfig = ctx.settings
         self.optimizer = make_adamw(ctx.lora_params, self.cfg.lr, self.cfg.weight_decay,
                                     (self.cfg.adam_beta1, self.cfg.adam_beta2), self.cfg.adam_eps)
 
@@ -141,7 +141,7 @@ class D3PO(Method):
             self.ctx.backbone, traj, pairs, ref_log_probs, self.ctx.lora_params, self.optimizer,
             beta=self.cfg.beta, clamp_eps=self.cfg.clamp_eps, train_batch_size=self.cfg.train_batch_size,
             grad_accum_steps=self.cfg.grad_accum_steps, timestep_fraction=self.cfg.timestep_fraction,
-            max_grad_norm=self.cfg.max_grad_norm, sampler=self.ctx.cfg.sampler,
+            max_grad_norm=self.cfg.max_grad_norm, sampler=self.ctx.sampler,
             generator=self.ctx.generator(epoch, "dpo"),
         )
         metrics["n_pairs"] = float(len(fb.pairs))
@@ -155,7 +155,7 @@ class D3PO(Method):
         backbone = self.ctx.backbone
         n, steps = traj.log_probs.shape
         out = torch.empty_like(traj.log_probs)
-        chunk = self.ctx.cfg.sampler.batch_size
+        chunk = self.ctx.sampler.batch_size
         with disable_lora(backbone.unet):
             for s in range(steps):
                 for start in range(0, n, chunk):
@@ -163,7 +163,7 @@ class D3PO(Method):
                     out[sl, s] = step_log_prob(
                         backbone, traj.prompt_embeds[sl], traj.negative_embeds, traj.latents[sl, s],
                         traj.timesteps[s].expand(traj.latents[sl].shape[0]), traj.latents[sl, s + 1],
-                        self.ctx.cfg.sampler,
+                        self.ctx.sampler,
                     )
         return out
 

@@ -54,7 +54,7 @@ class DDPO(PPOMethod):
     cfg: DDPOConfig
 
     def __init__(self, ctx: RunContext):
-        super().__init__(ctx, ctx.cfg.ddpo)
+        super().__init__(ctx, ctx.settings)
         self.tracker = PerPromptStatTracker(self.cfg.stat_buffer_size, self.cfg.stat_min_count)
 
     # 1. sample ---------------------------------------------------------------------------------

@@ -197,12 +197,12 @@ class Hero(PPOMethod):
     cfg: HeroConfig
 
     def __init__(self, ctx: RunContext):
-        super().__init__(ctx, ctx.cfg.hero)
+        super().__init__(ctx, ctx.settings)
         # E and g are initialised from the run seed (torch's init draws from the global RNG, so it
         # runs inside a forked, seeded RNG and leaves the caller's state untouched)
         device = ctx.backbone.device
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(ctx.cfg.seed, 0, "hero-networks"))
+            torch.manual_seed(derive_seed(ctx.seed, 0, "hero-networks"))
             self.embed = EmbeddingNet(tuple(ctx.backbone.latent_shape), self.cfg.embedding_dim)
             self.head = ProjectionHead(self.cfg.embedding_dim, tuple(self.cfg.head_hidden_dims), self.cfg.head_out_dim)
         self.embed.to(device)
