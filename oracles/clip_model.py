@@ -167,6 +167,7 @@ def resolve_clip_weights(settings: ClipModelSettings) -> tuple[str, str | None, 
     repo_id = "<repo>"
     hub = tag_cfg.get("hf_hub", "")
     if hub:
+        # deferred: huggingface_hub (0.15 s), needed only to name where a hub tag would be cached
         from huggingface_hub import constants, try_to_load_from_cache
 
         # open_clip's convention: "org/repo/filename", or "org/repo/" for the default file names

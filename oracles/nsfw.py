@@ -105,6 +105,7 @@ def load_probe(path: str, dim: int):
             "or .pt file holding 'weight' [1 or 2, D] and 'bias', or leave it empty for the zero-shot judge"
         )
     if file.suffix == ".safetensors":
+        # deferred with the probe: most runs use the zero-shot judge and never read a probe file
         from safetensors.torch import load_file
 
         state = load_file(str(file))
