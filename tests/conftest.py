@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +25,15 @@ torch.set_num_threads(int(_THREADS) if _THREADS.isdigit() and int(_THREADS) > 0 
 # computations (stats, report, feedback) keep pytest.approx's default rel 1e-6: ~1e10 ulps, any CPU.
 F32_EPS = torch.finfo(torch.float32).eps  # 1.19e-7: relative round-off of one float32 operation (2 ulp/2)
 F64_EPS = torch.finfo(torch.float64).eps  # 2.22e-16
+
+
+def load_script(name: str):
+    """The module of ``scripts/<name>.py`` (the scripts are not a package), imported once per call."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def rounding_tol(n_ops: int, magnitude: float = 1.0, eps: float = F32_EPS) -> float:

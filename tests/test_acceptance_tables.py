@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from conftest import load_script
 from hero_bench.results import EVAL_COLUMNS
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "acceptance_tables.py"
 
 
 @pytest.fixture(scope="module")
 def tables():
-    spec = importlib.util.spec_from_file_location("acceptance_tables", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("acceptance_tables")
 
 
 def _eval_rows(method, seed, points):

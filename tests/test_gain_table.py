@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from conftest import load_script
 from hero_bench.results import EVAL_COLUMNS
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gain_table.py"
 
 
 @pytest.fixture(scope="module")
 def gain_table():
-    spec = importlib.util.spec_from_file_location("gain_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gain_table")
 
 
 def _run(root: Path, task: str, seed: int, points) -> Path:
