@@ -62,6 +62,33 @@ def wait_for_a_training_run_in_progress(work, workflow):
         time.sleep(0.02)
 
 
+def session_processes(sid):
+    """Live processes of session ``sid``. A job's ``timeout`` puts itself and the training run in a
+    process group of their own, so killing the workflow's process group would leave them running: a
+    crash of the whole machine is a kill of the whole session."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
+        except (OSError, IndexError):
+            continue  # it ended while being read
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def kill_session(sid):
+    deadline = time.monotonic() + 30
+    while pids := session_processes(sid):
+        assert time.monotonic() < deadline, f"processes of the killed workflow still alive: {pids}"
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+
+
 def runs_table(workdir):
     rows = (workdir / "results" / "summary" / "runs.csv").read_text().splitlines()
     return [re.sub(r",[0-9a-f]{12,40}(-dirty)?(?=,|$)", ",<sha>", row) for row in rows]  # git_sha aside
@@ -76,12 +103,11 @@ def test_a_killed_workflow_finishes_with_the_results_of_an_uninterrupted_one(tmp
 
     work = tmp_path / "killed"
     first = subprocess.Popen(snakemake_cmd(work, *common), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)  # its own process group: the kill takes its jobs too
+                             start_new_session=True)  # its own session: the kill takes all its jobs too
     try:
         wait_for_a_training_run_in_progress(work, first)
     finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)  # at once: a training run is interrupted, resume is tested
+        kill_session(first.pid)  # at once, everything: a training run is interrupted, resume is tested
         first.wait()
     assert not (work / "results" / "summary" / "runs.csv").exists(), "killed too late to test anything"
 
