@@ -4,27 +4,18 @@ pipeline on the same model and noise."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check") / "gpu_check_reduced.json"
-    assert load_script().main(["--size", "reduced", "--device", "cpu", "--out", str(out)]) == 0
+    assert load_script("gpu_check").main(["--size", "reduced", "--device", "cpu", "--out", str(out)]) == 0
     return json.loads(out.read_text())
 
 

@@ -3,15 +3,13 @@ apply to the code as it is: each is a text edit, and a refactoring silently move
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("learning_mutations", REPO / "scripts" / "learning_mutations.py")
-learning_mutations = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(learning_mutations)
+learning_mutations = load_script("learning_mutations")
 
 
 @pytest.mark.parametrize("name", sorted(learning_mutations.MUTATIONS))
