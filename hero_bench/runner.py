@@ -229,23 +229,35 @@ class Run:
     def train(self) -> RunState | None:
         # one process per run folder: a second one (a workflow started twice, a user's retry while
         # the first still runs) would append to the same ledger and race on the checkpoint
+        created = not self.dir.exists()
         try:
             with exclusive_folder(self.dir):
-                # a process killed inside an atomic write leaves its temporary file; nobody else
-                # writes here while we hold the lock, so every such file is garbage
-                remove_stale_temporaries(self.dir)
-                return self._train()
+                try:
+                    # a process killed inside an atomic write leaves its temporary file; nobody else
+                    # writes here while we hold the lock, so every such file is garbage
+                    remove_stale_temporaries(self.dir)
+                    return self._train()
+                except BaseException:
+                    # a run refused before it wrote anything (a backbone that cannot load, an
+                    # oracle that cannot start) leaves no empty folder to trip the corrected command
+                    if created and not any(self.dir.iterdir()):
+                        self.dir.rmdir()
+                    raise
         except FolderBusyError:
             raise HeroBenchError(f"{self.dir} is being trained by another process; wait for it to end, "
                                  "or give this run another --out") from None
 
     def _train(self) -> RunState | None:
-        self.check_config()
-        if (self.dir / DONE_FILE).exists():
-            self.hooks.already_complete(self)
-            return None
+        fresh = not (self.dir / CONFIG_FILE).exists()
+        if not fresh:  # a resume: the cheap config comparison before any model is loaded
+            self.check_config()
+            if (self.dir / DONE_FILE).exists():
+                self.hooks.already_complete(self)
+                return None
         t_start = time.perf_counter()
         self.setup()
+        if fresh:  # written once backbone, task and oracle loaded: a run refused at load leaves no config.yaml
+            self.check_config()
         self.hooks.planned(self, epochs_to_budget(self.method, self.cfg.budget))
         state = self.start()
         self.write_tables(state)

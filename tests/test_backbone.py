@@ -188,6 +188,19 @@ def test_a_scheduler_that_makes_the_last_log_prob_undefined_is_refused_at_load(t
     assert "accepted: set_alpha_to_one=false" in str(info.value)
 
 
+def test_a_run_refused_at_load_leaves_nothing_and_the_corrected_command_starts(tiny_backbone_dir, tmp_path, capsys):
+    folder = _with_scheduler_setting(tiny_backbone_dir, tmp_path / "alpha-one", set_alpha_to_one=True)
+    out = tmp_path / "runs" / "r"
+    args = ["train", "--tier", "smoke", "--task", "anomaly", "--method", "base", "--seed", "0", "--budget", "0",
+            "--set", "eval.n_images=2", "--set", "sampler.steps=2", "--quiet", "--out", str(out)]
+    assert main([*args, "--backbone", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "set_alpha_to_one=true" in err[0], err
+    assert not out.exists()  # no config.yaml of the refused backbone to clash with the corrected command
+    assert main([*args, "--backbone", str(tiny_backbone_dir)]) == 0
+    assert (out / "DONE.json").exists()
+
+
 def test_set_alpha_to_one_really_makes_the_last_step_log_prob_nan(tiny_backbone_dir, tmp_path, monkeypatch):
     # why the check above exists: without it, sampling runs and the last step's log-prob is NaN
     from hero_bench.diffusion import backbone as backbone_module

@@ -16,6 +16,7 @@ from hero_bench.presets import build_run_config
 from hero_bench.results import EVAL_COLUMNS, TRANSFER_COLUMNS
 from hero_bench.run_config import RunConfig
 from hero_bench.runner import train
+from hero_bench.tasks import list_tasks
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -107,12 +108,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_unknown_task_and_tier_mismatch(tmp_path, tiny_backbone_dir):
-    with pytest.raises(UnknownTaskError, match="unknown task 'juggling'"):
+    smoke_tasks = ", ".join(t.name for t in list_tasks("smoke"))  # and no task of another tier
+    with pytest.raises(UnknownTaskError, match=f"unknown task 'juggling'; tier smoke runs: {smoke_tasks} "):
         train(build_run_config("smoke", "juggling", "hero", backbone=str(tiny_backbone_dir)), tmp_path / "a",
               progress=False)
-    with pytest.raises(ConfigError, match="task 'hand' belongs to the paper tier; tier smoke runs: anomaly"):
+    with pytest.raises(ConfigError, match=f"task 'hand' belongs to the paper tier; tier smoke runs: {smoke_tasks}$"):
         train(build_run_config("smoke", "hand", "hero", backbone=str(tiny_backbone_dir)), tmp_path / "b",
               progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_print_config_round_trips(capsys):
