@@ -65,6 +65,8 @@ from hero_bench.run_config import (
 from hero_bench.run_hooks import ConsoleProgress, HookList, RunHooks, crash_from_env, trace_from_env
 from hero_bench.seeding import derive_seed
 from hero_bench.tasks import get_task_of_tier
+from hero_bench.web_evaluator import WebEvaluator
+from hero_bench.web_server import LabellingServer
 
 CHECKPOINT_FORMAT = 1
 
@@ -115,12 +117,15 @@ class Run:
     """A run directory being trained (``train`` below is the entry point)."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = True, hooks: Sequence[RunHooks] = (),
-                 oracle_policy: OracleCallPolicy | None = None):
+                 oracle_policy: OracleCallPolicy | None = None, labeller: LabellingServer | None = None):
         """``progress`` installs the console hook (a progress bar and a line per epoch on stderr);
         ``hooks`` are further callbacks of the loop (``hero_bench.run_hooks``); ``oracle_policy``
-        is how the evaluator calls the oracle (time limit, retries: operational, so not in ``cfg``)."""
+        is how the evaluator calls the oracle (time limit, retries: operational, so not in ``cfg``);
+        ``labeller``, a started labelling server, puts a person in the oracle's place for the labels
+        (``hero_bench.web_evaluator``; who labels is operational too: the ledger records it)."""
         self.cfg = cfg
         self.oracle_policy = oracle_policy
+        self.labeller = labeller
         self.dir = Path(run_dir)
         self.hooks = HookList(([ConsoleProgress()] if progress else []) + list(hooks))
 
@@ -149,8 +154,12 @@ class Run:
         lora_params = add_lora(self.backbone.unet, cfg.lora, seed=derive_seed(cfg.seed, 0, "lora-init"))
         self.oracle = self.task.oracle_factory()
         self.ledger = FeedbackLedger(self.dir / LEDGER_FILE, cfg.budget, cfg.run_id)
-        self.evaluator = SimulatedEvaluator(self.oracle, cfg.evaluator, self.ledger, cfg.seed,
-                                            policy=self.oracle_policy, task=cfg.task)
+        if self.labeller is None:
+            self.evaluator = SimulatedEvaluator(self.oracle, cfg.evaluator, self.ledger, cfg.seed,
+                                                policy=self.oracle_policy, task=cfg.task)
+        else:
+            self.evaluator = WebEvaluator(self.oracle, cfg.evaluator, self.ledger, cfg.seed, server=self.labeller,
+                                          run_dir=self.dir, task=cfg.task, policy=self.oracle_policy)
         section = settings_section(cfg.method)
         ctx = RunContext(settings=getattr(cfg, section) if section else None, sampler=cfg.sampler,
                          seed=cfg.seed, backbone=self.backbone, task=self.task, evaluator=self.evaluator,
@@ -362,13 +371,17 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
 
 
 def train(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
-          hooks: Sequence[RunHooks] = (), oracle_policy: OracleCallPolicy | None = None) -> RunState | None:
+          hooks: Sequence[RunHooks] = (), oracle_policy: OracleCallPolicy | None = None,
+          labeller: LabellingServer | None = None) -> RunState | None:
     """Train (or resume, or skip if complete) the run ``cfg`` in ``run_dir``; ``oracle_policy`` is how
-    the evaluator calls the task's oracle (``feedback.OracleCallPolicy``; None: its defaults).
+    the evaluator calls the task's oracle (``feedback.OracleCallPolicy``; None: its defaults);
+    ``labeller``: a started ``web_server.LabellingServer`` whose page a person labels on (None: the
+    task's oracle labels).
 
     ``progress`` shows a progress bar and a line per epoch on stderr; ``hooks`` are further
     callbacks (a test's ``run_hooks.CrashAt``).  HERO_BENCH_CRASH_AT in the environment installs a
     crash point as well, so that a test can kill a command-line run (``run_hooks.crash_from_env``),
     and HERO_BENCH_TRACE a file that records when each point is reached (``run_hooks.TraceTo``)."""
     return Run(cfg, run_dir, progress=progress,
-               hooks=trace_from_env() + crash_from_env() + list(hooks), oracle_policy=oracle_policy).train()
+               hooks=trace_from_env() + crash_from_env() + list(hooks), oracle_policy=oracle_policy,
+               labeller=labeller).train()

@@ -99,6 +99,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--oracle-timeout", type=float, default=None, metavar="SECONDS",
                         help="give up on one oracle call on a batch after this long (it is abandoned and may "
                              "still finish in the background) and retry; 0 = no limit (default: 600)")
+    parser.add_argument("--evaluator", choices=("oracle", "web"), default="oracle",
+                        help="who labels: the task's scripted oracle (default), or a person on a local web "
+                             "page (the URL, with its access token, is printed; the run waits for each round's "
+                             "labels; rerunning the command resumes at the first unlabelled round)")
+    parser.add_argument("--web-host", default="127.0.0.1", metavar="HOST",
+                        help="address the labelling page listens on (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--web-port", type=int, default=0, metavar="PORT",
+                        help="port of the labelling page (default: 0, a free one)")
     parser.add_argument("--oracle-retries", type=int, default=None, metavar="N",
                         help="retries of a batch whose oracle call failed, before the run stops (default: 2)")
     parser.add_argument("--oracle-backoff", type=float, default=None, metavar="SECONDS",
@@ -120,7 +128,10 @@ def run(args) -> int:
         return 0
     if args.replace_stale:
         print(replace_stale_run(cfg, args.out), flush=True)
-    state = train(cfg, args.out, progress=not args.quiet, oracle_policy=policy)
+    if args.evaluator == "web":
+        state = train_with_a_person(cfg, args, policy)
+    else:
+        state = train(cfg, args.out, progress=not args.quiet, oracle_policy=policy)
     if state is not None and not args.quiet:
         final = state.eval_rows[-1] if state.eval_rows else None
         summary = f"; final eval success {final['success_rate']:.3f} on the task's prompts" if final else ""
@@ -129,6 +140,22 @@ def run(args) -> int:
         print(f"{cfg.run_id}: done after {state.epoch} epoch(s), feedback {state.feedback_used}/{cfg.budget}"
               f"{summary} -> {args.out}")
     return 0
+
+
+def train_with_a_person(cfg, args, policy):
+    """``train`` with the labelling page standing in for the oracle, for as long as the run lasts."""
+    # deferred: torch, through web_evaluator (hero-bench --help must not import it)
+    from hero_bench.runner import train
+    from hero_bench.web_evaluator import check_web_evaluator_config
+    from hero_bench.web_server import LabellingServer
+
+    check_web_evaluator_config(cfg.evaluator)  # before a port is opened
+    if cfg.method == "base":
+        raise ConfigError("--evaluator web: method 'base' asks for no labels; accepted: hero, ddpo, d3po")
+    with LabellingServer(host=args.web_host, port=args.web_port) as server:
+        # the line a person (or a test) waits for: flushed at once, even under a pipe
+        print(f"label at {server.url}", flush=True)
+        return train(cfg, args.out, progress=not args.quiet, oracle_policy=policy, labeller=server)
 
 
 def oracle_policy(args):
