@@ -33,20 +33,18 @@ from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
 from hero_bench.errors import HeroBenchError
+from hero_bench.feedback import D3PO_SUCCESS, DDPO_REWARD, HERO_GOOD
 from hero_bench.ledger import FeedbackLedger
+from hero_bench.methods import get_method
 from hero_bench.oracle_calls import OracleCallPolicy, ask_once, ask_until_valid
 from hero_bench.tasks import get_task
+from hero_bench.web_rounds import ROUND_FILE, ROUND_FORMAT, WEB_DIR
 
-ROUND_FORMAT = 1
-"""The ``format`` of round.json this module reads."""
-WEB_DIR = "web"
-ROUND_FILE = "round.json"
 ROUND_DIR = re.compile(r"e(\d{4})")
 IMAGE_FILE = re.compile(r"e\d{4}-i\d{4}\.png")
 """A round's PNG is named after its image id; any other name (a path, ``..``) is refused."""
-LABEL_KINDS = {"hero": "hero_good", "ddpo": "ddpo_reward", "d3po": "d3po_success"}
+LABEL_KINDS = {"hero": HERO_GOOD, "ddpo": DDPO_REWARD, "d3po": D3PO_SUCCESS}
 """The ledger kind of a person's good/bad label under each method's protocol (docs/feedback.md)."""
-METHOD_LABELS = {"hero": "HERO", "ddpo": "DDPO", "d3po": "D3PO"}
 CLASSES = (False, True)
 """Order of the confusion table's rows and columns: bad, good."""
 NO_ROUNDS = ("holds no rounds labelled on the web page (web/eNNNN/round.json); agreement compares a "
@@ -326,7 +324,7 @@ def markdown(runs: Sequence[RunAgreement]) -> str:
         "| method | n | agreement | kappa |",
         "|---|---:|---:|---:|",
     ]
-    lines += [f"| {METHOD_LABELS[m]} | {a.n} | {_fmt(a.agreement)} | {_fmt(a.kappa)} |"
+    lines += [f"| {get_method(m).label} | {a.n} | {_fmt(a.agreement)} | {_fmt(a.kappa)} |"
               for m, a in per_method(runs).items()]
     no_round, unlabelled = sum(r.labels.no_round for r in runs), sum(r.labels.unlabelled for r in runs)
     if no_round or unlabelled:
