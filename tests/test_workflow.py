@@ -162,6 +162,18 @@ def _train_commands(out: str) -> dict[tuple[str, str], str]:
     return cmds
 
 
+def test_evaluator_web_puts_a_person_on_every_training_job_and_the_default_on_none(planned, tmp_path):
+    web = _train_commands(dry_run(tmp_path, "--configfile", CONFIG_DIR / "smoke.yaml", "--config", "evaluator=web"))
+    default = _train_commands(planned("smoke"))
+    assert set(web) == set(default) and any(m == "base" for _, m in web)
+    for (task, method), block in web.items():
+        assert ("--evaluator web" in block) == (method != "base"), (task, method)
+        # the rest of the command is the default's: the flag is the only difference
+        shell = re.compile(r"hero-bench train .*?--replace-stale")
+        assert shell.search(block.replace(" --evaluator web", "")).group(0) == shell.search(default[(task, method)]).group(0)
+    assert not any("--evaluator" in block for block in default.values())
+
+
 def test_paper_tier_budgets_gpus_and_devices(planned):
     out = planned("paper")
     cmds = _train_commands(out)

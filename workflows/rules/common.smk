@@ -297,10 +297,16 @@ def override_items(task, method, variant=None):
 
 
 def train_overrides(wildcards):
-    """`--set key=value` arguments of one run (``override_items``), quoted for the shell."""
+    """`--set key=value` arguments of one run (``override_items``), quoted for the shell, and
+    `--evaluator web` when a person labels (config key evaluator). The flag rides here rather than
+    in a params entry of its own, so that the default (oracle) leaves the params of existing runs,
+    and so Snakemake's rerun decisions, as they were."""
     variant = wildcards.variant if "variant" in wildcards.keys() else None
     items = override_items(wildcards.task, wildcards.method, variant)
-    return " ".join(f"--set {shlex.quote(item)}" for item in items)
+    args = " ".join(f"--set {shlex.quote(item)}" for item in items)
+    if config["evaluator"] == "web" and wildcards.method != "base":
+        args += " --evaluator web"
+    return args
 
 
 def train_backbone_input(wildcards):
