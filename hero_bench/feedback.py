@@ -288,6 +288,13 @@ class SimulatedEvaluator:
             return self._hero_replay(recs, epoch, current_best)
 
         self.ledger.check_budget(n)  # before the oracle is asked
+        return self._hero_answer(images, prompts, metadata, epoch, current_best, ids)
+
+    def _hero_answer(self, images, prompts, metadata, epoch: int, current_best: BestImage | None,
+                     ids: list[str]) -> HeroFeedback:
+        """A fresh answer for a batch the ledger does not hold, recorded before it is returned
+        (the web evaluator overrides the ``_*_answer`` steps: a person answers instead)."""
+        n = len(ids)
         success, score = self._ask_until_valid(images, prompts, metadata, "HERO", epoch)
         seen = score + self.config.bias
         flips = self._flips(epoch, "hero", n)
@@ -358,6 +365,13 @@ class SimulatedEvaluator:
             return D3POFeedback(success=success, pairs=pairs, replayed=True)
 
         self.ledger.check_budget(n)  # before the oracle is asked
+        return self._d3po_answer(images, prompts, metadata, groups, epoch, ids, all_pairs)
+
+    def _d3po_answer(self, images, prompts, metadata, groups: list[int], epoch: int, ids: list[str],
+                     all_pairs: list[tuple[int, int]]) -> D3POFeedback:
+        """A fresh answer: classes, and a preference for every pair of ``all_pairs`` (the pairs
+        within a group) whose classes differ; recorded before it is returned."""
+        n = len(ids)
         success_oracle, score = self._ask_until_valid(images, prompts, metadata, "D3PO", epoch)
         seen = score + self.config.bias
         flips = self._flips(epoch, "d3po", n)
@@ -395,6 +409,11 @@ class SimulatedEvaluator:
             return np.array([float(r["value"]) for r in recs], dtype=np.float64)
 
         self.ledger.check_budget(n)  # before the oracle is asked
+        return self._ddpo_answer(images, prompts, metadata, epoch, ids)
+
+    def _ddpo_answer(self, images, prompts, metadata, epoch: int, ids: list[str]) -> np.ndarray:
+        """A fresh answer (one reward per image), recorded before it is returned."""
+        n = len(ids)
         success, score = self._ask_until_valid(images, prompts, metadata, "DDPO", epoch)
         if self.config.ddpo_reward == "success":
             flips = self._flips(epoch, "ddpo", n)

@@ -1,9 +1,10 @@
 """The evaluator with a person in the loop: the web labelling page takes the oracle's place.
 
-``WebEvaluator`` answers the same three calls as ``SimulatedEvaluator`` and returns the same
-feedback objects, so the methods, the ledger, the budget, checkpoints, resume and evaluation run
-the code path of a scripted run. The only difference is where an answer comes from: a round not
-yet in the ledger is saved (``hero_bench.web_rounds``), shown on the page
+``WebEvaluator`` is ``SimulatedEvaluator`` with its three ``_*_answer`` steps replaced: the checks
+of a batch, the replay of a round the ledger holds and the budget check are the scripted
+evaluator's own code, and the feedback objects are the same, so the methods, the ledger, the
+budget, checkpoints, resume and evaluation run the code path of a scripted run. The only
+difference is where a fresh answer comes from: a round not yet in the ledger is saved (``hero_bench.web_rounds``), shown on the page
 (``hero_bench.web_server``), and its submission is written to the ledger in one transaction
 before the page is told it was accepted. A round the ledger already holds is replayed exactly as
 the scripted evaluator replays it, so rerunning the command after a crash, a kill or a closed
@@ -16,7 +17,6 @@ the saved images).
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from hero_bench.feedback import (
     D3PO_PAIR, D3PO_SUCCESS, DDPO_REWARD, HERO_BEST, HERO_GOOD, BestImage, D3POFeedback, HeroFeedback,
     SimulatedEvaluator, _best_key, _pair_key,
 )
-from hero_bench.ledger import FeedbackLedger, image_id
+from hero_bench.ledger import FeedbackLedger
 from hero_bench.web_rounds import Round, save_round
 from hero_bench.web_server import LabellingServer
 
@@ -82,13 +82,8 @@ class WebEvaluator(SimulatedEvaluator):
         return extra
 
     # -- HERO -------------------------------------------------------------------------------
-    def hero(self, images, prompts, metadata, epoch: int, current_best: BestImage | None) -> HeroFeedback:
-        n = self._check_batch(images, prompts, metadata, epoch, 2, "HERO")
-        ids = [image_id(epoch, i) for i in range(n)]
-        recs = self._replay_labels(HERO_GOOD, epoch, ids)
-        if recs is not None:
-            return self._hero_replay(recs, epoch, current_best)
-        self.ledger.check_budget(n)
+    def _hero_answer(self, images, prompts, metadata, epoch: int, current_best: BestImage | None,
+                     ids: list[str]) -> HeroFeedback:
         rnd, answer = self._show("hero", epoch, images, prompts, metadata, current_best=current_best)
         good = answer.good
         if answer.best is None:
@@ -101,7 +96,7 @@ class WebEvaluator(SimulatedEvaluator):
 
         def write():
             self.ledger.record_labels(epoch, ids, HERO_GOOD, good.tolist(), self.evaluator_seed,
-                                      extra=self._extra(n))
+                                      extra=self._extra(len(ids)))
             self.ledger.record_query(
                 epoch, HERO_BEST, _best_key(epoch),
                 {"best_index": best_index, "best": best.to_dict(), "fallback": None,
@@ -113,27 +108,16 @@ class WebEvaluator(SimulatedEvaluator):
         return HeroFeedback(good=good, best_index=best_index, best=best, fallback=None)
 
     # -- D3PO -------------------------------------------------------------------------------
-    def d3po(self, images, prompts, metadata, groups, epoch: int) -> D3POFeedback:
-        n = self._check_batch(images, prompts, metadata, epoch, 1, "D3PO")
-        ids = [image_id(epoch, i) for i in range(n)]
-        if self.ledger.count(D3PO_SUCCESS, epoch):  # recorded: the scripted evaluator's replay
-            return super().d3po(images, prompts, metadata, groups, epoch)
-        if len(groups) != n:
-            raise ValueError(f"D3PO: {len(groups)} group ids for {n} images")
-        groups = [int(g) for g in groups]
-        self.ledger.check_budget(n)
+    def _d3po_answer(self, images, prompts, metadata, groups: list[int], epoch: int, ids: list[str],
+                     all_pairs: list[tuple[int, int]]) -> D3POFeedback:
         rnd, answer = self._show("d3po", epoch, images, prompts, metadata, groups=groups)
         success = answer.good
-        members: dict[int, list[int]] = {}
-        for i, g in enumerate(groups):
-            members.setdefault(g, []).append(i)
         # the pairs follow from the classes within each group, as in the scripted protocol
-        pairs = [(a, b) if success[a] else (b, a)
-                 for idx in members.values() for a, b in itertools.combinations(idx, 2) if success[a] != success[b]]
+        pairs = [(a, b) if success[a] else (b, a) for a, b in all_pairs if success[a] != success[b]]
 
         def write():
             self.ledger.record_labels(epoch, ids, D3PO_SUCCESS, success.tolist(), self.evaluator_seed,
-                                      extra=self._extra(n, group=groups))
+                                      extra=self._extra(len(ids), group=groups))
             for p, o in pairs:
                 self.ledger.record_query(epoch, D3PO_PAIR, _pair_key(epoch, min(p, o), max(p, o)),
                                          {"preferred": p, "other": o, "by": "class"}, self.evaluator_seed)
@@ -141,15 +125,9 @@ class WebEvaluator(SimulatedEvaluator):
         return D3POFeedback(success=success, pairs=pairs)
 
     # -- DDPO -------------------------------------------------------------------------------
-    def ddpo(self, images, prompts, metadata, epoch: int) -> np.ndarray:
-        n = self._check_batch(images, prompts, metadata, epoch, 1, "DDPO")
-        ids = [image_id(epoch, i) for i in range(n)]
-        recs = self._replay_labels(DDPO_REWARD, epoch, ids)
-        if recs is not None:
-            return np.array([float(r["value"]) for r in recs], dtype=np.float64)
-        self.ledger.check_budget(n)
+    def _ddpo_answer(self, images, prompts, metadata, epoch: int, ids: list[str]) -> np.ndarray:
         rnd, answer = self._show("ddpo", epoch, images, prompts, metadata)
         rewards = answer.good.astype(np.float64)
         self._record(rnd, lambda: self.ledger.record_labels(epoch, ids, DDPO_REWARD, rewards.tolist(),
-                                                            self.evaluator_seed, extra=self._extra(n)))
+                                                            self.evaluator_seed, extra=self._extra(len(ids))))
         return rewards
