@@ -137,8 +137,10 @@ class LabellingServer:
     def current(self) -> dict:
         with self._lock:
             pending = self._pending
-            if pending is None or pending.submitted.is_set():
+            if pending is None:
                 return dict(self._progress)
+            if pending.submitted.is_set():  # (another tab sees this while the first one's post is written)
+                return {"status": "recording", "epoch": pending.round.epoch}
             view = pending.round.to_json()
         for image in view["images"]:
             image.pop("metadata")  # the ground truth is the oracle's, not the person's
