@@ -38,10 +38,10 @@ from hero_bench.ledger import FeedbackLedger
 from hero_bench.methods import get_method
 from hero_bench.oracle_calls import OracleCallPolicy, ask_once, ask_until_valid
 from hero_bench.tasks import get_task
-from hero_bench.web_rounds import ROUND_FILE, ROUND_FORMAT, WEB_DIR
+from hero_bench.web_rounds import IMAGE_ID, ROUND_FILE, ROUND_FORMAT, WEB_DIR
 
 ROUND_DIR = re.compile(r"e(\d{4})")
-IMAGE_FILE = re.compile(r"e\d{4}-i\d{4}\.png")
+IMAGE_FILE = re.compile(IMAGE_ID.pattern + r"\.png")
 """A round's PNG is named after its image id; any other name (a path, ``..``) is refused."""
 LABEL_KINDS = {"hero": HERO_GOOD, "ddpo": DDPO_REWARD, "d3po": D3PO_SUCCESS}
 """The ledger kind of a person's good/bad label under each method's protocol (docs/feedback.md)."""

@@ -104,8 +104,7 @@ class LabellingServer:
         """Show ``rnd`` and block until the page sends a valid submission for it."""
         pending = _Pending(rnd)
         with self._lock:
-            self._pending = pending
-            self._progress = {"status": "labelling", "epoch": rnd.epoch}
+            self._pending = pending  # while a round is pending, current() shows it, not _progress
         pending.submitted.wait()
         if pending.error is not None:
             raise LabellingClosedError(f"the labelling server stopped while round {rnd.epoch} waited for labels; "
