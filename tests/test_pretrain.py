@@ -57,6 +57,22 @@ def test_run_writes_model_log_and_record(reference_run):
     assert not _same(_weights(out / "model"), _weights(out / "model_raw"))
 
 
+def test_the_generator_version_chooses_the_scene_distribution():
+    """A stage of the shipped recipe trained on version 1 of the world draws version 1's batches."""
+    old = PretrainConfig(**{**TINY.__dict__, "generator": "shapesworld-1", "batch_size": 64})
+    new = PretrainConfig(**{**TINY.__dict__, "batch_size": 64})
+    _, old_captions, _, _ = step_batch(old, 0)
+    _, new_captions, _, _ = step_batch(new, 0)
+    rng = np.random.default_rng([0, 0])
+    _, expected = scenes.training_batch(rng, 64, scenes.world("shapesworld-1"))
+    drop = np.random.default_rng([0, 0, 1]).random(64) < old.caption_dropout
+    assert old_captions == ["" if d else c for c, d in zip(expected, drop)]
+    assert old_captions != new_captions
+    with pytest.raises(ConfigError, match="generator='shapesworld-9' is not a ShapesWorld generator version; "
+                                          "accepted: shapesworld-1, shapesworld-2"):
+        PretrainConfig(generator="shapesworld-9")
+
+
 def test_same_seed_gives_identical_weights(reference_run, tmp_path):
     out, _ = reference_run
     pretrain(TINY, tmp_path / "again", resume=False, progress=False, preview=False)
@@ -221,6 +237,8 @@ def test_shipped_recipe_matches_the_shipped_training_record():
     assert len(plan) == len(records)
     for (folder, cfg), rec in zip(plan, records):
         recorded = {k: v for k, v in rec["pretrain_config"].items() if k not in BOOKKEEPING}
+        # records written before the field existed name their scene distribution only at the top level
+        recorded.setdefault("generator", rec["generator_version"])
         # records written before the field existed trained the only target there was
         recorded["model"]["scheduler"] = {**to_dict(SchedulerConfig()), **recorded["model"]["scheduler"]}
         planned = {k: v for k, v in to_dict(cfg).items() if k not in BOOKKEEPING}

@@ -63,17 +63,38 @@ def test_images_use_only_palette_colours():
     assert {tuple(scenes.PALETTE[c]) for c in scenes.COLORS} <= used  # every object colour appears
 
 
-@pytest.fixture(scope="module")
-def sampled():
+def test_version_1_draws_exactly_what_it_always_drew():
+    """The shipped recipe's first four stages were trained on version 1: rebuilding them bit for bit
+    needs its draws unchanged (checksum of the batch the generator drew before version 2 existed)."""
+    import hashlib
+
+    images, captions = scenes.training_batch(np.random.default_rng(0), 512, scenes.world("shapesworld-1"))
+    digest = hashlib.sha256(images.tobytes() + "\n".join(captions).encode()).hexdigest()
+    assert digest == "1c09b31d60a5acd0866397117e9021859a9b993578bbfda1dc956eba09bd6a1e"
+
+
+def test_the_current_version_is_the_default_and_unknown_versions_are_refused():
+    assert scenes.CURRENT is scenes.world(scenes.GENERATOR_VERSION)
+    a = scenes.training_batch(np.random.default_rng(3), 32)
+    b = scenes.training_batch(np.random.default_rng(3), 32, scenes.CURRENT)
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    with pytest.raises(ValueError, match="unknown ShapesWorld generator version 'shapesworld-0'; known: shapesworld-1"):
+        scenes.world("shapesworld-0")
+
+
+@pytest.fixture(scope="module", params=sorted(scenes.WORLDS))
+def sampled(request):
+    world = scenes.world(request.param)
     rng = np.random.default_rng(2024)
     pairs = []
     for _ in range(3000):
-        scene = scenes.sample_scene(rng)
-        pairs.append((scene, scenes.caption(scene, rng)))
-    return pairs
+        scene = scenes.sample_scene(rng, world)
+        pairs.append((scene, scenes.caption(scene, rng, world)))
+    return world, pairs
 
 
 def test_captions_use_only_vocab_words(sampled):
+    _, sampled = sampled
     vocab = set(scenes.VOCAB)
     assert len(vocab) == len(scenes.VOCAB), "VOCAB has duplicates"
     assert all(w == w.lower() and w.isalpha() for w in scenes.VOCAB)
@@ -82,9 +103,17 @@ def test_captions_use_only_vocab_words(sampled):
 
 
 def test_captions_are_true_of_their_scenes(sampled):
+    _, sampled = sampled
     for scene, text in sampled:
         night, groups, relation = parse_caption(text)
         assert night == scene.is_night, text
+        if relation is not None and groups[0] == groups[1]:
+            # two objects of one kind ("a red triangle above a red triangle"): the scene holds exactly
+            # two of them, and the relation holds between them one way round
+            _, color, kind = groups[0]
+            a, b = [s for s in scene.shapes if (s.color, s.kind) == (color, kind)]
+            assert scenes.relation_holds(a.box, b.box, relation) or scenes.relation_holds(b.box, a.box, relation), text
+            continue
         named = []
         for count, color, kind in groups:
             same = [s for s in scene.shapes if s.kind == kind and (color is None or s.color == color)]
@@ -98,6 +127,7 @@ def test_captions_are_true_of_their_scenes(sampled):
 
 
 def test_caption_distribution_contains_every_task_form(sampled):
+    world, sampled = sampled
     texts = [t for _, t in sampled]
     parsed = [parse_caption(t) for t in texts]
     assert any(r is not None for _, _, r in parsed)  # relations
@@ -107,19 +137,27 @@ def test_caption_distribution_contains_every_task_form(sampled):
     # incomplete captions: some scene has more objects than its caption names
     assert any(len(s.shapes) > sum(c for c, _, _ in g) for (s, _), (n, g, _) in zip(sampled, parsed) if not n)
     assert any(s.debris for s, _ in sampled)
+    # a relation between two objects of one kind, which the relation task asks for, from version 2 on
+    same_kind = [t for t, (_, g, r) in zip(texts, parsed) if r is not None and g[0] == g[1]]
+    if world.same_kind_relations:
+        assert len(same_kind) > 0.05 * len(texts), len(same_kind)
+    else:
+        assert same_kind == []
 
 
 def test_designed_rarities(sampled):
+    world, sampled = sampled
     triangles = [s for scene, _ in sampled for s in scene.shapes if s.kind == "triangle" and not scene.is_night]
     blue = sum(s.color == scenes.RARE_PAIR[0] for s in triangles) / len(triangles)
     assert 0.003 < blue < 0.05, blue  # RARE_PAIR_FRACTION = 2 %
     nights = [scene for scene, _ in sampled if scene.is_night]
     hazard = np.mean([any((s.color, s.kind) == scenes.HAZARD for s in n.shapes) for n in nights])
     assert 0.65 < hazard < 0.85, hazard  # HAZARD_PROBABILITY = 75 %
-    assert 0.15 < len(nights) / len(sampled) < 0.25
+    assert abs(len(nights) / len(sampled) - world.night_probability) < 0.03  # 3,000 scenes: sd 0.008
 
 
 def test_things_stay_inside_the_canvas_and_apart(sampled):
+    _, sampled = sampled
     for scene, _ in sampled:
         boxes = [s.box for s in scene.shapes] + [(d.x, d.y, d.x + d.w, d.y + d.h) for d in scene.debris]
         for x0, y0, x1, y1 in boxes:

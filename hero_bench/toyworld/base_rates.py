@@ -35,6 +35,7 @@ import numpy as np
 from hero_bench.errors import ConfigError
 from hero_bench.io import atomic_write_text
 from hero_bench.tasks import get_task, list_tasks
+from hero_bench.toyworld import scenes
 from hero_bench.toyworld.model import SchedulerConfig
 from hero_bench.toyworld.preview import save_png
 
@@ -326,6 +327,9 @@ def _command(rec: dict[str, Any], out: str, init_from: str | None) -> str:
         value = _schedule(rec)[key]
         if value != default:
             parts.append(f"--set model.scheduler.{key}={str(value).lower() if isinstance(value, bool) else value}")
+    # a stage drawn from an older version of the world than the default says so
+    if rec["generator_version"] != scenes.GENERATOR_VERSION:
+        parts.append(f"--set generator={rec['generator_version']}")
     if init_from:
         parts.append(f"--set init_from={init_from}")
     return " ".join(parts)

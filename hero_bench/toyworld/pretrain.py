@@ -81,6 +81,9 @@ class PretrainConfig:
     """Seed of the weight initialisation, the diffusion noise and the timesteps."""
     data_seed: int = 0
     """Seed of the scene generator (step k draws its batch from numpy Generator([data_seed, k]))."""
+    generator: str = scenes.GENERATOR_VERSION
+    """Version of the scene distribution the batches are drawn from (``scenes.WORLDS``); the shipped
+    recipe's early stages drew from an older one than its last."""
     init_from: str = ""
     """Optional model folder (a previous run's OUT/model or OUT/model_raw) whose UNet and text encoder
     weights replace the random initialisation: a second training stage with a fresh optimizer and
@@ -99,6 +102,9 @@ class PretrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ConfigError("checkpoint_every and log_every must be >= 1")
+        if self.generator not in scenes.WORLDS:
+            raise ConfigError(f"generator={self.generator!r} is not a ShapesWorld generator version; "
+                              f"accepted: {', '.join(scenes.WORLDS)}")
         # the schedule checks its own settings (SchedulerConfig); this is what pretraining can train
         sc = self.model.scheduler
         if sc.prediction_type not in PREDICTION_TYPES:
@@ -121,10 +127,11 @@ def step_batch(cfg: PretrainConfig, step: int, batch_fn: Callable | None = None)
     # deferred: torch (the toy modules import without it)
     import torch
 
-    if batch_fn is None:
-        batch_fn = scenes.training_batch
     rng = np.random.default_rng([cfg.data_seed, step])
-    images, captions = batch_fn(rng, cfg.batch_size)
+    if batch_fn is None:
+        images, captions = scenes.training_batch(rng, cfg.batch_size, scenes.world(cfg.generator))
+    else:
+        images, captions = batch_fn(rng, cfg.batch_size)
     # caption dropout draws from its own stream so it does not shift the scene generator's draws
     drop = np.random.default_rng([cfg.data_seed, step, 1]).random(cfg.batch_size) < cfg.caption_dropout
     captions = ["" if d else c for c, d in zip(captions, drop)]
@@ -203,7 +210,12 @@ def _scene_source(cfg: PretrainConfig, batch_fn: Callable | None) -> tuple[Calla
             f"model.image_size={cfg.model.image_size} but the scene generator draws "
             f"{scenes.IMAGE_SIZE}x{scenes.IMAGE_SIZE} images; set model.image_size={scenes.IMAGE_SIZE}"
         )
-    return scenes.training_batch, scenes.VOCAB, scenes.GENERATOR_VERSION
+    world = scenes.world(cfg.generator)
+
+    def batch(rng: np.random.Generator, n: int):
+        return scenes.training_batch(rng, n, world)
+
+    return batch, scenes.VOCAB, world.version
 
 
 class _Pretraining:

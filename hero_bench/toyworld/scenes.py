@@ -8,7 +8,9 @@ The world is built so that every toy task is attainable but rare for a model pre
 - counting: groups of 2-4 identical objects are captioned "three red circles", so counts are
   learnable but exact counts of 3-4 are hard.
 - rare binding: blue triangles are deliberately rare (RARE_PAIR_FRACTION of triangles).
-- relation: two-object scenes are often captioned with above/below/left of/right of.
+- relation: two-object scenes are often captioned with above/below/left of/right of; from
+  ``shapesworld-2`` on also two objects of one kind ("a red triangle above a red triangle"), the
+  construction the relation task asks for (version 1 stated relations only between two kinds).
 - preference: single objects are sometimes captioned without a colour ("a circle").
 - safety: scenes "at night" (dark background) contain an uncaptioned red triangle (the hazard)
   with probability HAZARD_PROBABILITY; night captions never ask for a red triangle.
@@ -16,7 +18,10 @@ The world is built so that every toy task is attainable but rare for a model pre
 Geometry lives in *world units*: the canvas is WORLD_SIZE x WORLD_SIZE, a shape's bounding box is
 aligned to integer world coordinates, and ``render`` rasterises at any pixel size by sampling
 pixel centres, so a 16 px render is pixel-exact and a 32 px render is the same picture, finer.
-Change anything that alters the sampled distribution -> bump GENERATOR_VERSION.
+Every version of the training distribution stays drawable (``WORLDS``), so that the stages of the
+shipped model's recipe trained on an older version can be rebuilt bit for bit.  Change anything that
+alters the sampled distribution -> add a version to WORLDS and make it GENERATOR_VERSION; keep the
+old versions' draws unchanged (tests/test_scenes.py holds version 1 to a checksum).
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ from typing import Sequence
 
 import numpy as np
 
-GENERATOR_VERSION = "shapesworld-1"
 IMAGE_SIZE = 16
 """Side of the training images in pixels (pixel-space model; 16 px keeps CPU pretraining cheap)."""
 WORLD_SIZE = 16
@@ -70,13 +74,11 @@ VOCAB: tuple[str, ...] = tuple(
 """Every word any caption or task prompt can contain (lowercase, no punctuation)."""
 
 # --- the training distribution (documented in the module docstring) ---
-NIGHT_PROBABILITY = 0.2
 HAZARD = ("red", "triangle")
 HAZARD_PROBABILITY = 0.75
 RARE_PAIR = ("blue", "triangle")
 RARE_PAIR_FRACTION = 0.02
 """Fraction of triangles that are blue (the other colours share the rest equally)."""
-DAY_LAYOUTS = {"single": 0.40, "group": 0.25, "pair": 0.20, "mixed": 0.15}
 DEBRIS_PROBABILITY = 0.4
 CAPTION_ALL_GROUPS_PROBABILITY = 0.5
 """In a scene with several kinds of object, the caption names all of them this often, else a subset."""
@@ -86,6 +88,46 @@ CAPTION_ONE_PROBABILITY = 0.2
 """A single object is captioned "one red circle" this often, else "a red circle"."""
 GAP = 1
 """Minimum free world units between any two things drawn, so each is its own connected component."""
+
+
+@dataclass(frozen=True)
+class World:
+    """The settings that differ between versions of the training distribution."""
+
+    version: str
+    """Its name, recorded in every model's training_config.json (``generator_version``)."""
+    night_probability: float
+    """Share of scenes drawn at night (dark background, one object, often the uncaptioned hazard)."""
+    day_layouts: tuple[tuple[str, float], ...]
+    """(layout, probability) of a day scene: ``single`` object, ``group`` of 2-4 identical ones,
+    ``pair`` of two different objects, ``twins`` (two identical objects), ``mixed`` (2-3 independent)."""
+    same_kind_relations: bool
+    """Whether a caption naming exactly two objects of one kind may state a relation between them."""
+
+
+WORLDS: dict[str, World] = {
+    "shapesworld-1": World("shapesworld-1", night_probability=0.2, same_kind_relations=False,
+                           day_layouts=(("single", 0.40), ("group", 0.25), ("pair", 0.20), ("mixed", 0.15))),
+    # Version 2 says what the relation task asks (two objects of one kind in a relation): under
+    # version 1 none of 20,000 captions did, and the relation task did not learn (docs/methods.md,
+    # "Why relation did not learn").  The twins layout makes such scenes common enough to learn
+    # from, and a quarter of the scenes at night (from a fifth) gives the night objects the safety
+    # task asks for more examples.
+    "shapesworld-2": World("shapesworld-2", night_probability=0.25, same_kind_relations=True,
+                           day_layouts=(("single", 0.35), ("group", 0.20), ("pair", 0.20), ("twins", 0.10),
+                                        ("mixed", 0.15))),
+}
+"""Every version of the training distribution, by name."""
+GENERATOR_VERSION = "shapesworld-2"
+"""The current version: what the shipped model's last stage was trained on, and the default."""
+CURRENT = WORLDS[GENERATOR_VERSION]
+
+
+def world(version: str) -> World:
+    """The distribution named ``version``; an unknown name is a one-line error listing the known ones."""
+    if version not in WORLDS:
+        raise ValueError(f"unknown ShapesWorld generator version {version!r}; known: {', '.join(WORLDS)}")
+    return WORLDS[version]
 
 
 @dataclass(frozen=True)
@@ -294,9 +336,9 @@ def _two_sides(rng: np.random.Generator) -> tuple[int, int]:
     return _choice(rng, ((6, 6), (6, 8), (8, 6)))
 
 
-def sample_scene(rng: np.random.Generator) -> Scene:
-    """One scene of the training distribution (see the module docstring)."""
-    if rng.random() < NIGHT_PROBABILITY:
+def sample_scene(rng: np.random.Generator, world: World = CURRENT) -> Scene:
+    """One scene of the training distribution ``world`` (see the module docstring)."""
+    if rng.random() < world.night_probability:
         kind, color = _sample_object(rng)
         while (color, kind) == HAZARD:  # night prompts never ask for the hazard itself
             kind, color = _sample_object(rng)
@@ -308,7 +350,8 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         background = NIGHT
     else:
         background = DAY
-        layout = str(rng.choice(list(DAY_LAYOUTS), p=list(DAY_LAYOUTS.values())))
+        names, weights = zip(*world.day_layouts)
+        layout = str(rng.choice(list(names), p=list(weights)))
         if layout == "single":
             kind, color = _sample_object(rng)
             specs = [(kind, color, _choice(rng, SIZES))]
@@ -323,6 +366,9 @@ def sample_scene(rng: np.random.Generator) -> Scene:
                 second = _sample_object(rng)
             sides = _two_sides(rng)
             specs = [(*first, sides[0]), (*second, sides[1])]
+        elif layout == "twins":
+            twin = _sample_object(rng)
+            specs = [(*twin, side) for side in _two_sides(rng)]
         else:  # mixed: 2-3 independent objects, possibly repeating
             count = int(rng.integers(2, 4))
             sides = _two_sides(rng) if count == 2 else (6,) * count
@@ -354,8 +400,9 @@ def mentionable_groups(scene: Scene) -> dict[tuple[str, str], list[Shape]]:
     return groups
 
 
-def caption(scene: Scene, rng: np.random.Generator) -> str:
-    """A caption true of ``scene`` as the training set words it; may name only some objects.
+def caption(scene: Scene, rng: np.random.Generator, world: World = CURRENT) -> str:
+    """A caption true of ``scene`` as the training distribution ``world`` words it; may name only
+    some objects.
 
     Every group it names, it names with its full count; a relation is only stated when it holds.
     """
@@ -375,6 +422,14 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
         holding = [r for r in RELATIONS if relation_holds(a.box, b.box, r)]
         if holding:
             relation_text = RELATIONS[_choice(rng, holding)]
+    elif (world.same_kind_relations and len(keys) == 1 and len(groups[keys[0]]) == 2
+          and rng.random() < CAPTION_RELATION_PROBABILITY):
+        # two objects of one kind: "a red triangle above a red triangle" instead of "two red triangles"
+        a, b = groups[keys[0]]
+        holding = [r for r in RELATIONS if relation_holds(a.box, b.box, r)]
+        if holding:
+            relation_text = RELATIONS[_choice(rng, holding)]
+            keys = [keys[0], keys[0]]
     if relation_text is not None:
         phrases = [noun_phrase(1, *keys[0]), relation_text, noun_phrase(1, *keys[1])]
         text = " ".join(phrases)
@@ -395,11 +450,11 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
     return text
 
 
-def training_batch(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str]]:
-    """``n`` training pairs: images uint8 [n, IMAGE_SIZE, IMAGE_SIZE, 3] and their captions."""
+def training_batch(rng: np.random.Generator, n: int, world: World = CURRENT) -> tuple[np.ndarray, list[str]]:
+    """``n`` training pairs of ``world``: images uint8 [n, IMAGE_SIZE, IMAGE_SIZE, 3] and their captions."""
     scenes, captions = [], []
     for _ in range(n):
-        scene = sample_scene(rng)
+        scene = sample_scene(rng, world)
         scenes.append(scene)
-        captions.append(caption(scene, rng))
+        captions.append(caption(scene, rng, world))
     return render_batch(scenes, IMAGE_SIZE), captions
