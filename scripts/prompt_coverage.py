@@ -6,10 +6,12 @@ captions are that prompt word for word, and how many share its wording pattern (
 words replaced by placeholders, so "a red triangle above a red triangle" and "a blue circle above
 a green square" share "a C S above a C S"). A prompt the model never saw verbatim, while its pattern
 is common, asks for a composition the world did not teach: a finetuning method has to learn it
-from the labels alone. docs/methods.md ("Why relation did not learn") quotes its table for version 1
-of the world, which never said the relation task's prompts, and for version 2, which does.
+from the labels alone. docs/methods.md ("Why relation does not learn") quotes its table for version 1
+of the world (the shipped model's), which never says the relation task's prompts, and for version 2,
+which does.
 
-    python scripts/prompt_coverage.py --n 20000 --seed 0 --generator shapesworld-1
+    python scripts/prompt_coverage.py --n 20000 --seed 0
+    python scripts/prompt_coverage.py --n 20000 --seed 0 --generator shapesworld-2
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the caption draw (default: 0)")
     parser.add_argument("--generator", default=scenes.GENERATOR_VERSION, choices=sorted(scenes.WORLDS),
                         help=f"version of the scene distribution (default: {scenes.GENERATOR_VERSION}, the "
-                             "one the shipped model's last stage was trained on)")
+                             "one the shipped model was trained on)")
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error(f"--n must be at least 1, got {args.n}")

@@ -58,16 +58,18 @@ def test_run_writes_model_log_and_record(reference_run):
 
 
 def test_the_generator_version_chooses_the_scene_distribution():
-    """A stage of the shipped recipe trained on version 1 of the world draws version 1's batches."""
-    old = PretrainConfig(**{**TINY.__dict__, "generator": "shapesworld-1", "batch_size": 64})
-    new = PretrainConfig(**{**TINY.__dict__, "batch_size": 64})
-    _, old_captions, _, _ = step_batch(old, 0)
-    _, new_captions, _, _ = step_batch(new, 0)
+    """A stage that names a version of the world draws that version's batches (the world2 recipe's
+    fifth stage draws version 2, its first four the default)."""
+    v2 = PretrainConfig(**{**TINY.__dict__, "generator": "shapesworld-2", "batch_size": 64})
+    default = PretrainConfig(**{**TINY.__dict__, "batch_size": 64})
+    assert default.generator == scenes.GENERATOR_VERSION
+    _, v2_captions, _, _ = step_batch(v2, 0)
+    _, default_captions, _, _ = step_batch(default, 0)
     rng = np.random.default_rng([0, 0])
-    _, expected = scenes.training_batch(rng, 64, scenes.world("shapesworld-1"))
-    drop = np.random.default_rng([0, 0, 1]).random(64) < old.caption_dropout
-    assert old_captions == ["" if d else c for c, d in zip(expected, drop)]
-    assert old_captions != new_captions
+    _, expected = scenes.training_batch(rng, 64, scenes.world("shapesworld-2"))
+    drop = np.random.default_rng([0, 0, 1]).random(64) < v2.caption_dropout
+    assert v2_captions == ["" if d else c for c, d in zip(expected, drop)]
+    assert v2_captions != default_captions
     with pytest.raises(ConfigError, match="generator='shapesworld-9' is not a ShapesWorld generator version; "
                                           "accepted: shapesworld-1, shapesworld-2"):
         PretrainConfig(generator="shapesworld-9")
@@ -249,6 +251,16 @@ def test_shipped_recipe_matches_the_shipped_training_record():
         assert cfg.init_from == str(previous / START_FROM[fields.get("start_from", "raw")])
         assert Path(rec["init_from"]["path"]).name in ("model_raw", "model", "shapesworld")
     assert record["weights"] == "ema"  # the shipped weights are the last stage's EMA weights
+
+
+def test_the_world2_recipe_is_the_shipped_one_plus_a_stage_on_version_2():
+    from hero_bench.toyworld.recipe import RECIPES, SHIPPED, WORLD2, stage_configs
+
+    assert RECIPES["world2"] is WORLD2 and WORLD2[:len(SHIPPED)] == SHIPPED
+    plan = stage_configs(WORLD2, "/out")
+    assert [cfg.generator for _, cfg in plan] == ["shapesworld-1"] * len(SHIPPED) + ["shapesworld-2"]
+    assert plan[-1][1].init_from == "/out/stage4/model"  # the shipped model's weights
+    assert plan[-1][1].model == plan[-2][1].model  # the same schedule, another world
 
 
 def test_recipe_chains_stages_like_separate_runs(tmp_path):

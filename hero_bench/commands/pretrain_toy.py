@@ -24,12 +24,15 @@ is only needed to rebuild them.  Other PretrainConfig fields: --set key=value (e
 --set learning_rate=5e-4 --set model.unet.block_out_channels=32,64).
 
 --recipe NAME runs a multi-stage recipe instead (hero_bench/toyworld/recipe.py) into OUT/<stage>/,
-each stage starting from the previous stage's raw weights; the final model is the last stage's
-model/.  It fixes every setting that changes the weights, so it takes no --steps, --seed,
+each stage starting from the previous stage's raw or EMA weights as the recipe says; the final model
+is the last stage's model/.  Recipes: shipped (the four stages of the shipped weights, about 71 min
+on 2 cores) and world2 (the same plus a fifth stage on version 2 of the scene distribution, whose
+captions state relations between two objects of one kind: a candidate model, not shipped).  It fixes every setting that changes the weights, so it takes no --steps, --seed,
 --data-seed, --batch-size or --set.
 
 examples:
   hero-bench pretrain-toy --recipe shipped --out work --threads 2    # rebuild the shipped weights
+  hero-bench pretrain-toy --recipe world2 --out work --threads 2     # the same, then stage 5 (+35 min)
   hero-bench pretrain-toy --out work/small --steps 500 --set learning_rate=5e-4
 """
 
@@ -52,7 +55,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--recipe", default=None, metavar="NAME",
                         help="run a named multi-stage recipe into OUT/<stage>/ (accepted: shipped, the recipe "
-                             "of the shipped weights)")
+                             "of the shipped weights; world2, the candidate model on version 2 of the world)")
 
 
 # direct options that change the weights (a recipe fixes them); --checkpoint-every is bookkeeping

@@ -18,8 +18,8 @@ The world is built so that every toy task is attainable but rare for a model pre
 Geometry lives in *world units*: the canvas is WORLD_SIZE x WORLD_SIZE, a shape's bounding box is
 aligned to integer world coordinates, and ``render`` rasterises at any pixel size by sampling
 pixel centres, so a 16 px render is pixel-exact and a 32 px render is the same picture, finer.
-Every version of the training distribution stays drawable (``WORLDS``), so that the stages of the
-shipped model's recipe trained on an older version can be rebuilt bit for bit.  Change anything that
+Every version of the training distribution stays drawable (``WORLDS``), so that the stages of a
+model's recipe trained on an older version can be rebuilt bit for bit.  Change anything that
 alters the sampled distribution -> add a version to WORLDS and make it GENERATOR_VERSION; keep the
 old versions' draws unchanged (tests/test_scenes.py holds version 1 to a checksum).
 """
@@ -110,7 +110,7 @@ WORLDS: dict[str, World] = {
                            day_layouts=(("single", 0.40), ("group", 0.25), ("pair", 0.20), ("mixed", 0.15))),
     # Version 2 says what the relation task asks (two objects of one kind in a relation): under
     # version 1 none of 20,000 captions did, and the relation task did not learn (docs/methods.md,
-    # "Why relation did not learn").  The twins layout makes such scenes common enough to learn
+    # "Why relation does not learn").  The twins layout makes such scenes common enough to learn
     # from, and a quarter of the scenes at night (from a fifth) gives the night objects the safety
     # task asks for more examples.
     "shapesworld-2": World("shapesworld-2", night_probability=0.25, same_kind_relations=True,
@@ -118,8 +118,11 @@ WORLDS: dict[str, World] = {
                                         ("mixed", 0.15))),
 }
 """Every version of the training distribution, by name."""
-GENERATOR_VERSION = "shapesworld-2"
-"""The current version: what the shipped model's last stage was trained on, and the default."""
+GENERATOR_VERSION = "shapesworld-1"
+"""The current version: what the shipped model's last stage was trained on, and the default.  Version 2
+is the next: a model trained on it (``hero-bench pretrain-toy --recipe world2``) is not shipped yet,
+because the learning regression test's DDPO run does not climb on it (docs/methods.md, "Version 2 of
+the world: a candidate model")."""
 CURRENT = WORLDS[GENERATOR_VERSION]
 
 
