@@ -27,8 +27,9 @@ is only needed to rebuild them.  Other PretrainConfig fields: --set key=value (e
 each stage starting from the previous stage's raw or EMA weights as the recipe says; the final model
 is the last stage's model/.  Recipes: shipped (the four stages of the shipped weights, about 71 min
 on 2 cores) and world2 (the same plus a fifth stage on version 2 of the scene distribution, whose
-captions state relations between two objects of one kind: a candidate model, not shipped).  It fixes every setting that changes the weights, so it takes no --steps, --seed,
---data-seed, --batch-size or --set.
+captions state relations between two objects of one kind: a candidate model, not shipped).  A recipe
+fixes every setting that changes the weights, so it takes no --steps, --seed, --data-seed,
+--batch-size or --set.
 
 examples:
   hero-bench pretrain-toy --recipe shipped --out work --threads 2    # rebuild the shipped weights
