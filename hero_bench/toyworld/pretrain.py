@@ -127,11 +127,10 @@ def step_batch(cfg: PretrainConfig, step: int, batch_fn: Callable | None = None)
     # deferred: torch (the toy modules import without it)
     import torch
 
-    rng = np.random.default_rng([cfg.data_seed, step])
     if batch_fn is None:
-        images, captions = scenes.training_batch(rng, cfg.batch_size, scenes.world(cfg.generator))
-    else:
-        images, captions = batch_fn(rng, cfg.batch_size)
+        batch_fn, _, _ = _scene_source(cfg, None)
+    rng = np.random.default_rng([cfg.data_seed, step])
+    images, captions = batch_fn(rng, cfg.batch_size)
     # caption dropout draws from its own stream so it does not shift the scene generator's draws
     drop = np.random.default_rng([cfg.data_seed, step, 1]).random(cfg.batch_size) < cfg.caption_dropout
     captions = ["" if d else c for c, d in zip(captions, drop)]
