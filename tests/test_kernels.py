@@ -129,7 +129,7 @@ def test_trained_timesteps_and_step_counts():
 
 @pytest.mark.parametrize("key,value", [("lr", 0.0), ("train_batch_size", 0), ("timestep_fraction", 1.5),
                                        ("timesteps_per_sample", 0), ("clip_range", -1.0),
-                                       ("target_kl", 0.0)])
+                                       ("target_kl", 0.0), ("last_steps", 0)])
 def test_ppo_config_rejects_bad_values(key, value):
     with pytest.raises(ConfigError, match=key):
         PPOConfig(**{key: value})
@@ -191,6 +191,36 @@ def test_ppo_update_trains_k_distinct_timesteps_per_sample_in_chunks(monkeypatch
     assert len({tuple(sorted(ts)) for ts in seen.values()}) > 1
     assert out["optimizer_steps"] == 2 == ppo_optimizer_steps(n, cfg)  # chunks of 4 and 2
     assert out["clipfrac"] >= 0 and math.isfinite(out["loss"])
+
+
+def test_ppo_update_trains_only_the_last_steps_when_asked(monkeypatch):
+    calls = []
+    monkeypatch.setattr(kernels, "step_log_prob", _fake_step_log_prob(calls))
+    n, steps = 6, 5
+    traj = _fake_traj(n, steps, 0.7)  # step index i has timestep (steps - 1 - i) * 10
+    w = torch.nn.Parameter(torch.tensor(0.7))
+    cfg = PPOConfig(lr=1e-2, train_batch_size=3, timestep_fraction=1.0, last_steps=2)
+    kernels.ppo_update(_FakeBackbone(w), traj, torch.ones(n), [w], kernels.make_adamw([w], cfg.lr, 0.0), cfg,
+                       SamplerConfig(steps=steps), torch.Generator().manual_seed(1))
+    seen: dict[int, list[int]] = {}
+    for samples, ts in calls:
+        for s, t in zip(samples, ts):
+            seen.setdefault(s, []).append(t)
+    # the fraction applies to the window: every sample trains both of the chain's last two steps, nothing else
+    assert sorted(seen) == list(range(n)) and all(sorted(ts) == [0, 10] for ts in seen.values())
+
+
+def test_a_window_of_the_whole_chain_is_the_default_bit_for_bit(monkeypatch):
+    monkeypatch.setattr(kernels, "step_log_prob", _fake_step_log_prob([]))
+    results = []
+    for last in (None, 5, 50):
+        w = torch.nn.Parameter(torch.tensor(0.5))
+        cfg = PPOConfig(lr=0.05, train_batch_size=3, clip_range=0.2, timesteps_per_sample=2, last_steps=last)
+        out = kernels.ppo_update(_FakeBackbone(w), _fake_traj(8, 5, 0.5), torch.linspace(-1, 1, 8), [w],
+                                 kernels.make_adamw([w], cfg.lr, cfg.weight_decay), cfg, SamplerConfig(steps=5),
+                                 torch.Generator().manual_seed(7))
+        results.append((w.item(), out))
+    assert results[0] == results[1] == results[2]
 
 
 def test_ppo_update_accumulates_the_mean_gradient(monkeypatch):

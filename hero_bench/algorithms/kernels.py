@@ -61,11 +61,17 @@ class PPOConfig:
     inner_epochs: int = 1
     """Passes over each epoch's trajectories (each pass reshuffles samples and timesteps)."""
     timestep_fraction: float = 1.0
-    """Fraction of each trajectory's denoising steps trained per pass, int(steps × fraction)
-    (ignored when timesteps_per_sample is set)."""
+    """Fraction of each trajectory's trainable denoising steps trained per pass,
+    int(trainable × fraction), where trainable = last_steps or all steps (ignored when
+    timesteps_per_sample is set)."""
     timesteps_per_sample: int | None = None
     """K: number of randomly chosen denoising steps trained per trajectory per pass (HERO: 5);
     None = use timestep_fraction."""
+    last_steps: int | None = None
+    """Train only among the last N denoising steps of each trajectory (the low-noise end of the
+    chain); None = among all steps (both papers' code). On the toy model the first steps decide
+    almost nothing of the outcome (docs/methods.md, "When is success decided"): their policy
+    gradient is noise whose Adam steps drift the model."""
     target_kl: float | None = None
     """Early stop of the update phase: once an accumulation group's mean approx_kl (measured
     before its step, against the sampling policy) exceeds this value, that group is not stepped
@@ -85,6 +91,8 @@ class PPOConfig:
             raise ConfigError(f"ppo.timestep_fraction must be in (0, 1], got {self.timestep_fraction}")
         if self.timesteps_per_sample is not None and self.timesteps_per_sample < 1:
             raise ConfigError(f"ppo.timesteps_per_sample must be >= 1 or null, got {self.timesteps_per_sample}")
+        if self.last_steps is not None and self.last_steps < 1:
+            raise ConfigError(f"ppo.last_steps must be >= 1 or null, got {self.last_steps}")
         if self.target_kl is not None and not self.target_kl > 0:
             raise ConfigError(f"ppo.target_kl must be > 0 or null, got {self.target_kl}")
 
@@ -273,9 +281,10 @@ def ppo_update(
 ) -> dict[str, float]:
     """One PPO-clip training phase on a batch of trajectories (§2.3, §4.6).
 
-    For each inner epoch: shuffle the samples, permute each sample's timesteps independently, cut
-    the shuffled samples into ``train_batch_size`` chunks, and for every chunk train the first K
-    permuted timesteps of each sample (K = timesteps_per_sample or int(steps × fraction)), each with
+    For each inner epoch: shuffle the samples, permute each sample's trainable timesteps (all, or
+    the last ``last_steps``) independently, cut the shuffled samples into ``train_batch_size``
+    chunks, and for every chunk train the first K permuted timesteps of each sample
+    (K = timesteps_per_sample or int(trainable × fraction)), each with
     its own backward pass.  Gradients accumulate over ``grad_accum_steps`` chunks × K timesteps
     (losses scaled so the step uses their mean), are clipped to ``max_grad_norm``, then AdamW steps.
     Old log-probs are the sampler's (the policy that generated the batch); new ones are recomputed
@@ -283,14 +292,18 @@ def ppo_update(
     """
     device = traj.latents.device
     n, steps = traj.log_probs.shape
-    k = trained_timesteps(steps, cfg.timestep_fraction, cfg.timesteps_per_sample)
+    # the trainable window is the chain's last `window` steps; with last_steps=None it is the whole
+    # chain and the random draws below are exactly those of the code before the option existed
+    window = steps if cfg.last_steps is None else min(steps, cfg.last_steps)
+    first = steps - window
+    k = trained_timesteps(window, cfg.timestep_fraction, cfg.timesteps_per_sample)
     advantages = advantages.to(device=device, dtype=torch.float32)
     meter = _Meter()
     optimizer.zero_grad(set_to_none=True)
     for _ in range(cfg.inner_epochs):
         order = torch.randperm(n, generator=generator)
         # an independent random permutation of the step axis per sample (argsort of uniforms)
-        step_perm = torch.rand((n, steps), generator=generator).argsort(dim=1)
+        step_perm = torch.rand((n, window), generator=generator).argsort(dim=1) + first
         chunks = order.split(cfg.train_batch_size)
         for group in _accumulation_groups(len(chunks), cfg.grad_accum_steps):
             scale = 1.0 / (len(group) * k)
