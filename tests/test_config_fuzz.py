@@ -136,11 +136,13 @@ RUN_SETTINGS = {
     "ddpo.stat_min_count": st.integers(0, 8),
     "ddpo.ppo.train_batch_size": st.integers(0, 6),
     "ddpo.ppo.timestep_fraction": st.sampled_from([0.0, 0.3, 1.0, 1.5]),
+    "ddpo.ppo.last_steps": st.sampled_from(["null", "0", "2"]),
     "d3po.group_size": st.integers(0, 4),
     "d3po.groups_per_epoch": st.integers(0, 2),
     "d3po.train_batch_size": st.integers(0, 3),
     "d3po.reference": st.sampled_from(["previous", "pretrained"]),
     "d3po.timestep_fraction": st.sampled_from([0.0, 0.3, 1.0]),
+    "d3po.last_steps": st.sampled_from(["null", "0", "1", "5"]),
 }
 # diagnostics that are NaN by definition when a batch holds one label class (AUC) or no pair
 UNDEFINED_ON_ONE_CLASS = {"reward_auc", "reward_auc_prior", "pair_accuracy"}

@@ -29,6 +29,8 @@ def test_d3po_config_validation():
         D3POConfig(group_size=1)
     with pytest.raises(ConfigError, match="beta"):
         D3POConfig(beta=0.0)
+    with pytest.raises(ConfigError, match="d3po.last_steps must be >= 1"):
+        D3POConfig(last_steps=0)
 
 
 def _method(tmp_path, backbone_dir, overrides=()):
@@ -80,6 +82,16 @@ def test_groups_share_noise_and_prompt_and_the_previous_reference_is_the_samplin
     assert metrics["n_pairs"] == len(fb.pairs)
     assert metrics["loss"] == pytest.approx(math.log(2), abs=0.02)  # the policy starts at the reference
     assert metrics["optimizer_steps"] >= 1
+
+
+def test_a_window_needs_the_pretrained_reference_only_inside_it(tmp_path, tiny_backbone_dir, brightness_task):
+    m = _method(tmp_path, tiny_backbone_dir, ["d3po.reference=pretrained", "d3po.last_steps=1"])
+    batch = m.sample(1, 6)
+    full = m.pretrained_log_probs(batch)
+    windowed = m.pretrained_log_probs(batch, last_steps=1)
+    assert torch.equal(windowed[:, -1], full[:, -1]) and torch.isnan(windowed[:, :-1]).all()
+    metrics = m.update(1, batch, m.label(1, batch))  # trains on the window only: no NaN reaches the loss
+    assert math.isfinite(metrics["loss"])
 
 
 def test_pretrained_reference_ignores_the_adapter(tmp_path, tiny_backbone_dir, brightness_task):

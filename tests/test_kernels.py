@@ -223,6 +223,33 @@ def test_a_window_of_the_whole_chain_is_the_default_bit_for_bit(monkeypatch):
     assert results[0] == results[1] == results[2]
 
 
+def _dpo_run(monkeypatch, last_steps, steps=5, fraction=1.0):
+    calls = []
+    monkeypatch.setattr(kernels, "step_log_prob", _fake_step_log_prob(calls))
+    w = torch.nn.Parameter(torch.tensor(0.2))
+    traj = _fake_traj(6, steps, 0.2)
+    pairs = torch.tensor([[0, 1], [2, 1], [3, 4], [5, 4]])
+    out = kernels.dpo_update(_FakeBackbone(w), traj, pairs, traj.log_probs, [w], kernels.make_adamw([w], 0.05, 0.0),
+                             beta=0.1, clamp_eps=0.5, train_batch_size=2, grad_accum_steps=1,
+                             timestep_fraction=fraction, max_grad_norm=1.0, sampler=SamplerConfig(steps=steps),
+                             generator=torch.Generator().manual_seed(3), last_steps=last_steps)
+    return w.item(), out, calls
+
+
+def test_dpo_update_trains_only_the_last_steps_when_asked(monkeypatch):
+    _, _, calls = _dpo_run(monkeypatch, last_steps=2)
+    # timestep (steps - 1 - i) * 10 at step i: the last two steps are t = 10 and t = 0, both trained
+    # (the fraction applies to the window) by both chunks of pairs, and no other step
+    assert sorted(t for _, ts in calls for t in set(ts)) == [0, 0, 10, 10]
+    _, _, half = _dpo_run(monkeypatch, last_steps=4, fraction=0.5)
+    assert len(half) == 4 and all(ts[0] in (0, 10, 20, 30) for _, ts in half)  # 2 of the last 4 per chunk
+
+
+def test_dpo_window_of_the_whole_chain_is_the_default_bit_for_bit(monkeypatch):
+    runs = [_dpo_run(monkeypatch, last, fraction=0.6)[:2] for last in (None, 5, 50)]
+    assert runs[0] == runs[1] == runs[2]
+
+
 def test_ppo_update_accumulates_the_mean_gradient(monkeypatch):
     """One optimizer step over every chunk and all timesteps: the gradient is the mean of −A·∂log p."""
     calls = []

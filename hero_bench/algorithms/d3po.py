@@ -69,7 +69,11 @@ class D3POConfig:
     grad_accum_steps: int = 1
     """Chunks accumulated into one optimizer step (released code: 1, so one step per pair)."""
     timestep_fraction: float = 1.0
-    """Fraction of the denoising steps trained per pair (released code: all of them)."""
+    """Fraction of the trainable denoising steps trained per pair (released code: all of them);
+    trainable = the last ``last_steps`` steps, or all steps when that is None."""
+    last_steps: int | None = None
+    """Train only the chain's last N denoising steps (the low-noise end), as ``ppo.last_steps`` does
+    for HERO and DDPO; None = all steps (the released code). Off in every preset."""
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
@@ -82,6 +86,8 @@ class D3POConfig:
                 raise ConfigError(f"d3po.{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 < self.timestep_fraction <= 1.0:
             raise ConfigError(f"d3po.timestep_fraction must be in (0, 1], got {self.timestep_fraction}")
+        if self.last_steps is not None and self.last_steps < 1:
+            raise ConfigError(f"d3po.last_steps must be >= 1 or null, got {self.last_steps}")
 
 
 def group_layout(n: int, group_size: int) -> list[int]:
@@ -135,29 +141,32 @@ class D3PO(Method):
         if self.cfg.reference == "previous":
             ref_log_probs = traj.log_probs  # sampled by the start-of-epoch weights = the reference
         else:
-            ref_log_probs = self.pretrained_log_probs(batch)
+            ref_log_probs = self.pretrained_log_probs(batch, self.cfg.last_steps)
         pairs = torch.tensor(fb.pairs, dtype=torch.long).reshape(-1, 2)
         metrics = dpo_update(
             self.ctx.backbone, traj, pairs, ref_log_probs, self.ctx.lora_params, self.optimizer,
             beta=self.cfg.beta, clamp_eps=self.cfg.clamp_eps, train_batch_size=self.cfg.train_batch_size,
             grad_accum_steps=self.cfg.grad_accum_steps, timestep_fraction=self.cfg.timestep_fraction,
             max_grad_norm=self.cfg.max_grad_norm, sampler=self.ctx.sampler,
-            generator=self.ctx.generator(epoch, "dpo"),
+            generator=self.ctx.generator(epoch, "dpo"), last_steps=self.cfg.last_steps,
         )
         metrics["n_pairs"] = float(len(fb.pairs))
         metrics["train_success"] = float(fb.success.mean())
         return metrics
 
     @torch.no_grad()
-    def pretrained_log_probs(self, batch: Batch) -> torch.Tensor:
-        """Log-probs ``[N, steps]`` of every stored step under the pretrained model (adapters off)."""
+    def pretrained_log_probs(self, batch: Batch, last_steps: int | None = None) -> torch.Tensor:
+        """Log-probs ``[N, steps]`` of the stored steps under the pretrained model (adapters off):
+        every step, or only the last ``last_steps`` (the others are NaN: they are never trained,
+        and a NaN makes any use of them visible)."""
         traj = batch.traj
         backbone = self.ctx.backbone
         n, steps = traj.log_probs.shape
-        out = torch.empty_like(traj.log_probs)
+        first = 0 if last_steps is None else steps - min(steps, last_steps)
+        out = torch.full_like(traj.log_probs, float("nan"))
         chunk = self.ctx.sampler.batch_size
         with disable_lora(backbone.unet):
-            for s in range(steps):
+            for s in range(first, steps):
                 for start in range(0, n, chunk):
                     sl = slice(start, start + chunk)
                     out[sl, s] = step_log_prob(

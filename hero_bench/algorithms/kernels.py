@@ -358,14 +358,16 @@ def dpo_update(
     max_grad_norm: float,
     sampler: SamplerConfig,
     generator: torch.Generator,
+    last_steps: int | None = None,
     on_step: Callable[[dict], None] | None = None,
 ) -> dict[str, float]:
     """One D3PO training phase: per-step DPO on preference pairs against fixed reference log-probs.
 
     ``pairs`` is ``[P, 2]`` (preferred, other) batch indices; ``ref_log_probs`` ``[N, steps]`` are
     the reference policy's log-probs of every stored step.  Pairs are shuffled and cut into
-    ``train_batch_size`` chunks; each chunk trains int(steps × fraction) timesteps (a random subset
-    in random order, shared by the chunk's pairs, as the released code shares one permutation
+    ``train_batch_size`` chunks; each chunk trains int(window × fraction) timesteps, window = the
+    chain's last ``last_steps`` steps or all of them when None (a random subset of the window in
+    random order, shared by the chunk's pairs, as the released code shares one permutation
     between the two images of a pair), one backward per timestep; gradients accumulate over
     ``grad_accum_steps`` chunks × timesteps, are clipped, then AdamW steps (§3.1, §3.4).  An image
     that appears in several pairs of a chunk is run through the UNet once per timestep (its
@@ -374,7 +376,10 @@ def dpo_update(
     device = traj.latents.device
     n_pairs = int(pairs.shape[0])
     steps = traj.log_probs.shape[1]
-    k = trained_timesteps(steps, timestep_fraction)
+    # the trainable window, as in ppo_update; last_steps=None keeps the released draws bit for bit
+    window = steps if last_steps is None else min(steps, last_steps)
+    first = steps - window
+    k = trained_timesteps(window, timestep_fraction)
     meter = _Meter()
     optimizer.zero_grad(set_to_none=True)
     if n_pairs == 0:
@@ -388,7 +393,7 @@ def dpo_update(
         for c in group:
             chunk_pairs = pairs[chunks[c]]  # [b, 2]
             images, inverse = torch.unique(chunk_pairs.reshape(-1), return_inverse=True)
-            step_order = torch.randperm(steps, generator=generator)[:k]
+            step_order = torch.randperm(window, generator=generator)[:k] + first
             img_d = images.to(device)
             for s in step_order.tolist():
                 log_prob = step_log_prob(
