@@ -1,7 +1,7 @@
 """Learning regression test: every method must climb on the sanity task (`pytest -m learning`).
 
 The toy tier's `sanity` task has one global, easily seen criterion (every object drawn is red or
-yellow; the prompts name no colour), and the shipped model meets it about a quarter of the time.
+yellow; the prompts name no colour), and the shipped model meets it about a third of the time.
 A correct HERO, DDPO or D3PO with the toy preset's calibrated settings (workflows/config/tune.yaml,
 then tune-curve.yaml) raises that success by at least MIN_GAIN within LEARNING_BUDGET labels; a
 broken one (advantage sign or preference order flipped, labels shuffled, optimizer step skipped)
@@ -86,4 +86,3 @@ def test_method_climbs_on_the_sanity_task(curves, method):
     assert final - base >= MIN_GAIN, (
         f"{method}: sanity success {base:.3f} -> {final:.3f} after {f1} labels; a correct method gains "
         f">= {MIN_GAIN} (n = {N_EVAL} evaluation images)")
-

@@ -73,7 +73,7 @@ class D3POConfig:
     trainable = the last ``last_steps`` steps, or all steps when that is None."""
     last_steps: int | None = None
     """Train only the chain's last N denoising steps (the low-noise end), as ``ppo.last_steps`` does
-    for HERO and DDPO; None = all steps (the released code). Off in every preset."""
+    for HERO and DDPO; None = all steps (the released code), as in every preset."""
 
     def __post_init__(self) -> None:
         if self.group_size < 2:

@@ -72,7 +72,8 @@ class PPOConfig:
     chain); None = among all steps (both papers' code). On the toy model the first steps decide
     almost nothing of the outcome (docs/methods.md, "When is success decided"), and at PPO lr 1e-2
     training them is part of what collapsed anomaly; at lr 5e-3 the window changes nothing
-    (docs/methods.md, "Training only the steps that decide the outcome")."""
+    (docs/methods.md, "Training only the steps that decide the outcome"). The toy preset's DDPO
+    trains all of its last 10 steps (selected by the whole-curve sweep, tune-curve.yaml)."""
     target_kl: float | None = None
     """Early stop of the update phase: once an accumulation group's mean approx_kl (measured
     before its step, against the sampling policy) exceeds this value, that group is not stepped
