@@ -7,6 +7,8 @@
 #
 # Config keys: workflows/config/README.md. Rules: workflows/rules/*.smk.
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -15,9 +17,10 @@ min_version("9.0")
 # the default config only when no --configfile is given: Snakemake merges --configfile into the
 # `configfile:` one key by key, so keys only the default has (e.g. its `set:`) would leak into
 # every other config
+# (found beside this Snakefile, so `--directory` elsewhere still gets it)
 if not workflow.overwrite_configfiles:
 
-    configfile: "workflows/config/toy.yaml"
+    configfile: os.path.join(workflow.basedir, "workflows/config/toy.yaml")
 
 
 # helper functions only; nothing in it reads the config before it is validated below

@@ -125,8 +125,9 @@ def test_dry_run_plans_the_configured_grid(planned, name):
                 assert f"results/runs/{cfg['tier']}/{task}/{method}/seed{seed}/eval.csv" in out
 
 
-def test_default_config_is_toy():
-    out = snakemake("--dry-run", "--forceall").stdout
+def test_default_config_is_toy(tmp_path):
+    # in an empty working directory: the checkout's own results/ (a run in progress, say) must not matter
+    out = snakemake("--dry-run", "--forceall", "--directory", tmp_path).stdout
     cfg = load_config("toy")
     assert cfg["tier"] == "toy"
     assert planned_jobs(out)["train"] == len(cfg["tasks"]) * len(cfg["methods"]) * len(cfg["seeds"])
