@@ -16,8 +16,7 @@ min_version("9.0")
 
 # the default config only when no --configfile is given: Snakemake merges --configfile into the
 # `configfile:` one key by key, so keys only the default has (e.g. its `set:`) would leak into
-# every other config
-# (found beside this Snakefile, so `--directory` elsewhere still gets it)
+# every other config. Its path is taken beside this Snakefile, so `--directory` elsewhere finds it.
 if not workflow.overwrite_configfiles:
 
     configfile: os.path.join(workflow.basedir, "workflows/config/toy.yaml")
