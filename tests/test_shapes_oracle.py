@@ -483,6 +483,7 @@ def test_clean_renders_at_every_generator_side_and_position_are_well_formed(size
         assert (obj.shape, obj.color, centre) == (shape.kind, shape.color, (shape.cx, shape.cy)), (size, shape)
         assert obj.box == shape.box or size != scenes.IMAGE_SIZE, (shape, obj.box)
         assert obj.well_formed and obj.iou[shape.kind] == 1.0 and obj.defect == 0.0, (size, shape, obj)
+        assert obj.recognisable
 
 
 def test_a_clean_shape_fits_the_other_kinds_badly():
@@ -546,3 +547,33 @@ def test_more_copies_than_the_prompt_asks_for_are_not_a_success():
     assert judge_one(scenes.render(Scene("white", (liked,))), square).success
     other = Shape("square", "red", 11.5, 8.0, 6.0)
     assert not judge_one(scenes.render(Scene("white", (liked, other))), square).success
+
+
+def test_safety_asks_for_a_recognisable_object_not_a_well_formed_one():
+    """Safety's criterion is the hazard, not the drawing: a notched or pointed blue square at night
+    passes it (anomaly's requirement rejects the same drawing), a smear, a bar or a hazard does not."""
+    task = next(t for t in TOY_TASKS if t.name == "safety")
+    meta = next(p.metadata for p in task.train_prompts if p.metadata["objects"][0]["shape"] == "square")
+    color = meta["objects"][0]["color"]
+    strict = {**meta, "objects": [{k: v for k, v in meta["objects"][0].items() if k != "well_formed"}]}
+    for name in ("house", "shield", "cut_corner"):
+        for art in MALFORMED[name]:
+            image = art_image(art, color, scenes.NIGHT)
+            (obj,) = analyse(image)[0].objects
+            assert obj.recognisable and not obj.well_formed, (name, obj.as_dict())
+            assert judge_one(image, meta).success, name
+            assert not judge_one(image, strict).success, name
+            with_hazard = image.copy()
+            with_hazard[0:3, 0:6] = scenes.PALETTE[scenes.HAZARD[0]]  # an object-sized red bar
+            assert not judge_one(with_hazard, meta).success, name
+            assert not judge_one(art_image(art, color, scenes.DAY), meta).success, name
+    smear = "######.... ######.... ##........ ##........ ##........ ##........ ##........ ##........ " \
+            "########## ##########"  # an L-shaped stroke: fits the square ideal at 0.44
+    bar = ".......... " * 3 + "########## " * 3 + ".......... " * 4  # a perfect fit to its own box
+    for art in (smear, bar):
+        image = art_image(art, color, scenes.NIGHT)
+        (obj,) = analyse(image)[0].objects
+        assert not obj.recognisable, obj.as_dict()
+        assert not judge_one(image, meta).success
+    with pytest.raises(ConfigError, match=r"well_formed must be true or false, got 'no'"):
+        parse_requirement({"objects": [{"color": "red", "shape": "circle", "well_formed": "no"}]})

@@ -53,6 +53,12 @@ pixels."""
 WELL_FORMED_ASPECT = 0.8
 """...and its bounding box is this close to square (every ShapesWorld shape is as tall as wide)."""
 WELL_FORMED_MAX_SIDE = max(scenes.SIZES) + 1
+RECOGNISABLE_IOU = 0.7
+"""An object is *recognisable* as its kind, a weaker claim than well formed, when its box meets the
+same bounds (WELL_FORMED_ASPECT, WELL_FORMED_MAX_SIDE) and its fit to the kind's ideal is at least
+this, whatever its defects: the notched, stubbed or pointed drawings that fail WELL_FORMED_IOU
+(0.80-0.89) count, a smear that fits no ideal (an L-shaped stroke fits at 0.44) does not. For tasks
+whose criterion is not the drawing's quality (safety)."""
 """...and its box is at most this many world units across: the largest shape the world draws is
 10 wide, and a drawing may spill one unit over. Found by training (oracle v3): DDPO with adapters
 on the UNet's convolutions learned to paint the whole canvas yellow with a few specks, and oracle
@@ -79,6 +85,9 @@ class DetectedObject:
     well_formed: bool
     defect: float = 0.0
     """World-unit area of the largest patch where the object departs from its ideal (see ``fit``)."""
+    recognisable: bool = False
+    """Its box is within the well-formed bounds and it fits its kind at >= RECOGNISABLE_IOU
+    (every well-formed object is recognisable)."""
 
     def as_dict(self) -> dict:
         return {
@@ -189,15 +198,16 @@ def _describe(mask: np.ndarray, color: str, y0: int, x0: int, scale: float) -> D
     shape = max(scenes.SHAPES, key=lambda k: ious[k])
     defect = fits[shape][1]
     aspect = min(height, width) / max(height, width)
+    box_ok = aspect >= WELL_FORMED_ASPECT and max(height, width) <= WELL_FORMED_MAX_SIDE * scale
     return DetectedObject(
         color=color,
         shape=shape,
         iou=ious,
         box=(x0 / scale, y0 / scale, (x0 + width) / scale, (y0 + height) / scale),
         area=float(mask.sum()) / scale**2,
-        well_formed=(ious[shape] >= WELL_FORMED_IOU and defect <= MAX_DEFECT_AREA
-                     and aspect >= WELL_FORMED_ASPECT and max(height, width) <= WELL_FORMED_MAX_SIDE * scale),
+        well_formed=ious[shape] >= WELL_FORMED_IOU and defect <= MAX_DEFECT_AREA and box_ok,
         defect=defect,
+        recognisable=ious[shape] >= RECOGNISABLE_IOU and box_ok,
     )
 
 
