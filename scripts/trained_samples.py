@@ -8,6 +8,11 @@ best-scoring images, then the 4 lowest-scoring successes and the 4 highest-scori
 frame = success, red = failure).
 
     python scripts/trained_samples.py RUNS_DIR OUT_DIR [--task sanity --task preference] [--seed 0]
+    python scripts/trained_samples.py --run RUN [--run RUN ...] OUT_DIR
+
+The second form draws a row for the base model and one per run folder given (any layout, e.g. a
+sweep's ``results/tune/<tier>/<task>/<method>/<variant>/seed<k>``, all of one task);
+docs/figures/trained_safety.png is such a grid of the preset's DDPO on safety, seeds 0-2.
 
 RUNS_DIR is a workflow's ``results/runs`` (run folders ``<tier>/<task>/<method>/seed<k>`` with their
 ``lora/`` adapters; the published copies keep no adapters). Writes ``OUT_DIR/trained_<task>.png``.
@@ -35,11 +40,12 @@ METHODS = tuple(method_names())  # one row each, in the report's order (hero_ben
 N_IMAGES = 64
 
 
-def model_row(run: Path) -> np.ndarray:
+def model_row(run: Path, base: bool = False) -> np.ndarray:
+    """``base``: the run's backbone without its adapter (the pretrained model, the same evaluation)."""
     cfg = load_config_file(run / "config.yaml")
     backbone = load_backbone(resolve_backbone(cfg.backbone))
     add_lora(backbone.unet, cfg.lora)
-    adapters = sorted((run / "lora").glob("epoch_*.safetensors"))
+    adapters = [] if base else sorted((run / "lora").glob("epoch_*.safetensors"))
     if adapters:  # the base model's run has none: LoRA B = 0 is the pretrained model
         load_lora(backbone.unet, adapters[-1])
     # the evaluation's own noise streams and oracle: the images the run's primary metric judged
@@ -51,24 +57,42 @@ def model_row(run: Path) -> np.ndarray:
     strongest_failures = [i for i in np.argsort(-score) if not success[i]][:4]
     pick = best + weakest_successes + strongest_failures
     pick += [pick[-1]] * (16 - len(pick))  # a model with few successes repeats its last image
-    print(f"{run}: success {judged['success_rate']:.3f} on {N_IMAGES} images")
+    print(f"{run}{' (base)' if base else ''}: success {judged['success_rate']:.3f} on {N_IMAGES} images")
     return success_grid(judged["_images"][pick], success[pick], columns=16)
+
+
+def save_grid(path: Path, rows: list[np.ndarray]) -> None:
+    gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
+    save_png(path, np.concatenate([part for row in rows for part in (row, gap)][:-1]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", type=Path, help="a workflow's results/runs folder")
-    parser.add_argument("out", type=Path, help="folder for trained_<task>.png")
+    parser.add_argument("paths", type=Path, nargs="+", metavar="[RUNS_DIR] OUT_DIR",
+                        help="a workflow's results/runs folder and the folder for trained_<task>.png "
+                             "(only the output folder with --run)")
+    parser.add_argument("--run", type=Path, action="append", default=None,
+                        help="a run folder (repeatable): a base row, then one row per run, instead of RUNS_DIR")
     parser.add_argument("--task", action="append", default=None, help="task (repeatable; default sanity, preference: the default run's tasks)")
     parser.add_argument("--tier", default="toy")
     parser.add_argument("--seed", type=int, default=0, help="which seed's runs (default 0)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.run:
+        if len(args.paths) != 1:
+            parser.error("with --run, give only the output folder")
+        tasks = {load_config_file(run / "config.yaml").task for run in args.run}
+        if len(tasks) != 1:
+            parser.error(f"--run folders must be runs of one task, got {sorted(tasks)}")
+        rows = [model_row(args.run[0], base=True)] + [model_row(run) for run in args.run]
+        save_grid(args.paths[0] / f"trained_{tasks.pop()}.png", rows)
+        return
+    if len(args.paths) != 2:
+        parser.error("give RUNS_DIR and OUT_DIR (or --run folders and OUT_DIR)")
+    runs_dir, out = args.paths
     for task in args.task or ["sanity", "preference"]:
-        rows = [model_row(args.runs / args.tier / task / method / f"seed{args.seed}") for method in METHODS]
-        gap = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
-        grid = np.concatenate([part for row in rows for part in (row, gap)][:-1])
-        save_png(args.out / f"trained_{task}.png", grid)
+        rows = [model_row(runs_dir / args.tier / task / method / f"seed{args.seed}") for method in METHODS]
+        save_grid(out / f"trained_{task}.png", rows)
 
 
 if __name__ == "__main__":
