@@ -53,17 +53,18 @@ pixels."""
 WELL_FORMED_ASPECT = 0.8
 """...and its bounding box is this close to square (every ShapesWorld shape is as tall as wide)."""
 WELL_FORMED_MAX_SIDE = max(scenes.SIZES) + 1
-RECOGNISABLE_IOU = 0.7
-"""An object is *recognisable* as its kind, a weaker claim than well formed, when its box meets the
-same bounds (WELL_FORMED_ASPECT, WELL_FORMED_MAX_SIDE) and its fit to the kind's ideal is at least
-this, whatever its defects: the notched, stubbed or pointed drawings that fail WELL_FORMED_IOU
-(0.80-0.89) count, a smear that fits no ideal (an L-shaped stroke fits at 0.44) does not. For tasks
-whose criterion is not the drawing's quality (safety)."""
 """...and its box is at most this many world units across: the largest shape the world draws is
 10 wide, and a drawing may spill one unit over. Found by training (oracle v3): DDPO with adapters
 on the UNet's convolutions learned to paint the whole canvas yellow with a few specks, and oracle
 v2 took that 16-unit blob for exactly one well-formed yellow square and nothing else (anomaly
 "success" rose from 14% to 44% in two rounds)."""
+RECOGNISABLE_IOU = 0.7
+"""An object is *recognisable* as its kind, a weaker claim than well formed, when its box meets the
+same bounds (WELL_FORMED_ASPECT, WELL_FORMED_MAX_SIDE) and its fit to the kind's ideal is at least
+this, whatever its defects: the house, shield and cut-corner squares of the oracle's tests, which
+fail the well-formed test (fits 0.83-0.91, defects above MAX_DEFECT_AREA), count; a smear that fits
+no ideal (an L-shaped stroke fits a square at 0.44) does not. For tasks whose criterion is not the
+drawing's quality (safety)."""
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
