@@ -10,6 +10,10 @@ does not move a task is often facing one dominant failure; this says which.
     python scripts/failure_breakdown.py anomaly relation --n 256 --seed 777
     python scripts/failure_breakdown.py anomaly --run results/runs/toy/anomaly/ddpo/seed0
 
+For a task whose objects need only be recognisable (safety) it also counts the successes whose
+object is well formed too: whether training took the task's criterion or the room the lenient
+shape check leaves.
+
 docs/methods.md ("The designed tasks on the four-stage model") quotes its anomaly and relation
 counts at --n 256 --seed 777.
 """
@@ -36,7 +40,14 @@ def breakdown(judged: JudgedImages, task) -> str:
     lines = [f"{task.name}: {int(judged.success.sum())} of {n} succeed"]
     by_prompt: dict[str, Counter] = {}
     objects, debris, single = Counter(), Counter(), Counter()
+    lenient_successes = lenient_well_formed = 0  # tasks whose objects need only be recognisable (safety)
     for prompt, r in zip(judged.prompts, judged.results):
+        lenient = [o for o in prompt.metadata.get("objects") or [] if o.get("well_formed") is False]
+        if r.success and lenient:
+            lenient_successes += 1
+            lenient_well_formed += any(o["well_formed"] and o["shape"] == want["shape"]
+                                       and want.get("color") in (None, o["color"])
+                                       for want in lenient for o in r.details["objects"])
         failed = tuple(sorted(name for name, met in r.details["conditions"].items() if not met))
         by_prompt.setdefault(prompt.text, Counter())[failed] += 1
         objs = r.details["objects"]
@@ -56,6 +67,9 @@ def breakdown(judged: JudgedImages, task) -> str:
             lines.append(f"    {k:4d}  " + (f"failed: {', '.join(failed)}" if failed else "succeed"))
     lines.append(f"  objects per image: {dict(sorted(objects.items()))}; "
                  f"specks per image (3 = 3 or more): {dict(sorted(debris.items()))}")
+    if lenient_successes:
+        lines.append(f"  successes whose recognisable object is also well formed: "
+                     f"{lenient_well_formed} of {lenient_successes}")
     if single:
         lines.append(f"  failures whose one object is the requested colour and shape: {dict(single)}")
     return "\n".join(lines)
