@@ -35,6 +35,11 @@ from hero_bench.tasks import get_task
 from hero_bench.toyworld.base_rates import toy_sampler_config
 
 
+def _is_requested(obj: dict, want: dict) -> bool:
+    """A detected object (``details["objects"]`` entry) has the kind and colour a prompt's object spec asks."""
+    return obj["shape"] == want["shape"] and want.get("color") in (None, obj["color"])
+
+
 def breakdown(judged: JudgedImages, task) -> str:
     n = len(judged.results)
     lines = [f"{task.name}: {int(judged.success.sum())} of {n} succeed"]
@@ -42,22 +47,19 @@ def breakdown(judged: JudgedImages, task) -> str:
     objects, debris, single = Counter(), Counter(), Counter()
     lenient_successes = lenient_well_formed = 0  # tasks whose objects need only be recognisable (safety)
     for prompt, r in zip(judged.prompts, judged.results):
-        lenient = [o for o in prompt.metadata.get("objects") or [] if o.get("well_formed") is False]
-        if r.success and lenient:
-            lenient_successes += 1
-            lenient_well_formed += any(o["well_formed"] and o["shape"] == want["shape"]
-                                       and want.get("color") in (None, o["color"])
-                                       for want in lenient for o in r.details["objects"])
         failed = tuple(sorted(name for name, met in r.details["conditions"].items() if not met))
         by_prompt.setdefault(prompt.text, Counter())[failed] += 1
         objs = r.details["objects"]
         objects[len(objs)] += 1
         debris[min(len(r.details["debris"]), 3)] += 1
         spec = prompt.metadata.get("objects") or []
+        lenient = [want for want in spec if want.get("well_formed") is False]
+        if r.success and lenient:
+            lenient_successes += 1
+            lenient_well_formed += any(o["well_formed"] and _is_requested(o, want) for want in lenient for o in objs)
         if not r.success and len(objs) == 1 and len(spec) == 1 and spec[0].get("count", 1) == 1:
-            want = spec[0]
             o = objs[0]
-            if o["shape"] == want["shape"] and want.get("color") in (None, o["color"]):
+            if _is_requested(o, spec[0]):
                 single["well formed, with a speck" if o["well_formed"] and r.details["debris"]
                        else "malformed, no speck" if not r.details["debris"]
                        else "malformed, with a speck"] += 1
