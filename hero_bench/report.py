@@ -18,6 +18,7 @@ from hero_bench.runs_table import ResultsFormatError, gather
 from hero_bench.summary import (
     AGGREGATE_TASK,
     DEFAULT_ALPHA,
+    DEFAULT_GAIN,
     DEFAULT_REPS,
     DEFAULT_SEED,
     DEFAULT_THRESHOLD,
@@ -28,6 +29,6 @@ from hero_bench.summary import (
 from hero_bench.summary_tables import render_markdown
 
 __all__ = [
-    "AGGREGATE_TASK", "DEFAULT_ALPHA", "DEFAULT_REPS", "DEFAULT_SEED", "DEFAULT_THRESHOLD", "SUMMARY_COLUMNS",
+    "AGGREGATE_TASK", "DEFAULT_ALPHA", "DEFAULT_GAIN", "DEFAULT_REPS", "DEFAULT_SEED", "DEFAULT_THRESHOLD", "SUMMARY_COLUMNS",
     "ResultsFormatError", "default_budgets", "gather", "render_markdown", "summarise",
 ]

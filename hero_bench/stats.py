@@ -1,5 +1,6 @@
 """Statistics for feedback-efficiency tables: IQM, stratified bootstrap CIs, probability of
-improvement, normalised AUC, censored feedback-to-threshold and the HERO-vs-D3PO feedback ratio.
+improvement, normalised AUC, censored feedback to a threshold (a success rate, or a gain over the run's own base success) and
+the HERO-vs-D3PO feedback ratio.
 
 Plain numpy/scipy re-implementations of what rliable (Agarwal et al., NeurIPS 2021) computes, so
 the project does not depend on rliable.  Conventions (documented for users in ``docs/metrics.md``):
@@ -233,6 +234,24 @@ def feedback_to_threshold(
         return ThresholdResult(float(f[hit[0]]), True)
     cap = float(budget) if budget is not None else float(f[-1])
     return ThresholdResult(cap, False)
+
+
+def feedback_to_gain(
+    feedback: Sequence[float], success: Sequence[float], gain: float, budget: float | None = None
+) -> ThresholdResult:
+    """The first checkpoint whose success is at least the run's own base success + ``gain``.
+
+    The base success is the run's checkpoint at feedback 0 (the pretrained model on the run's
+    evaluation noise), so tasks whose base rates differ are compared on the same footing: a fixed
+    threshold below a task's base rate is "reached" at 0 feedback and says nothing.  Censoring as
+    in ``feedback_to_threshold``.
+    """
+    if not gain > 0:
+        raise ValueError(f"gain must be > 0, got {gain}")
+    f, s = _curve(feedback, success)
+    if f[0] != 0:
+        raise ValueError(f"the curve must start at feedback 0 (the base model); first checkpoint is {f[0]:g}")
+    return feedback_to_threshold(f, s, float(s[0]) + gain, budget)
 
 
 def censored_median(values: Sequence[float], reached: Sequence[bool]) -> tuple[float, bool]:

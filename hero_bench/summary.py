@@ -28,6 +28,8 @@ HERO = "hero"
 D3PO = "d3po"
 AGGREGATE_TASK = "all-tasks"
 DEFAULT_THRESHOLD = 0.5
+# the gain the toy tier's learnability bar asks of a learner (docs/metrics.md, feedback to gain)
+DEFAULT_GAIN = 0.15
 DEFAULT_REPS = 2000
 DEFAULT_SEED = 0
 DEFAULT_ALPHA = 0.05
@@ -38,10 +40,11 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "tier",
     "task",
     "method",
-    "metric",  # success | transfer | auc | feedback_to_threshold | prob_improvement | feedback_ratio
+    "metric",  # success | transfer | auc | feedback_to_threshold | feedback_to_gain | prob_improvement | feedback_ratio
     "budget",  # feedback budget the value is read at (success) or computed up to (others)
     "baseline",  # prob_improvement, feedback_ratio: the method compared against
-    "threshold",  # feedback_to_threshold: the success threshold; feedback_ratio: the target success
+    "threshold",  # feedback_to_threshold: the success threshold; feedback_to_gain: the gain over the
+    # run's base success; feedback_ratio: the target success
     "n_seeds",
     "n_seeds_baseline",
     "estimate",
@@ -146,8 +149,10 @@ def _spread(values: np.ndarray) -> tuple[float, float]:
 class _TierSummary:
     """The summary rows of one tier: its runs by task and method, and one method per metric."""
 
-    def __init__(self, tier: str, tdf: pd.DataFrame, grid: Sequence[int], threshold: float, boot: dict):
+    def __init__(self, tier: str, tdf: pd.DataFrame, grid: Sequence[int], threshold: float, gain: float,
+                 boot: dict):
         self.tier, self.grid, self.final, self.threshold = tier, list(grid), int(grid[-1]), threshold
+        self.gain = gain
         self.boot = boot  # reps, alpha, seed of every bootstrap
         self.common = dict(ci_level=1 - boot["alpha"], bootstrap_reps=boot["reps"], bootstrap_seed=boot["seed"])
         self.runs: dict[str, dict[str, list[_Run]]] = {}  # task -> method -> runs
@@ -208,7 +213,7 @@ class _TierSummary:
 
     # -- per task ---------------------------------------------------------------------------
     def method_rows(self, task: str, method: str) -> None:
-        """success and transfer curves; for a trained method also AUC and feedback to threshold."""
+        """success and transfer curves; for a trained method also AUC and feedback to threshold and to gain."""
         rs = self.runs[task][method]
         p = self.prov(task, method)
         self.curve(task, method, "success", {task: rs}, p)
@@ -223,11 +228,13 @@ class _TierSummary:
         mean, std = _spread(aucs)
         self.add(task, method, "auc", budget=self.final, n_seeds=len(rs), estimate=ci.estimate,
                  ci_low=ci.low, ci_high=ci.high, mean=mean, std=std, feedback_max=fmax, n_tasks=1, **p)
-        hits = [stats.feedback_to_threshold(r.feedback, r.success, self.threshold, self.final) for r in rs]
-        med, cens = stats.censored_median([h.feedback for h in hits], [h.reached for h in hits])
-        self.add(task, method, "feedback_to_threshold", budget=self.final, threshold=self.threshold,
-                 n_seeds=len(rs), estimate=med, censored=cens, n_reached=int(sum(h.reached for h in hits)),
-                 feedback_max=fmax, n_tasks=1, **p)
+        for metric, value, first_hit in (("feedback_to_threshold", self.threshold, stats.feedback_to_threshold),
+                                         ("feedback_to_gain", self.gain, stats.feedback_to_gain)):
+            hits = [first_hit(r.feedback, r.success, value, self.final) for r in rs]
+            med, cens = stats.censored_median([h.feedback for h in hits], [h.reached for h in hits])
+            self.add(task, method, metric, budget=self.final, threshold=value, n_seeds=len(rs), estimate=med,
+                     censored=cens, n_reached=int(sum(h.reached for h in hits)), feedback_max=fmax, n_tasks=1,
+                     **p)
 
     def prob_improvement(self, task: str) -> None:
         """P(HERO > other) at the final budget, against every other method of the task."""
@@ -291,7 +298,7 @@ class _TierSummary:
                      n_tasks=len(tasks), **self.prov(AGGREGATE_TASK, hero))
 
 
-def _checked_budgets(df: pd.DataFrame, budgets: Sequence[int] | None, threshold: float, reps: int,
+def _checked_budgets(df: pd.DataFrame, budgets: Sequence[int] | None, threshold: float, gain: float, reps: int,
                      alpha: float) -> list[int] | None:
     """The sorted distinct budgets (None: each tier's default grid), after checking every argument."""
     if df.empty:
@@ -301,6 +308,8 @@ def _checked_budgets(df: pd.DataFrame, budgets: Sequence[int] | None, threshold:
         raise ResultsFormatError(f"results table lacks column(s) {', '.join(missing)}")
     if not 0 <= threshold <= 1:
         raise ResultsFormatError(f"threshold must be a success rate in [0, 1], got {threshold}")
+    if not 0 < gain <= 1:
+        raise ResultsFormatError(f"gain must be a success-rate difference in (0, 1], got {gain}")
     if int(reps) < 1:
         raise ResultsFormatError(f"bootstrap reps must be >= 1, got {reps}")
     if not 0 < alpha < 1:
@@ -317,6 +326,7 @@ def summarise(
     df: pd.DataFrame,
     budgets: Sequence[int] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    gain: float = DEFAULT_GAIN,
     reps: int = DEFAULT_REPS,
     seed: int = DEFAULT_SEED,
     alpha: float = DEFAULT_ALPHA,
@@ -328,16 +338,17 @@ def summarise(
     and std), ``transfer`` (the same for the held-out prompts, column ``transfer_success_rate``;
     only for groups whose runs have transfer values, n_seeds counting those runs), ``auc`` (normalised area under the step curve up to the final
     budget), ``feedback_to_threshold`` (censored median over seeds, and how many reached it),
+    ``feedback_to_gain`` (the same for reaching the run's base success + ``gain``),
     ``prob_improvement`` (HERO vs each other method at the final budget) and ``feedback_ratio``
     (D3PO's final feedback / HERO's feedback to match D3PO's final success).  Rows with task
     ``all-tasks`` aggregate over the tasks every trained method has (stratified bootstrap).
     """
-    budgets = _checked_budgets(df, budgets, threshold, reps, alpha)
+    budgets = _checked_budgets(df, budgets, threshold, gain, reps, alpha)
     boot = dict(reps=int(reps), alpha=float(alpha), seed=int(seed))
     rows: list[dict] = []
     for tier, tdf in df.groupby("tier", sort=True):
         grid = budgets if budgets is not None else default_budgets(tdf)
-        rows += _TierSummary(tier, tdf, grid, threshold, boot).summary_rows()
+        rows += _TierSummary(tier, tdf, grid, threshold, gain, boot).summary_rows()
 
     out = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     out["censored"] = out["censored"].astype("boolean")

@@ -2,8 +2,8 @@
 
 ``render_markdown`` writes, per tier, one table per metric, led by the primary metric: success on
 the task's own prompts at each budget with the normalised AUC; then transfer (held-out prompts),
-feedback to threshold, probability of improvement, the HERO-vs-D3PO feedback ratio and the
-provenance of the runs.  Each table is one function below.
+feedback to threshold, feedback to gain over the base model, probability of improvement, the
+HERO-vs-D3PO feedback ratio and the provenance of the runs.  Each table is one function below.
 """
 
 from __future__ import annotations
@@ -188,18 +188,15 @@ def _transfer_table(tier: _Tier) -> list[str]:
             + _table(header, body) + ["", caption + "*", ""])
 
 
-def _threshold_table(tier: _Tier) -> list[str]:
-    """Feedback to reach the success threshold, censoring shown as ``> 512 (2/5 reached)``."""
-    ftt, final = tier.metric("feedback_to_threshold"), tier.final
-    if ftt.empty:
-        return []
-    thr = float(ftt.threshold.iloc[0])
-    f_methods = [m for m in tier.methods if m in set(ftt.method)]
+def _censored_feedback_rows(tier: _Tier, metric: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a censored-feedback metric: per task and method the median with
+    censoring shown as ``> 512 (2/5 reached)``."""
+    f_methods = [m for m in tier.methods if m in set(metric.method)]
     body = []
-    for task in [x for x in tier.tasks if x in set(ftt.task)]:
+    for task in [x for x in tier.tasks if x in set(metric.task)]:
         cells = []
         for m in f_methods:
-            g = ftt[(ftt.task == task) & (ftt.method == m)]
+            g = metric[(metric.task == task) & (metric.method == m)]
             if g.empty:
                 cells.append("—")
                 continue
@@ -207,13 +204,42 @@ def _threshold_table(tier: _Tier) -> list[str]:
             value = f"> {_fb(r.estimate)}" if _is_true(r.censored) else _fb(r.estimate)
             cells.append(f"{value} ({int(r.n_reached)}/{int(r.n_seeds)} reached)")
         body.append([_task_label(task)] + cells)
-    return [f"### Feedback to reach success ≥ {thr:g}", ""] + _table(
-        ["task"] + [_esc(method_label(m)) for m in f_methods], body) + [
+    return ["task"] + [_esc(method_label(m)) for m in f_methods], body
+
+
+def _censoring_caption(final: int) -> str:
+    return (f"looking at checkpoints up to {final} feedback. Seeds that never reach it are censored "
+            f"(counted as needing more than {final}), never dropped; '> {final}' means the median seed "
+            f"did not reach it. (k/n reached) counts the seeds that did. {UNIT}")
+
+
+def _threshold_table(tier: _Tier) -> list[str]:
+    """Feedback to reach the success threshold, censoring shown as ``> 512 (2/5 reached)``."""
+    ftt = tier.metric("feedback_to_threshold")
+    if ftt.empty:
+        return []
+    thr = float(ftt.threshold.iloc[0])
+    header, body = _censored_feedback_rows(tier, ftt)
+    return [f"### Feedback to reach success ≥ {thr:g}", ""] + _table(header, body) + [
         "",
         f"*Median over seeds of the feedback at the first checkpoint whose success is ≥ {thr:g}, "
-        f"looking at checkpoints up to {final} feedback. Seeds that never reach it are censored "
-        f"(counted as needing more than {final}), never dropped; '> {final}' means the median seed "
-        f"did not reach it. (k/n reached) counts the seeds that did. {UNIT}*",
+        f"{_censoring_caption(tier.final)}*",
+        "",
+    ]
+
+
+def _gain_table(tier: _Tier) -> list[str]:
+    """Feedback to gain a fixed margin over the base model's success, censored as above."""
+    ftg = tier.metric("feedback_to_gain")
+    if ftg.empty:
+        return []
+    gain = float(ftg.threshold.iloc[0])
+    header, body = _censored_feedback_rows(tier, ftg)
+    return [f"### Feedback to gain {gain:+g} over the base model", ""] + _table(header, body) + [
+        "",
+        f"*Median over seeds of the feedback at the first checkpoint whose success is at least the run's "
+        f"success at 0 feedback (the base model on the same evaluation noise) + {gain:g}: unlike a fixed "
+        f"threshold, the same demand on tasks whose base rates differ; {_censoring_caption(tier.final)}*",
         "",
     ]
 
@@ -290,16 +316,17 @@ def _provenance_table(tier: _Tier) -> list[str]:
         "", f"*Bootstrap: {tier.reps} resamples, seed {tier.bseed}, {tier.level}% percentile intervals.*", ""]
 
 
-TABLES = (_success_table, _transfer_table, _threshold_table, _prob_improvement_table, _feedback_ratio_table,
-          _provenance_table)
+TABLES = (_success_table, _transfer_table, _threshold_table, _gain_table, _prob_improvement_table,
+          _feedback_ratio_table, _provenance_table)
 """The tables of a tier, in order; each returns its Markdown lines (none when the metric is absent)."""
 
 
 def render_markdown(summary: pd.DataFrame) -> str:
     """Markdown tables of a ``summarise`` result, led by the primary metric: success on the task's own
     prompts at each budget (``IQM [lo, hi]``) with the normalised AUC; then, when the runs have it,
-    transfer (success on the held-out prompts) at each budget; feedback to threshold (censoring shown as ``> 512 (2/5 reached)``), probability
-    of improvement, the HERO-vs-D3PO feedback ratio, and provenance; each with a caption."""
+    transfer (success on the held-out prompts) at each budget; feedback to threshold and to gain over
+    the base model (censoring shown as ``> 512 (2/5 reached)``), probability of improvement, the
+    HERO-vs-D3PO feedback ratio, and provenance; each with a caption."""
     if summary.empty:
         raise ResultsFormatError("empty summary: nothing to render")
     out = ["# Feedback-efficiency summary", ""]

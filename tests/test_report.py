@@ -238,6 +238,25 @@ def test_auc_and_feedback_to_threshold(summary):
     assert summary[(summary.metric == "feedback_to_threshold") & (summary.method == "base")].empty
 
 
+def test_feedback_to_gain_is_measured_from_each_task_s_base(summary, runs):
+    # the default gain 0.15 over the run's own feedback-0 success, whatever the task's base rate:
+    # DDPO (+0.025 per epoch) needs 6 epochs = 384 on every task, D3PO (+0.04) 4 groups of 63
+    for task in TASKS:
+        ddpo = pick(summary, metric="feedback_to_gain", task=task, method="ddpo")
+        assert ddpo.threshold == report.DEFAULT_GAIN == 0.15
+        assert ddpo.estimate == 384 and ddpo.n_reached == 5 and not bool(ddpo.censored)
+        assert pick(summary, metric="feedback_to_gain", task=task, method="d3po").estimate == 4 * 63
+    # hero gains 0.075 k + 0.01 (seed - 2) at epoch k: seeds 0-1 need 3 epochs, seeds 2-4 need 2
+    needed = [64 * next(k for k in range(1, 9) if hero_success(0.1, k, s) - 0.1 >= 0.15 - 1e-9) for s in SEEDS]
+    hero = pick(summary, metric="feedback_to_gain", task="anomaly", method="hero")
+    assert hero.estimate == np.median(needed) == 128
+    # a gain no run reaches within the budget is censored for every seed, never dropped
+    s = report.summarise(runs, budgets=BUDGETS, gain=0.5, reps=10)
+    ddpo = pick(s, metric="feedback_to_gain", task="relation", method="ddpo")
+    assert bool(ddpo.censored) and ddpo.n_reached == 0 and ddpo.estimate == 512
+    assert s[(s.metric == "feedback_to_gain") & (s.method == "base")].empty
+
+
 def test_probability_of_improvement_and_feedback_ratio(summary):
     poi = summary[summary.metric == "prob_improvement"]
     assert set(poi.method) == {"hero"} and set(poi.baseline) == {"base", "ddpo", "d3po"}
@@ -284,6 +303,9 @@ def test_summarise_errors(runs):
         report.summarise(no_base, budgets=BUDGETS, reps=10)
     with pytest.raises(report.ResultsFormatError, match="threshold"):
         report.summarise(runs, budgets=BUDGETS, threshold=2.0, reps=10)
+    for gain in (0.0, -0.1, 1.5):
+        with pytest.raises(report.ResultsFormatError, match=r"gain must be a success-rate difference in \(0, 1\]"):
+            report.summarise(runs, budgets=BUDGETS, gain=gain, reps=10)
     with pytest.raises(report.ResultsFormatError, match="budgets"):
         report.summarise(runs, budgets=[0, 128], reps=10)
 
@@ -364,11 +386,15 @@ def test_cli_gather_and_report(eval_csvs, tmp_path, capsys):
     assert len(pd.read_csv(runs_csv)) == sum(len(run_rows(t, m, s)) for t in TASKS for m in ("base", *CURVES) for s in SEEDS)
     out = tmp_path / "results"
     assert main(["report", "--runs", str(runs_csv), "--out-dir", str(out), "--budgets", "512,128,256,384",
-                 "--threshold", "0.5", "--reps", "50", "--seed", "3"]) == 0
+                 "--threshold", "0.5", "--gain", "0.3", "--reps", "50", "--seed", "3"]) == 0
     summary = pd.read_csv(out / "summary" / "summary.csv")
     assert set(summary[summary.metric == "success"].budget) == {0, 128, 256, 384, 512}
     assert set(summary.bootstrap_seed) == {3} and set(summary.bootstrap_reps) == {50}
-    assert "> 512 (2/5 reached)" in (out / "tables" / "summary.md").read_text()
+    md = (out / "tables" / "summary.md").read_text()
+    assert "> 512 (2/5 reached)" in md
+    # --gain reaches the table: D3PO gains 0.3 at its 8th group (0.32) on seeds 0-1 only
+    assert "### Feedback to gain +0.3 over the base model" in md
+    assert set(summary[summary.metric == "feedback_to_gain"].threshold) == {0.3}
     for png in ("success_vs_feedback.png", "final_success.png"):
         assert (out / "figures" / png).stat().st_size > 0
 
@@ -391,8 +417,8 @@ def test_cli_defaults_match_the_library_and_help_stays_light():
 
     from hero_bench.commands import report as cmd
 
-    assert (cmd.DEFAULT_THRESHOLD, cmd.DEFAULT_REPS, cmd.DEFAULT_SEED) == (
-        report.DEFAULT_THRESHOLD, report.DEFAULT_REPS, report.DEFAULT_SEED)
+    assert (cmd.DEFAULT_THRESHOLD, cmd.DEFAULT_GAIN, cmd.DEFAULT_REPS, cmd.DEFAULT_SEED) == (
+        report.DEFAULT_THRESHOLD, report.DEFAULT_GAIN, report.DEFAULT_REPS, report.DEFAULT_SEED)
     code = ("import sys; from hero_bench.commands import gather, report; import argparse; "
             "p = argparse.ArgumentParser(); report.add_arguments(p); gather.add_arguments(p.add_subparsers().add_parser('g')); "
             "print('pandas' in sys.modules, 'matplotlib' in sys.modules)")

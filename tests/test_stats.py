@@ -195,3 +195,18 @@ def test_mean_t_ci_one_value_is_unbounded_and_bad_input_is_refused():
     for bad in ([], [0.1, float("nan")], [[0.1, 0.2]]):
         with pytest.raises(ValueError, match="mean_t_ci"):
             stats.mean_t_ci(bad)
+
+
+def test_feedback_to_gain_counts_from_the_run_s_own_base():
+    f = [0, 64, 128, 192]
+    # a base at 0.45: a fixed threshold of 0.4 is "reached" at 0, a gain of 0.15 only at 0.60
+    s = [0.45, 0.5, 0.61, 0.7]
+    assert stats.feedback_to_threshold(f, s, 0.4) == stats.ThresholdResult(0, True)
+    assert stats.feedback_to_gain(f, s, 0.15) == stats.ThresholdResult(128, True)
+    assert stats.feedback_to_gain(f, [0.2, 0.3, 0.35, 0.36], 0.15) == stats.ThresholdResult(128, True)
+    assert stats.feedback_to_gain(f, s, 0.3, budget=256) == stats.ThresholdResult(256, False)
+    assert stats.feedback_to_gain(f, [0.5, 0.4, 0.45, 0.5], 0.05) == stats.ThresholdResult(192, False)
+    with pytest.raises(ValueError, match="feedback 0"):
+        stats.feedback_to_gain([64, 128], [0.2, 0.5], 0.15)
+    with pytest.raises(ValueError, match="gain must be > 0"):
+        stats.feedback_to_gain(f, s, 0.0)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from hero_bench.io import atomic_write_text
 
-HELP = "summary tables (IQM, bootstrap CIs, feedback-to-threshold) and figures from runs.csv"
+HELP = "summary tables (IQM, bootstrap CIs, feedback to threshold and to gain) and figures from runs.csv"
 DESCRIPTION = """\
 Summarise a runs table written by `hero-bench gather` into feedback-efficiency results:
 success at each feedback budget (IQM over seeds with a 95% stratified bootstrap CI), normalised
-area under the success-feedback curve, censored feedback-to-threshold, probability that HERO
+area under the success-feedback curve, censored feedback to reach a success threshold and to
+gain a margin over the base model's success, probability that HERO
 improves on each baseline, and the HERO-vs-D3PO feedback ratio (see docs/metrics.md).
 
 A run's success at budget B is that of its last checkpoint with feedback_used <= B (step
@@ -47,6 +48,7 @@ def _budgets(text: str) -> list[int]:
 
 # the defaults of hero_bench.report.summarise, repeated so that `--help` does not import pandas
 DEFAULT_THRESHOLD = 0.5
+DEFAULT_GAIN = 0.15
 DEFAULT_REPS = 2000
 DEFAULT_SEED = 0
 
@@ -63,6 +65,11 @@ def add_arguments(parser) -> None:
         "--threshold", type=float, default=DEFAULT_THRESHOLD,
         help=f"success rate for feedback-to-threshold (default {DEFAULT_THRESHOLD})",
     )
+    parser.add_argument(
+        "--gain", type=float, default=DEFAULT_GAIN,
+        help="success gain over each run's own base success (its checkpoint at 0 feedback) for "
+        f"feedback-to-gain, in (0, 1] (default {DEFAULT_GAIN})",
+    )
     parser.add_argument("--reps", type=int, default=DEFAULT_REPS, help=f"bootstrap resamples (default {DEFAULT_REPS})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"bootstrap seed (default {DEFAULT_SEED})")
 
@@ -73,7 +80,8 @@ def run(args) -> int:
     from hero_bench.report import gather, render_markdown, summarise
 
     df = gather([args.runs])
-    summary = summarise(df, budgets=args.budgets, threshold=args.threshold, reps=args.reps, seed=args.seed)
+    summary = summarise(df, budgets=args.budgets, threshold=args.threshold, gain=args.gain, reps=args.reps,
+                        seed=args.seed)
     out = Path(args.out_dir)
     atomic_write_text(out / SUMMARY_CSV, summary.to_csv(index=False))
     atomic_write_text(out / SUMMARY_MD, render_markdown(summary))

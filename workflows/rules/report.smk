@@ -49,6 +49,7 @@ rule report:
         out_dir=report_out_dir,
         budgets=report_budgets(),
         threshold=config["report"]["threshold"],
+        gain=config["report"]["gain"],
         reps=config["report"]["bootstrap_reps"],
         seed=config["report"]["bootstrap_seed"],
     threads: 1
@@ -59,7 +60,7 @@ rule report:
     shell:
         "timeout -k 30 {resources.runtime}m "
         "hero-bench report --runs {input} --out-dir {params.out_dir} "
-        "--budgets {params.budgets} --threshold {params.threshold} "
+        "--budgets {params.budgets} --threshold {params.threshold} --gain {params.gain} "
         "--reps {params.reps} --seed {params.seed} > {log} 2>&1"
 
 
