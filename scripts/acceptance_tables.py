@@ -6,8 +6,11 @@
 ROOT is the folder holding runs/toy/ and summary/runs.csv: the workflow's `results`, or a
 published grid such as results/published/acceptance-512.
 
-1. Held-out success at the final budget per task and method: mean and the per-seed values (the
-   issue asks for the mean over seeds; the report's IQM tables are next to this file).
+1. Success at the final budget per task and method, on the task's own prompts (eval.csv
+   `success_rate`, the primary metric): mean and the per-seed values (the report's IQM tables are
+   next to this file; gains over the base with intervals: scripts/gain_table.py). In grids made
+   before the primary metric moved to the training prompts (acceptance-512), that column holds
+   held-out success.
 2. Success on the *training* prompts, i.e. the share of each feedback round's images the evaluator
    judged successful (train_log.csv `train_success`), first round vs last two rounds: the
    in-distribution signal the held-out evaluation does not see.
@@ -16,7 +19,8 @@ published grid such as results/published/acceptance-512.
    with this round's representation and with the one learned from earlier rounds.
 5. When the workflow ran with train_prompt_eval: true (rule evaluate_train_prompts): each run's
    last adapter on the training prompts with the fixed eval noise (eval_train.csv), next to the
-   pretrained model on the same images.
+   pretrained model on the same images. Since the primary metric is itself success on the
+   training prompts, this matters only for grids whose eval.csv predates it (acceptance-512).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def _train_logs(root: Path) -> pd.DataFrame:
 def final_success(runs: pd.DataFrame) -> str:
     last = runs.sort_values("feedback_used").groupby(["task", "method", "seed"]).tail(1)
     order = {m: i for i, m in enumerate(METHODS)}
-    lines = ["| task | method | seeds | final feedback | held-out success, mean | per seed |", "|---|---|---|---|---|---|"]
+    lines = ["| task | method | seeds | final feedback | success, mean | per seed |", "|---|---|---|---|---|---|"]
     groups = sorted(last.groupby(["task", "method"]), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99)))
     for (task, method), g in groups:
         per_seed = ", ".join(f"{v:.3f}" for v in g.sort_values("seed").success_rate)
@@ -116,7 +120,7 @@ def main(argv: list[str]) -> int:
     runs = pd.read_csv(runs_csv)
     logs = _train_logs(root)
     print(f"# Toy acceptance grid: {root}\n")
-    print("## Held-out success at the final budget\n")
+    print("## Success on the task's own prompts at the final budget\n")
     print(final_success(runs) + "\n")
     print("## Success on the training prompts (the evaluator's own labels per round)\n")
     print(train_prompt_success(logs) + "\n")
