@@ -188,15 +188,20 @@ def _transfer_table(tier: _Tier) -> list[str]:
             + _table(header, body) + ["", caption + "*", ""])
 
 
-def _censored_feedback_rows(tier: _Tier, metric: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a censored-feedback metric: per task and method the median with
-    censoring shown as ``> 512 (2/5 reached)``."""
-    f_methods = [m for m in tier.methods if m in set(metric.method)]
+def _censored_feedback_table(tier: _Tier, metric: str, title: str, reached: str) -> list[str]:
+    """A censored-feedback metric per task and method: the median over seeds, censoring shown as
+    ``> 512 (2/5 reached)``. ``title`` and ``reached`` (what a checkpoint's success must be) may
+    name the metric's value as ``{v}``."""
+    rows = tier.metric(metric)
+    if rows.empty:
+        return []
+    v = f"{float(rows.threshold.iloc[0]):g}"
+    f_methods = [m for m in tier.methods if m in set(rows.method)]
     body = []
-    for task in [x for x in tier.tasks if x in set(metric.task)]:
+    for task in [x for x in tier.tasks if x in set(rows.task)]:
         cells = []
         for m in f_methods:
-            g = metric[(metric.task == task) & (metric.method == m)]
+            g = rows[(rows.task == task) & (rows.method == m)]
             if g.empty:
                 cells.append("—")
                 continue
@@ -204,44 +209,28 @@ def _censored_feedback_rows(tier: _Tier, metric: pd.DataFrame) -> tuple[list[str
             value = f"> {_fb(r.estimate)}" if _is_true(r.censored) else _fb(r.estimate)
             cells.append(f"{value} ({int(r.n_reached)}/{int(r.n_seeds)} reached)")
         body.append([_task_label(task)] + cells)
-    return ["task"] + [_esc(method_label(m)) for m in f_methods], body
-
-
-def _censoring_caption(final: int) -> str:
-    return (f"looking at checkpoints up to {final} feedback. Seeds that never reach it are censored "
-            f"(counted as needing more than {final}), never dropped; '> {final}' means the median seed "
-            f"did not reach it. (k/n reached) counts the seeds that did. {UNIT}")
+    final = tier.final
+    return [f"### {title.format(v=v)}", ""] + _table(["task"] + [_esc(method_label(m)) for m in f_methods], body) + [
+        "",
+        f"*Median over seeds of the feedback at the first checkpoint whose success is {reached.format(v=v)}, "
+        f"looking at checkpoints up to {final} feedback. Seeds that never reach it are censored "
+        f"(counted as needing more than {final}), never dropped; '> {final}' means the median seed "
+        f"did not reach it. (k/n reached) counts the seeds that did. {UNIT}*",
+        "",
+    ]
 
 
 def _threshold_table(tier: _Tier) -> list[str]:
-    """Feedback to reach the success threshold, censoring shown as ``> 512 (2/5 reached)``."""
-    ftt = tier.metric("feedback_to_threshold")
-    if ftt.empty:
-        return []
-    thr = float(ftt.threshold.iloc[0])
-    header, body = _censored_feedback_rows(tier, ftt)
-    return [f"### Feedback to reach success ≥ {thr:g}", ""] + _table(header, body) + [
-        "",
-        f"*Median over seeds of the feedback at the first checkpoint whose success is ≥ {thr:g}, "
-        f"{_censoring_caption(tier.final)}*",
-        "",
-    ]
+    """Feedback to reach the success threshold."""
+    return _censored_feedback_table(tier, "feedback_to_threshold", "Feedback to reach success ≥ {v}", "≥ {v}")
 
 
 def _gain_table(tier: _Tier) -> list[str]:
-    """Feedback to gain a fixed margin over the base model's success, censored as above."""
-    ftg = tier.metric("feedback_to_gain")
-    if ftg.empty:
-        return []
-    gain = float(ftg.threshold.iloc[0])
-    header, body = _censored_feedback_rows(tier, ftg)
-    return [f"### Feedback to gain {gain:+g} over the base model", ""] + _table(header, body) + [
-        "",
-        f"*Median over seeds of the feedback at the first checkpoint whose success is at least the run's "
-        f"success at 0 feedback (the base model on the same evaluation noise) + {gain:g}: unlike a fixed "
-        f"threshold, the same demand on tasks whose base rates differ; {_censoring_caption(tier.final)}*",
-        "",
-    ]
+    """Feedback to gain a fixed margin over the base model's success."""
+    return _censored_feedback_table(
+        tier, "feedback_to_gain", "Feedback to gain +{v} over the base model",
+        "at least the run's success at 0 feedback (the base model on the same evaluation noise) + {v}: "
+        "unlike a fixed threshold, the same demand on tasks whose base rates differ")
 
 
 def _prob_improvement_table(tier: _Tier) -> list[str]:
