@@ -66,7 +66,7 @@ def test_presets_paper_values():
 
 def test_toy_preset_sizes_and_portable_backbone():
     cfg = build_run_config("toy", "anomaly", "hero")
-    assert cfg.hero.images_per_epoch == 64 and cfg.sampler.steps == 20 and cfg.budget == 512
+    assert cfg.hero.images_per_epoch == 32 and cfg.sampler.steps == 20 and cfg.budget == 512
     # the shipped model is named relative to the package: config.yaml and its hash do not depend
     # on where the checkout lives
     from pathlib import Path
@@ -77,7 +77,18 @@ def test_toy_preset_sizes_and_portable_backbone():
     assert Path(resolve_backbone(cfg.backbone)).is_absolute()
     assert resolve_backbone("/some/folder") == "/some/folder"
     d3po = build_run_config("toy", "anomaly", "d3po").d3po
-    assert d3po.group_size * d3po.groups_per_epoch == 63
+    assert d3po.group_size * d3po.groups_per_epoch == 35
+
+
+def test_toy_preset_rounds_are_the_ones_its_learning_rates_were_calibrated_with():
+    """The toy preset's learning rates are per round of the size the whole-curve sweep ran; a preset
+    with another round size (it had 64 while every sweep ran 32) runs settings nobody calibrated."""
+    from pathlib import Path
+
+    sweep = yaml.safe_load((Path(__file__).resolve().parents[1] / "workflows" / "config" / "tune-curve.yaml").read_text())
+    for method, sets in sweep["set"].items():
+        assert build_run_config("toy", "anomaly", method, overrides=sets) == build_run_config("toy", "anomaly", method), (
+            f"tune-curve.yaml trains {method} with {sets}, the toy preset otherwise")
 
 
 def test_overrides_are_strict_and_typed():
