@@ -1,6 +1,6 @@
 """Statistics for feedback-efficiency tables: IQM, stratified bootstrap CIs, probability of
-improvement, normalised AUC, censored feedback to a threshold (a success rate, or a gain over the run's own base success) and
-the HERO-vs-D3PO feedback ratio.
+improvement, normalised AUC, censored feedback to a threshold (a success rate, or a gain over the
+run's own base success) and the HERO-vs-D3PO feedback ratio.
 
 Plain numpy/scipy re-implementations of what rliable (Agarwal et al., NeurIPS 2021) computes, so
 the project does not depend on rliable.  Conventions (documented for users in ``docs/metrics.md``):
