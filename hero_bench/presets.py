@@ -96,7 +96,8 @@ def toy(method: str, task: str) -> RunConfig:
         # Rounds of 32 images (D3PO 5 groups of 7), not the paper's 64: every calibration sweep, the
         # default comparison and the learning test ran this size, and the learning rates below are
         # per round of it. With rounds of 64, D3PO takes twice the optimizer steps on one round's
-        # pairs and collapsed on counting in all 3 seeds (results/published/preset-rounds64-512/).
+        # pairs and collapsed on counting in all 3 seeds (results/published/preset-rounds64-512/);
+        # in rounds of 35 it still declines there, later (probe-d3po-counting-rounds35/).
         hero=HeroConfig(
             images_per_epoch=32,
             # E and g sized to the 3×16×16 input (E's conv stack gives 32×2×2 = 128 features)
