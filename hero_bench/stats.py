@@ -185,6 +185,14 @@ def _curve(feedback: Sequence[float], success: Sequence[float]) -> tuple[np.ndar
     return f[keep], s[keep]
 
 
+def _curve_from_base(feedback: Sequence[float], success: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """``_curve``, for metrics measured against the base model: its first checkpoint must be at feedback 0."""
+    f, s = _curve(feedback, success)
+    if f[0] != 0:
+        raise ValueError(f"the curve must start at feedback 0 (the base model); first checkpoint is {f[0]:g}")
+    return f, s
+
+
 def success_at(feedback: Sequence[float], success: Sequence[float], budgets) -> np.ndarray:
     """Success of the last checkpoint with ``feedback <= b`` for each budget ``b`` (NaN if none)."""
     f, s = _curve(feedback, success)
@@ -200,11 +208,9 @@ def normalized_auc(feedback: Sequence[float], success: Sequence[float], budget: 
     The curve must start at feedback 0 (the base model).  A value of 1 means success 1 from the
     first label on; the base model's success held flat gives the base success.
     """
-    f, s = _curve(feedback, success)
     if budget <= 0:
         raise ValueError(f"budget must be > 0, got {budget}")
-    if f[0] != 0:
-        raise ValueError(f"the curve must start at feedback 0 (the base model); first checkpoint is {f[0]:g}")
+    f, s = _curve_from_base(feedback, success)
     edges = np.append(np.minimum(f, budget), budget)
     widths = np.diff(edges)
     return float(np.sum(widths * s) / budget)
@@ -248,9 +254,7 @@ def feedback_to_gain(
     """
     if not gain > 0:
         raise ValueError(f"gain must be > 0, got {gain}")
-    f, s = _curve(feedback, success)
-    if f[0] != 0:
-        raise ValueError(f"the curve must start at feedback 0 (the base model); first checkpoint is {f[0]:g}")
+    f, s = _curve_from_base(feedback, success)
     return feedback_to_threshold(f, s, float(s[0]) + gain, budget)
 
 
