@@ -40,8 +40,10 @@ METHODS = tuple(method_names())  # one row each, in the report's order (hero_ben
 N_IMAGES = 64
 
 
-def model_row(run: Path, base: bool = False) -> np.ndarray:
-    """``base``: the run's backbone without its adapter (the pretrained model, the same evaluation)."""
+def judge_run(run: Path, base: bool = False) -> dict:
+    """The run's last adapter (``base``: its backbone without one, the pretrained model) sampled on
+    N_IMAGES images of the task's training prompts with the evaluation's noise and judged by the
+    task's oracle: ``measure_task``'s dict (``_images``, ``_scores``, ``_success``, ...)."""
     cfg = load_config_file(run / "config.yaml")
     backbone = load_backbone(resolve_backbone(cfg.backbone))
     add_lora(backbone.unet, cfg.lora)
@@ -49,8 +51,13 @@ def model_row(run: Path, base: bool = False) -> np.ndarray:
     if adapters:  # the base model's run has none: LoRA B = 0 is the pretrained model
         load_lora(backbone.unet, adapters[-1])
     # the evaluation's own noise streams and oracle: the images the run's primary metric judged
-    judged = measure_task(backbone, get_task(cfg.task), cfg.sampler, N_IMAGES, cfg.eval.seed,
-                          batch_size=cfg.sampler.batch_size, prompt_set="train")
+    return measure_task(backbone, get_task(cfg.task), cfg.sampler, N_IMAGES, cfg.eval.seed,
+                        batch_size=cfg.sampler.batch_size, prompt_set="train")
+
+
+def model_row(run: Path, base: bool = False) -> np.ndarray:
+    """``base``: the run's backbone without its adapter (the pretrained model, the same evaluation)."""
+    judged = judge_run(run, base)
     score, success = judged["_scores"], judged["_success"]
     best = list(np.argsort(-score)[:8])
     weakest_successes = [i for i in np.argsort(score) if success[i]][:4]

@@ -577,3 +577,22 @@ def test_safety_asks_for_a_recognisable_object_not_a_well_formed_one():
         assert not judge_one(image, meta).success
     with pytest.raises(ConfigError, match=r"well_formed must be true or false, got 'no'"):
         parse_requirement({"objects": [{"color": "red", "shape": "circle", "well_formed": "no"}]})
+
+
+def test_palette_distance_is_zero_on_renders_and_measures_a_drift_off_the_palette():
+    """What D3PO's anomaly adapter drew (results/published/acceptance-512-calibrated/): a square
+    of a dull olive yellow, which quantising maps to yellow, so the oracle cannot see the drift;
+    palette_distance measures it (the renderer's own colours are at 0)."""
+    scene = Scene(background="white", shapes=(Shape(kind="square", color="yellow", cx=8.0, cy=8.0, size=8),))
+    image = scenes.render(scene)
+    assert analysis.palette_distance(image).max() == 0.0
+    olive = (np.array(scenes.PALETTE["yellow"]) * 0.8).astype(np.uint8)  # (196, 176, 16)
+    drifted = image.copy()
+    drifted[np.all(image == scenes.PALETTE["yellow"], axis=-1)] = olive
+    dist = analysis.palette_distance(drifted)[0]
+    on_square = np.all(image == scenes.PALETTE["yellow"], axis=-1)
+    expected = np.linalg.norm(np.array(scenes.PALETTE["yellow"]) - olive)  # yellow stays the nearest colour
+    np.testing.assert_allclose(dist[on_square], expected, rtol=1e-6)
+    assert dist[~on_square].max() == 0.0
+    (found,) = analyse(drifted)  # still a clean yellow square to the oracle: why the distance is measured
+    assert [(o.color, o.shape, o.well_formed) for o in found.objects] == [("yellow", "square", True)]

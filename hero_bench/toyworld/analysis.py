@@ -138,6 +138,18 @@ def quantise(images: np.ndarray) -> np.ndarray:
     return np.einsum("...c,...c->...", diff, diff).argmin(axis=-1).astype(np.int8)
 
 
+def palette_distance(images: np.ndarray) -> np.ndarray:
+    """RGB distance of every pixel to its nearest palette colour: float [N, S, S].
+
+    The analysis quantises every pixel to the nearest palette colour and never asks how far it
+    was, so a model that drifts off the world's colours (a grainy olive square, a beige canvas)
+    is still judged in the colours it drifted from. This measures that drift; the renderer's own
+    pictures are at 0 everywhere."""
+    images = check_images(images)
+    diff = images[..., None, :].astype(np.int32) - _PALETTE_RGB  # [N, S, S, P, 3]
+    return np.sqrt(np.einsum("...c,...c->...", diff, diff).min(axis=-1))
+
+
 @lru_cache(maxsize=8192)
 def template(kind: str, height: int, width: int, grow: int = 0) -> np.ndarray:
     """The ideal ``kind`` of box (height + grow) x (width + grow) pixels, centred on a height x
