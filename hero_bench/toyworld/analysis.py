@@ -132,10 +132,15 @@ def check_images(images: np.ndarray) -> np.ndarray:
     return images
 
 
+def _squared_palette_distances(images: np.ndarray) -> np.ndarray:
+    """Squared RGB distance of every pixel to every palette colour: int [N, S, S, P]."""
+    diff = images[..., None, :].astype(np.int32) - _PALETTE_RGB  # [N, S, S, P, 3]
+    return np.einsum("...c,...c->...", diff, diff)
+
+
 def quantise(images: np.ndarray) -> np.ndarray:
     """Index into PALETTE_NAMES of the nearest palette colour (RGB distance) per pixel: [N, S, S]."""
-    diff = images[..., None, :].astype(np.int32) - _PALETTE_RGB  # [N, S, S, P, 3]
-    return np.einsum("...c,...c->...", diff, diff).argmin(axis=-1).astype(np.int8)
+    return _squared_palette_distances(images).argmin(axis=-1).astype(np.int8)
 
 
 def palette_distance(images: np.ndarray) -> np.ndarray:
@@ -145,9 +150,7 @@ def palette_distance(images: np.ndarray) -> np.ndarray:
     was, so a model that drifts off the world's colours (a grainy olive square, a beige canvas)
     is still judged in the colours it drifted from. This measures that drift; the renderer's own
     pictures are at 0 everywhere."""
-    images = check_images(images)
-    diff = images[..., None, :].astype(np.int32) - _PALETTE_RGB  # [N, S, S, P, 3]
-    return np.sqrt(np.einsum("...c,...c->...", diff, diff).min(axis=-1))
+    return np.sqrt(_squared_palette_distances(check_images(images)).min(axis=-1))
 
 
 @lru_cache(maxsize=8192)
