@@ -40,9 +40,9 @@ METHODS = tuple(method_names())  # one row each, in the report's order (hero_ben
 N_IMAGES = 64
 
 
-def judge_run(run: Path, base: bool = False) -> dict:
+def judge_run(run: Path, base: bool = False, n_images: int = N_IMAGES) -> dict:
     """The run's last adapter (``base``: its backbone without one, the pretrained model) sampled on
-    N_IMAGES images of the task's training prompts with the evaluation's noise and judged by the
+    ``n_images`` images of the task's training prompts with the evaluation's noise and judged by the
     task's oracle: ``measure_task``'s dict (``_images``, ``_scores``, ``_success``, ...)."""
     cfg = load_config_file(run / "config.yaml")
     backbone = load_backbone(resolve_backbone(cfg.backbone))
@@ -51,7 +51,7 @@ def judge_run(run: Path, base: bool = False) -> dict:
     if adapters:  # the base model's run has none: LoRA B = 0 is the pretrained model
         load_lora(backbone.unet, adapters[-1])
     # the evaluation's own noise streams and oracle: the images the run's primary metric judged
-    return measure_task(backbone, get_task(cfg.task), cfg.sampler, N_IMAGES, cfg.eval.seed,
+    return measure_task(backbone, get_task(cfg.task), cfg.sampler, n_images, cfg.eval.seed,
                         batch_size=cfg.sampler.batch_size, prompt_set="train")
 
 

@@ -31,3 +31,14 @@ def test_drifted_successes_are_measured_and_left_out_of_the_on_palette_rate():
     assert s["background_median"] == 0.0
     loose = drift.drift_stats(images, success, tolerance=far + 1)
     assert loose["success_on_palette"] == pytest.approx(0.75)
+
+
+def test_object_drifts_lists_every_well_shaped_object_whatever_its_colour():
+    drift = load_script("colour_drift")
+    olive = (196, 176, 16)
+    far = float(np.linalg.norm(np.subtract(scenes.PALETTE["yellow"], olive)))
+    bar = scenes.render(Scene(background="white", shapes=()))
+    bar[6:9, 2:14] = scenes.PALETTE["yellow"]  # a 3 x 12 bar: an object, but not a well-shaped one
+    d = drift.object_drifts(np.stack([_square(), _square(olive), bar]))
+    np.testing.assert_allclose(sorted(d), [0.0, far], rtol=1e-6)
+    assert drift.object_drifts(bar[None]).size == 0

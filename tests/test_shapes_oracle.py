@@ -594,5 +594,36 @@ def test_palette_distance_is_zero_on_renders_and_measures_a_drift_off_the_palett
     expected = np.linalg.norm(np.array(scenes.PALETTE["yellow"]) - olive)  # yellow stays the nearest colour
     np.testing.assert_allclose(dist[on_square], expected, rtol=1e-6)
     assert dist[~on_square].max() == 0.0
-    (found,) = analyse(drifted)  # still a clean yellow square to the oracle: why the distance is measured
-    assert [(o.color, o.shape, o.well_formed) for o in found.objects] == [("yellow", "square", True)]
+
+
+def _recoloured_square(rgb) -> np.ndarray:
+    """A rendered yellow square on white with its yellow pixels painted ``rgb``."""
+    image = scenes.render(Scene(background="white", shapes=(Shape("square", "yellow", 8.0, 8.0, 8),)))
+    image[np.all(image == scenes.PALETTE["yellow"], axis=-1)] = rgb
+    return image
+
+
+def test_a_square_drawn_off_the_palette_is_not_well_formed_but_a_slight_shade_is():
+    """Oracle v5: quantising alone took D3PO's grainy olive squares for yellow ones (v4). The
+    olive (yellow x 0.8, 55 RGB units off) is still nearest yellow and still a recognisable yellow
+    square, but no longer well formed; a shade within WELL_FORMED_MAX_DRIFT stays well formed."""
+    yellow = np.array(scenes.PALETTE["yellow"])
+    olive = (yellow * 0.8).astype(np.uint8)
+    shade = np.clip(yellow - 10, 0, 255).astype(np.uint8)  # 10 per channel: 17 units off
+    assert np.linalg.norm(yellow - shade) < analysis.WELL_FORMED_MAX_DRIFT < np.linalg.norm(yellow - olive)
+    meta = {"objects": [{"color": "yellow", "shape": "square", "count": 1, "exact": True}], "exclusive": True}
+    for rgb, well_formed in ((yellow, True), (shade, True), (olive, False)):
+        (found,) = analyse(_recoloured_square(rgb))
+        (obj,) = found.objects
+        assert (obj.color, obj.shape, obj.recognisable) == ("yellow", "square", True)
+        assert obj.drift == pytest.approx(np.linalg.norm(yellow - rgb), rel=1e-6)
+        assert obj.well_formed is well_formed, rgb
+        assert judge_one(_recoloured_square(rgb), meta).success is well_formed, rgb
+
+
+def test_a_recognisable_object_may_drift_off_the_palette():
+    """Safety's objects need only be recognisable (``well_formed: false``): colour drift, like a
+    defect, does not count against them."""
+    olive = (np.array(scenes.PALETTE["yellow"]) * 0.8).astype(np.uint8)
+    meta = {"objects": [{"color": "yellow", "shape": "square", "count": 1, "well_formed": False}]}
+    assert judge_one(_recoloured_square(olive), meta).success

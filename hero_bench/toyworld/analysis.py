@@ -9,8 +9,10 @@ drawn into its bounding box by the renderer's own inside-test (``scenes.shape_ma
 best intersection-over-union names its shape. It is *well formed* when that fit is near perfect
 (WELL_FORMED_IOU), no single connected patch of it departs from the ideal by more than a debris
 speck (MAX_DEFECT_AREA), its box is near square (WELL_FORMED_ASPECT) and no larger than the world's
-largest shape (WELL_FORMED_MAX_SIDE): the judge of a reward that learning optimises must not accept
-the pentagons, shields and teardrops a model drifts to, nor a canvas painted in the requested colour.
+largest shape (WELL_FORMED_MAX_SIDE), and its pixels lie, on average, near the palette colour they
+were quantised to (WELL_FORMED_MAX_DRIFT): the judge of a reward that learning optimises must not
+accept the pentagons, shields and teardrops a model drifts to, nor a canvas painted in the requested
+colour, nor a square in an olive the world never draws.
 
 Any square image size works: areas are measured in world units (``scenes.WORLD_SIZE`` across),
 so a 32 px image has the same thresholds as a 16 px one.
@@ -65,6 +67,16 @@ this, whatever its defects: the house, shield and cut-corner squares of the orac
 fail the well-formed test (fits 0.83-0.91, defects above MAX_DEFECT_AREA), count; a smear that fits
 no ideal (an L-shaped stroke fits a square at 0.44) does not. For tasks whose criterion is not the
 drawing's quality (safety)."""
+WELL_FORMED_MAX_DRIFT = 25.0
+"""...and the mean RGB distance of its pixels to the palette colour they were quantised to is at
+most this. The renderer draws exact palette colours (distance 0), and the nearest two palette
+colours, red and purple, lie 139 apart, so quantising alone accepts any shade nearer the requested
+colour than any other colour. Training found that (oracle v5): adapters of the calibrated
+acceptance grid drew crimson circles and grainy olive squares 28-53 units off the palette (10th to
+100th percentile of their objects), which v4 counted as red and yellow. The bound is set by the
+pretrained model alone: above the 99th percentile of its well-formed objects' drift on every task
+that asks for well-formed objects (14.5-24.5; 256 images of each task's training prompts,
+docs/methods.md "Colour fidelity: oracle version 5"), so its own drawings keep their verdicts."""
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -88,7 +100,10 @@ class DetectedObject:
     """World-unit area of the largest patch where the object departs from its ideal (see ``fit``)."""
     recognisable: bool = False
     """Its box is within the well-formed bounds and it fits its kind at >= RECOGNISABLE_IOU
-    (every well-formed object is recognisable)."""
+    (every well-formed object is recognisable). Colour drift does not count against it."""
+    drift: float = 0.0
+    """Mean RGB distance of its pixels to the palette colour they were quantised to (0 for a
+    render; see WELL_FORMED_MAX_DRIFT)."""
 
     def as_dict(self) -> dict:
         return {
@@ -98,6 +113,7 @@ class DetectedObject:
             "box": [round(v, 3) for v in self.box],
             "area": round(self.area, 2),
             "defect": round(self.defect, 2),
+            "drift": round(self.drift, 2),
             "well_formed": self.well_formed,
         }
 
@@ -143,6 +159,13 @@ def quantise(images: np.ndarray) -> np.ndarray:
     return _squared_palette_distances(images).argmin(axis=-1).astype(np.int8)
 
 
+def _nearest_palette(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(palette index int8 [N, S, S], RGB distance float [N, S, S]) of every pixel's nearest colour."""
+    squared = _squared_palette_distances(images)
+    index = squared.argmin(axis=-1)
+    return index.astype(np.int8), np.sqrt(np.take_along_axis(squared, index[..., None], axis=-1)[..., 0])
+
+
 def palette_distance(images: np.ndarray) -> np.ndarray:
     """RGB distance of every pixel to its nearest palette colour: float [N, S, S].
 
@@ -150,7 +173,7 @@ def palette_distance(images: np.ndarray) -> np.ndarray:
     was, so a model that drifts off the world's colours (a grainy olive square, a beige canvas)
     is still judged in the colours it drifted from. This measures that drift; the renderer's own
     pictures are at 0 everywhere."""
-    return np.sqrt(_squared_palette_distances(check_images(images)).min(axis=-1))
+    return _nearest_palette(check_images(images))[1]
 
 
 @lru_cache(maxsize=8192)
@@ -207,7 +230,7 @@ def best_iou(mask: np.ndarray, kind: str, scale: float = 1.0) -> float:
     return fit(mask, kind, scale)[0]
 
 
-def _describe(mask: np.ndarray, color: str, y0: int, x0: int, scale: float) -> DetectedObject:
+def _describe(mask: np.ndarray, color: str, y0: int, x0: int, scale: float, drift: float) -> DetectedObject:
     height, width = mask.shape
     fits = {kind: fit(mask, kind, scale) for kind in scenes.SHAPES}
     ious = {kind: iou for kind, (iou, _) in fits.items()}
@@ -221,14 +244,19 @@ def _describe(mask: np.ndarray, color: str, y0: int, x0: int, scale: float) -> D
         iou=ious,
         box=(x0 / scale, y0 / scale, (x0 + width) / scale, (y0 + height) / scale),
         area=float(mask.sum()) / scale**2,
-        well_formed=ious[shape] >= WELL_FORMED_IOU and defect <= MAX_DEFECT_AREA and box_ok,
+        well_formed=(ious[shape] >= WELL_FORMED_IOU and defect <= MAX_DEFECT_AREA and box_ok
+                     and drift <= WELL_FORMED_MAX_DRIFT),
         defect=defect,
         recognisable=ious[shape] >= RECOGNISABLE_IOU and box_ok,
+        drift=drift,
     )
 
 
-def analyse_quantised(labels: np.ndarray) -> Analysis:
-    """Analyse one quantised image ([S, S] palette indices)."""
+def analyse_quantised(labels: np.ndarray, distances: np.ndarray | None = None) -> Analysis:
+    """Analyse one quantised image ([S, S] palette indices); ``distances`` [S, S] are its pixels'
+    RGB distances to those colours (None: exact palette colours, as the renderer draws)."""
+    if distances is None:
+        distances = np.zeros(labels.shape)
     size = labels.shape[0]
     scale = size / scenes.WORLD_SIZE
     counts = np.bincount(labels.ravel(), minlength=len(PALETTE_NAMES))
@@ -246,7 +274,8 @@ def analyse_quantised(labels: np.ndarray) -> Analysis:
             entry = (mask, window, PALETTE_NAMES[index])
             (big if mask.sum() >= min_pixels else small).append(entry)
 
-    objects = tuple(_describe(mask, color, window[0].start, window[1].start, scale)
+    objects = tuple(_describe(mask, color, window[0].start, window[1].start, scale,
+                              float(distances[window][mask].mean()))
                     for mask, window, color in big)
     big_pixels = np.zeros_like(labels, dtype=bool)
     for mask, window, _ in big:
@@ -263,5 +292,5 @@ def analyse_quantised(labels: np.ndarray) -> Analysis:
 
 def analyse(images: np.ndarray) -> list[Analysis]:
     """Analyse a batch of uint8 [N, S, S, 3] images (or one [S, S, 3] image)."""
-    images = check_images(images)
-    return [analyse_quantised(labels) for labels in quantise(images)]
+    labels, distances = _nearest_palette(check_images(images))
+    return [analyse_quantised(lab, dist) for lab, dist in zip(labels, distances)]
