@@ -51,11 +51,11 @@ from oracles.base import OracleResult
 ORACLE_NAME = "shapes"
 ORACLE_VERSION = "5"
 """5: a well-formed object is drawn in its palette colour (analysis.WELL_FORMED_MAX_DRIFT): trained
-adapters drew crimson, amber and olive shapes that v4, quantising each pixel to its nearest palette
-colour, took for red and yellow ones. 4: a relation asks for exactly its two objects and a preference for exactly one (training drew
-extra copies, which v3 counted as successes); extended without a new number by objects that need
-only be recognisable (``well_formed: false``, used by safety): no requirement written before judges
-differently. 3: an object is well formed only up to the largest side the world draws
+adapters drew crimson circles and olive squares that v4, quantising each pixel to its nearest
+palette colour, took for red and yellow ones. 4: a relation asks for exactly its two objects and a
+preference for exactly one (training drew extra copies, which v3 counted as successes); extended
+without a new number by objects that need only be recognisable (``well_formed: false``, used by
+safety): no requirement written before judges differently. 3: an object is well formed only up to the largest side the world draws
 (analysis.WELL_FORMED_MAX_SIDE); 2: exact templates, IoU >= 0.9, bounded defects; 1: grown
 templates, IoU >= 0.8."""
 NEAR_MISS_CREDIT = 0.75
