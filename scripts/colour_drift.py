@@ -31,8 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hero_bench.toyworld import scenes
-from hero_bench.toyworld import analysis
+from hero_bench.toyworld import analysis, scenes
 from hero_bench.toyworld.analysis import PALETTE_NAMES, WELL_FORMED_MAX_DRIFT, palette_distance, quantise
 
 DEFAULT_TOLERANCE = WELL_FORMED_MAX_DRIFT
@@ -69,6 +68,7 @@ def object_drifts(images: np.ndarray) -> np.ndarray:
 
 
 def object_row(name: str, judged: dict, bound: float) -> str:
+    """A Markdown row: the model's success and the drift percentiles of its well-shaped objects."""
     d = object_drifts(judged["_images"])
     if d.size == 0:
         return f"| {name} | {len(judged['_images'])} | {judged['success_rate']:.3f} | 0 | — | — |"
