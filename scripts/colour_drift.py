@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from hero_bench.toyworld import analysis, scenes
-from hero_bench.toyworld.analysis import PALETTE_NAMES, WELL_FORMED_MAX_DRIFT, palette_distance, quantise
+from hero_bench.toyworld.analysis import PALETTE_NAMES, WELL_FORMED_MAX_DRIFT, nearest_palette
 
 DEFAULT_TOLERANCE = WELL_FORMED_MAX_DRIFT
 """RGB units: the oracle's bound on a well-formed object's drift (its docstring says how it was set)."""
@@ -44,7 +44,7 @@ def drift_stats(images: np.ndarray, success: np.ndarray, tolerance: float = DEFA
     pixels, summarised over the successes; ``success_on_palette`` counts the successes whose object
     pixels lie within ``tolerance`` on average, over all images."""
     success = np.asarray(success, dtype=bool)
-    dist, labels = palette_distance(images), quantise(images)
+    labels, dist = nearest_palette(images)
     objects = ~np.isin(labels, _BACKGROUND)
     obj = np.array([dist[i][objects[i]].mean() if objects[i].any() else np.nan for i in range(len(dist))])
     bg = np.array([dist[i][~objects[i]].mean() if (~objects[i]).any() else np.nan for i in range(len(dist))])
@@ -60,11 +60,10 @@ def drift_stats(images: np.ndarray, success: np.ndarray, tolerance: float = DEFA
 
 
 def object_drifts(images: np.ndarray) -> np.ndarray:
-    """Drift (``DetectedObject.drift``) of every well-shaped object: one that fits its kind, has
-    no large defect and has a well-formed box, whatever its colour."""
-    return np.array([o.drift for a in analysis.analyse(images) for o in a.objects
-                     if o.recognisable and o.iou[o.shape] >= analysis.WELL_FORMED_IOU
-                     and o.defect <= analysis.MAX_DEFECT_AREA], dtype=float)
+    """Drift (``DetectedObject.drift``) of every well-shaped object (well formed but for its
+    colour)."""
+    return np.array([o.drift for a in analysis.analyse(images) for o in a.objects if o.well_shaped],
+                    dtype=float)
 
 
 def object_row(name: str, judged: dict, bound: float) -> str:

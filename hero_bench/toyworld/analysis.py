@@ -104,6 +104,9 @@ class DetectedObject:
     drift: float = 0.0
     """Mean RGB distance of its pixels to the palette colour they were quantised to (0 for a
     render; see WELL_FORMED_MAX_DRIFT)."""
+    well_shaped: bool = False
+    """Well formed but for its colour: fit, defect and box as WELL_FORMED_* ask, drift not asked
+    (``well_formed`` is this and ``drift <= WELL_FORMED_MAX_DRIFT``)."""
 
     def as_dict(self) -> dict:
         return {
@@ -159,9 +162,10 @@ def quantise(images: np.ndarray) -> np.ndarray:
     return _squared_palette_distances(images).argmin(axis=-1).astype(np.int8)
 
 
-def _nearest_palette(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(palette index int8 [N, S, S], RGB distance float [N, S, S]) of every pixel's nearest colour."""
-    squared = _squared_palette_distances(images)
+def nearest_palette(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``quantise`` and ``palette_distance`` from one distance computation: (palette index int8
+    [N, S, S], RGB distance float [N, S, S]) of every pixel's nearest colour."""
+    squared = _squared_palette_distances(check_images(images))
     index = squared.argmin(axis=-1)
     return index.astype(np.int8), np.sqrt(np.take_along_axis(squared, index[..., None], axis=-1)[..., 0])
 
@@ -173,7 +177,7 @@ def palette_distance(images: np.ndarray) -> np.ndarray:
     was, so a model that drifts off the world's colours (a grainy olive square, a beige canvas)
     is still judged in the colours it drifted from. This measures that drift; the renderer's own
     pictures are at 0 everywhere."""
-    return _nearest_palette(check_images(images))[1]
+    return nearest_palette(images)[1]
 
 
 @lru_cache(maxsize=8192)
@@ -238,17 +242,18 @@ def _describe(mask: np.ndarray, color: str, y0: int, x0: int, scale: float, drif
     defect = fits[shape][1]
     aspect = min(height, width) / max(height, width)
     box_ok = aspect >= WELL_FORMED_ASPECT and max(height, width) <= WELL_FORMED_MAX_SIDE * scale
+    well_shaped = ious[shape] >= WELL_FORMED_IOU and defect <= MAX_DEFECT_AREA and box_ok
     return DetectedObject(
         color=color,
         shape=shape,
         iou=ious,
         box=(x0 / scale, y0 / scale, (x0 + width) / scale, (y0 + height) / scale),
         area=float(mask.sum()) / scale**2,
-        well_formed=(ious[shape] >= WELL_FORMED_IOU and defect <= MAX_DEFECT_AREA and box_ok
-                     and drift <= WELL_FORMED_MAX_DRIFT),
+        well_formed=well_shaped and drift <= WELL_FORMED_MAX_DRIFT,
         defect=defect,
         recognisable=ious[shape] >= RECOGNISABLE_IOU and box_ok,
         drift=drift,
+        well_shaped=well_shaped,
     )
 
 
@@ -292,5 +297,5 @@ def analyse_quantised(labels: np.ndarray, distances: np.ndarray | None = None) -
 
 def analyse(images: np.ndarray) -> list[Analysis]:
     """Analyse a batch of uint8 [N, S, S, 3] images (or one [S, S, 3] image)."""
-    labels, distances = _nearest_palette(check_images(images))
+    labels, distances = nearest_palette(images)
     return [analyse_quantised(lab, dist) for lab, dist in zip(labels, distances)]
