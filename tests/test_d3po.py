@@ -31,6 +31,8 @@ def test_d3po_config_validation():
         D3POConfig(beta=0.0)
     with pytest.raises(ConfigError, match="d3po.last_steps must be >= 1"):
         D3POConfig(last_steps=0)
+    with pytest.raises(ConfigError, match="d3po.warmup_steps must be >= 0"):
+        D3POConfig(warmup_steps=-1)
 
 
 def _method(tmp_path, backbone_dir, overrides=()):

@@ -129,10 +129,32 @@ def test_trained_timesteps_and_step_counts():
 
 @pytest.mark.parametrize("key,value", [("lr", 0.0), ("train_batch_size", 0), ("timestep_fraction", 1.5),
                                        ("timesteps_per_sample", 0), ("clip_range", -1.0),
-                                       ("target_kl", 0.0), ("last_steps", 0)])
+                                       ("target_kl", 0.0), ("last_steps", 0), ("warmup_steps", -1)])
 def test_ppo_config_rejects_bad_values(key, value):
     with pytest.raises(ConfigError, match=key):
         PPOConfig(**{key: value})
+
+
+def test_warmup_ramps_the_learning_rate_linearly_then_holds_it():
+    """Step s (from 0) runs at lr·min(1, (s+1)/N): lr/4, lr/2, 3lr/4, then lr from step 3 on; each
+    first Adam step moves a weight by about its rate (sign-like), so the moves show the ramp."""
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = kernels.make_adamw([w], 0.08, 0.0)
+    assert kernels.add_warmup(opt, 4) is not None
+    rates = []
+    for _ in range(6):
+        rates.append(opt.param_groups[0]["lr"])
+        w.grad = torch.ones(1)
+        opt.step()
+    assert rates == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.08, 0.08])
+    # a constant gradient: every Adam step moves w by its rate (up to eps), so w sums the ramp
+    assert float(w.detach()) == pytest.approx(-sum(rates), rel=1e-6)
+
+
+def test_no_warmup_leaves_the_optimizer_untouched():
+    opt = kernels.make_adamw([torch.nn.Parameter(torch.zeros(1))], 0.08, 0.0)
+    assert kernels.add_warmup(opt, 0) is None
+    assert opt.param_groups[0]["lr"] == 0.08
 
 
 # -- the update passes on a fake one-parameter policy ---------------------------------------------------

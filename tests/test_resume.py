@@ -188,3 +188,26 @@ def test_killed_process_resumes_from_the_command_line(reference, tmp_path, tiny_
     resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert_same_results(reference("hero"), tmp_path)
+
+
+@pytest.mark.parametrize("method,key", [("ddpo", "ddpo.ppo.warmup_steps"), ("hero", "hero.ppo.warmup_steps"),
+                                        ("d3po", "d3po.warmup_steps")])
+def test_resume_in_the_middle_of_a_warmup_is_identical(method, key, tmp_path, tiny_backbone_dir, brightness_task):
+    """The learning-rate warmup's position is checkpointed: a run resumed mid-ramp continues it
+    (restarting the ramp would take the resumed run's next steps at a fraction of the rate)."""
+    # 2 optimizer steps per epoch here (D3PO: one per pair): a 50-step ramp lasts the whole run
+    overrides = MICRO + [f"{key}=50"]
+
+    def cfg():
+        return build_run_config("smoke", "anomaly", method, seed=5, budget=BUDGET,
+                                backbone=str(tiny_backbone_dir), overrides=overrides)
+
+    train(cfg(), tmp_path / "ref", progress=False)
+    plain = tmp_path / "plain"
+    train(config(method, tiny_backbone_dir), plain, progress=False)
+    # the ramp changes what is learned (it is really applied)
+    assert (plain / COMPARED[2]).read_bytes() != (tmp_path / "ref" / COMPARED[2]).read_bytes()
+    with pytest.raises(InjectedCrash):
+        train(cfg(), tmp_path / "resumed", progress=False, hooks=[CrashAt("epoch2.after_checkpoint")])
+    train(cfg(), tmp_path / "resumed", progress=False)
+    assert_same_results(tmp_path / "ref", tmp_path / "resumed")

@@ -26,7 +26,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 import torch
 
-from hero_bench.algorithms.kernels import clip_advantages, make_adamw, ppo_optimizer_steps, ppo_update
+from hero_bench.algorithms.kernels import add_warmup, clip_advantages, make_adamw, ppo_optimizer_steps, ppo_update
 from hero_bench.diffusion.sampler import SamplerConfig, Trajectory, initial_noise, sample_trajectories
 from hero_bench.seeding import derive_seed
 
@@ -141,6 +141,21 @@ class Method:
         return Batch(traj=traj, prompts=list(prompts), groups=groups)
 
 
+def optimizer_state(optimizer: torch.optim.Optimizer, warmup: Any) -> dict:
+    """A LoRA optimizer's checkpoint entries, with its warmup's position when it has one
+    (``kernels.add_warmup``): resuming mid-warmup must continue the same learning-rate ramp."""
+    state = {"optimizer": optimizer.state_dict()}
+    if warmup is not None:
+        state["warmup"] = warmup.state_dict()
+    return state
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, warmup: Any, state: dict) -> None:
+    optimizer.load_state_dict(state["optimizer"])
+    if warmup is not None:
+        warmup.load_state_dict(state["warmup"])
+
+
 class PPOMethod(Method):
     """A method that trains the LoRA weights with the shared PPO-clip pass on per-image advantages
     (DDPO, HERO).  Its config has ``images_per_epoch`` and a ``ppo`` section (``kernels.PPOConfig``),
@@ -152,6 +167,13 @@ class PPOMethod(Method):
         ppo = cfg.ppo
         self.optimizer = make_adamw(ctx.lora_params, ppo.lr, ppo.weight_decay, (ppo.adam_beta1, ppo.adam_beta2),
                                     ppo.adam_eps)
+        self.warmup = add_warmup(self.optimizer, ppo.warmup_steps)
+
+    def optimizer_state(self) -> dict:
+        return optimizer_state(self.optimizer, self.warmup)
+
+    def load_optimizer_state(self, state: dict) -> None:
+        load_optimizer_state(self.optimizer, self.warmup, state)
 
     def images_per_epoch(self) -> int:
         return self.cfg.images_per_epoch

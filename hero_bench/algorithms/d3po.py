@@ -30,8 +30,8 @@ from typing import Literal
 
 import torch
 
-from hero_bench.algorithms.base import Batch, Method, RunContext
-from hero_bench.algorithms.kernels import dpo_update, make_adamw
+from hero_bench.algorithms.base import Batch, Method, RunContext, load_optimizer_state, optimizer_state
+from hero_bench.algorithms.kernels import add_warmup, dpo_update, make_adamw
 from hero_bench.diffusion.lora import disable_lora
 from hero_bench.diffusion.sampler import step_log_prob
 from hero_bench.errors import ConfigError
@@ -74,6 +74,9 @@ class D3POConfig:
     last_steps: int | None = None
     """Train only the chain's last N denoising steps (the low-noise end), as ``ppo.last_steps`` does
     for HERO and DDPO; None = all steps (the released code), as in every preset."""
+    warmup_steps: int = 0
+    """Linear learning-rate warmup over the run's first N optimizer steps, as ``ppo.warmup_steps``
+    for HERO and DDPO; 0 = none (the released code)."""
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
@@ -88,6 +91,8 @@ class D3POConfig:
             raise ConfigError(f"d3po.timestep_fraction must be in (0, 1], got {self.timestep_fraction}")
         if self.last_steps is not None and self.last_steps < 1:
             raise ConfigError(f"d3po.last_steps must be >= 1 or null, got {self.last_steps}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"d3po.warmup_steps must be >= 0 (0 = no warmup), got {self.warmup_steps}")
 
 
 def group_layout(n: int, group_size: int) -> list[int]:
@@ -112,6 +117,7 @@ class D3PO(Method):
         self.cfg: D3POConfig = ctx.settings
         self.optimizer = make_adamw(ctx.lora_params, self.cfg.lr, self.cfg.weight_decay,
                                     (self.cfg.adam_beta1, self.cfg.adam_beta2), self.cfg.adam_eps)
+        self.warmup = add_warmup(self.optimizer, self.cfg.warmup_steps)
 
     def images_per_epoch(self) -> int:
         return self.cfg.group_size * self.cfg.groups_per_epoch
@@ -178,7 +184,7 @@ class D3PO(Method):
 
     # checkpoint ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
+        return optimizer_state(self.optimizer, self.warmup)
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, self.warmup, state)

@@ -79,8 +79,8 @@ class DDPO(PPOMethod):
 
     # checkpoint ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "tracker": self.tracker.state_dict()}
+        return {**self.optimizer_state(), "tracker": self.tracker.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.load_optimizer_state(state)
         self.tracker.load_state_dict(state["tracker"])

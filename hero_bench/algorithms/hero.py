@@ -324,7 +324,7 @@ class Hero(PPOMethod):
     # checkpoint ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            "optimizer": self.optimizer.state_dict(),
+            **self.optimizer_state(),
             "embed": self.embed.state_dict(),
             "head": self.head.state_dict(),
             "embed_optimizer": self.embed_optimizer.state_dict(),
@@ -336,7 +336,7 @@ class Hero(PPOMethod):
 
     def load_state_dict(self, state: dict) -> None:
         device = self.ctx.backbone.device
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.load_optimizer_state(state)
         self.embed.load_state_dict(state["embed"])
         self.head.load_state_dict(state["head"])
         self.embed_optimizer.load_state_dict(state["embed_optimizer"])

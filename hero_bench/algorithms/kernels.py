@@ -78,6 +78,11 @@ class PPOConfig:
     """Early stop of the update phase: once an accumulation group's mean approx_kl (measured
     before its step, against the sampling policy) exceeds this value, that group is not stepped
     and the phase ends, remaining inner epochs included. None = never stop (both papers' code)."""
+    warmup_steps: int = 0
+    """Linear learning-rate warmup over the run's first N optimizer steps (step s uses
+    lr·min(1, (s+1)/N)); 0 = none (both papers' code). AdamW's first steps move every adapter weight
+    by about lr whatever the gradient's size, before its second-moment estimate holds more than one
+    round's gradients (docs/methods.md, "Adam's first round")."""
 
     def __post_init__(self) -> None:
         _positive("lr", self.lr)
@@ -97,6 +102,8 @@ class PPOConfig:
             raise ConfigError(f"ppo.last_steps must be >= 1 or null, got {self.last_steps}")
         if self.target_kl is not None and not self.target_kl > 0:
             raise ConfigError(f"ppo.target_kl must be > 0 or null, got {self.target_kl}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"ppo.warmup_steps must be >= 0 (0 = no warmup), got {self.warmup_steps}")
 
 
 def _positive(name: str, value: float) -> None:
@@ -114,6 +121,19 @@ def make_adamw(params: Sequence[torch.nn.Parameter], lr: float, weight_decay: fl
                betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> torch.optim.AdamW:
     """The LoRA optimizer every method uses (AdamW, as all three released codebases)."""
     return torch.optim.AdamW(list(params), lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+def add_warmup(optimizer: torch.optim.Optimizer,
+               warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """Linear learning-rate warmup over ``optimizer``'s first ``warmup_steps`` steps (step s at
+    lr·min(1, (s+1)/warmup_steps)), or None for 0. The schedule advances by itself after every
+    ``optimizer.step()`` (a step post-hook), so the update passes need not know it exists; its
+    state (the steps taken) belongs in the method's checkpoint beside the optimizer's."""
+    if warmup_steps <= 0:
+        return None
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup_steps))
+    optimizer.register_step_post_hook(lambda *_: schedule.step())
+    return schedule
 
 
 # --------------------------------------------------------------------------------------------
