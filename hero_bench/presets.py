@@ -94,6 +94,9 @@ def toy(method: str, task: str) -> RunConfig:
         # 1e-2 on the chain's last 10 steps only, D3PO lr 5e-4. Retrained under shape oracle
         # version 5 (which fails objects drawn off the palette), tune-v5.yaml (each rate and its two
         # halvings, preference and counting; results/published/tune-v5/) selects the same three.
+        # No learning-rate warmup: tune-warmup.yaml (results/published/tune-warmup/) keeps the
+        # preset for DDPO and D3PO and ties for HERO; it removes the first round's Adam jump but
+        # slows the curve (docs/methods.md, "Adam's first round").
         # The paper's values (lr 3e-4, clip 1e-4, one pass) leave success flat on this model.
         # Rounds of 32 images (D3PO 5 groups of 7), not the paper's 64: every calibration sweep, the
         # default comparison and the learning test ran this size, and the learning rates below are
