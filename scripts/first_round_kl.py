@@ -34,7 +34,7 @@ def read_run(run: Path, rounds: int) -> dict | None:
     settings = cfg[method]
     kl = [float(r["approx_kl"]) for r in log]
     success = [float(r["train_success"]) for r in log[:rounds]]
-    return {"run": str(run), "method": method, "task": cfg["task"], "seed": cfg["seed"],
+    return {"method": method, "task": cfg["task"], "seed": cfg["seed"],
             "warmup": int(settings.get("ppo", settings).get("warmup_steps", 0) or 0),
             "kl_first": kl[0], "kl_later_max": max(kl[1:], default=float("nan")),
             "success": success, "emptied": any(s == 0.0 for s in success[1:])}

@@ -169,12 +169,6 @@ class PPOMethod(Method):
                                     ppo.adam_eps)
         self.warmup = add_warmup(self.optimizer, ppo.warmup_steps)
 
-    def optimizer_state(self) -> dict:
-        return optimizer_state(self.optimizer, self.warmup)
-
-    def load_optimizer_state(self, state: dict) -> None:
-        load_optimizer_state(self.optimizer, self.warmup, state)
-
     def images_per_epoch(self) -> int:
         return self.cfg.images_per_epoch
 

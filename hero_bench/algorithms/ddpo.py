@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hero_bench.algorithms.base import Batch, PPOMethod, RunContext
+from hero_bench.algorithms.base import Batch, PPOMethod, RunContext, load_optimizer_state, optimizer_state
 from hero_bench.algorithms.kernels import PerPromptStatTracker, PPOConfig, standardize
 from hero_bench.errors import ConfigError
 
@@ -79,8 +79,8 @@ class DDPO(PPOMethod):
 
     # checkpoint ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {**self.optimizer_state(), "tracker": self.tracker.state_dict()}
+        return {**optimizer_state(self.optimizer, self.warmup), "tracker": self.tracker.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.load_optimizer_state(state)
+        load_optimizer_state(self.optimizer, self.warmup, state)
         self.tracker.load_state_dict(state["tracker"])

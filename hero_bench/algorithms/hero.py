@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hero_bench.algorithms.base import Batch, PPOMethod, RunContext
+from hero_bench.algorithms.base import Batch, PPOMethod, RunContext, load_optimizer_state, optimizer_state
 from hero_bench.algorithms.kernels import PPOConfig, standardize
 from hero_bench.errors import ConfigError
 from hero_bench.feedback import BestImage, HeroFeedback
@@ -324,7 +324,7 @@ class Hero(PPOMethod):
     # checkpoint ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            **self.optimizer_state(),
+            **optimizer_state(self.optimizer, self.warmup),
             "embed": self.embed.state_dict(),
             "head": self.head.state_dict(),
             "embed_optimizer": self.embed_optimizer.state_dict(),
@@ -336,7 +336,7 @@ class Hero(PPOMethod):
 
     def load_state_dict(self, state: dict) -> None:
         device = self.ctx.backbone.device
-        self.load_optimizer_state(state)
+        load_optimizer_state(self.optimizer, self.warmup, state)
         self.embed.load_state_dict(state["embed"])
         self.head.load_state_dict(state["head"])
         self.embed_optimizer.load_state_dict(state["embed_optimizer"])
