@@ -7,6 +7,14 @@ run by its normalised area under the success-vs-feedback step curve from 0 to th
 (``stats.normalized_auc``: the whole curve counts, so a configuration that climbs and falls back
 loses to one that climbs and holds), and picks, per method, the variant with the highest mean
 AUC over tasks and seeds.
+
+A highest mean is not yet a decision: with a few tuning runs per configuration, one 64-image
+evaluation point moves a run's AUC by several hundredths. ``selection_margins`` therefore sets the
+selected variant against the runner-up on the runs they share (the same task and tuning seed, so
+the evaluation noise and the first round's batch are common to both) and gives the mean paired
+AUC difference with its Student t interval. A difference whose interval reaches 0 is a tie: the
+table says so, and the project's rule is to keep the preset's value on a tie (docs/methods.md,
+"Choosing the toy settings").
 """
 
 from __future__ import annotations
@@ -19,10 +27,11 @@ import pandas as pd
 
 from hero_bench.errors import HeroBenchError
 from hero_bench.methods import trained_method_names
-from hero_bench.stats import normalized_auc
+from hero_bench.stats import mean_t_ci, normalized_auc
 
 COLUMNS = ("task", "method", "variant", "n_seeds", "auc_mean", "auc_min", "auc_max", "base", "final_mean",
            "final_min", "final_max", "budget", "selected")
+MARGIN_COLUMNS = ("method", "selected", "runner_up", "n_pairs", "diff_mean", "diff_low", "diff_high", "decided")
 
 
 class SweepError(HeroBenchError, ValueError):
@@ -76,7 +85,49 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return table[list(COLUMNS)]
 
 
-def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, command: str) -> str:
+def _best_two(runs: pd.DataFrame) -> tuple[str, str | None]:
+    """The method's variants with the highest and second-highest mean AUC (ties: the first name)."""
+    order = runs.groupby("variant").auc.mean().sort_index()
+    ranked = sorted(order.index, key=lambda v: -order[v])  # stable: equal means keep name order
+    return ranked[0], (ranked[1] if len(ranked) > 1 else None)
+
+
+def selection_margins(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Per method: the selected variant against the runner-up, paired on (task, seed).
+
+    ``diff_*`` is the mean over shared runs of AUC(selected) − AUC(runner-up) and its two-sided
+    1 − alpha Student t interval (``stats.mean_t_ci``; one shared run gives an unbounded interval).
+    ``decided`` is true when the interval lies above 0; otherwise the two are a tie. A method with a
+    single variant has no runner-up (``decided`` false, nothing to compare). Unpaired runs (a task
+    or seed only one of the two ran) are left out of the difference: they do not share its noise."""
+    rows = []
+    for method, mruns in runs.groupby("method", sort=True):
+        selected, runner_up = _best_two(mruns)
+        row = {"method": method, "selected": selected, "runner_up": runner_up, "n_pairs": 0,
+               "diff_mean": float("nan"), "diff_low": float("nan"), "diff_high": float("nan"), "decided": False}
+        if runner_up is not None:
+            auc = mruns.pivot_table(index=["task", "seed"], columns="variant", values="auc", aggfunc="mean")
+            paired = auc[[selected, runner_up]].dropna()
+            row["n_pairs"] = len(paired)
+            if len(paired):
+                ci = mean_t_ci((paired[selected] - paired[runner_up]).to_numpy(), alpha=alpha)
+                row.update(diff_mean=ci.estimate, diff_low=ci.low, diff_high=ci.high, decided=bool(ci.low > 0))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(MARGIN_COLUMNS))
+
+
+def _margin_line(r) -> str:
+    if r.runner_up is None:
+        return f"| {r.method} | {r.selected} | (one configuration) | 0 | | |"
+    if r.n_pairs == 0:
+        return f"| {r.method} | {r.selected} | {r.runner_up} | 0 | (no shared task and seed) | tie |"
+    verdict = "decided" if r.decided else "**tie**: keep the preset's value"
+    return (f"| {r.method} | {r.selected} | {r.runner_up} | {r.n_pairs} | {r.diff_mean:+.3f} "
+            f"[{r.diff_low:+.3f}, {r.diff_high:+.3f}] | {verdict} |")
+
+
+def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, command: str,
+                    margins: pd.DataFrame | None = None) -> str:
     counts = runs.groupby("method").variant.nunique()
     lines = [
         "# Hyper-parameter sweep",
@@ -94,6 +145,16 @@ def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, command: str) -> st
         lines.append(f"| {r.task} | {r.method} | {name} | {r.n_seeds} | {r.auc_mean:.3f} [{r.auc_min:.3f}, "
                      f"{r.auc_max:.3f}] | {r.base:.3f} | {r.final_mean:.3f} [{r.final_min:.3f}, "
                      f"{r.final_max:.3f}] | {r.budget:.0f} |")
+    if margins is not None:
+        lines += [
+            "",
+            "Selected against the runner-up on the runs both have (same task and tuning seed): mean AUC "
+            "difference with its 95% Student t interval. An interval that reaches 0 is a tie.",
+            "",
+            "| method | selected | runner-up | paired runs | AUC difference [95% t] | verdict |",
+            "|---|---|---|---|---|---|",
+            *(_margin_line(r) for r in margins.itertuples()),
+        ]
     lines += ["", f"Made by `{command}`.", ""]
     return "\n".join(lines)
 

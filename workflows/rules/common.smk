@@ -228,7 +228,7 @@ def all_eval_train_csvs():
 
 def final_outputs():
     if config.get("sweep"):
-        return ["results/tune/sweep.md", "results/tune/sweep.csv"]
+        return ["results/tune/sweep.md", "results/tune/sweep.csv", "results/tune/sweep_selection.csv"]
     outputs = [
         "results/summary/runs.csv",
         "results/summary/summary.csv",

@@ -39,6 +39,7 @@ rule tune_table:
             labels={"item": "sweep table"},
         ),
         csv="results/tune/sweep.csv",
+        selection="results/tune/sweep_selection.csv",
     log:
         "results/logs/tune_table.log",
     threads: 1
