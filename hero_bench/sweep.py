@@ -14,7 +14,7 @@ selected variant against the runner-up on the runs they share (the same task and
 the evaluation noise and the first round's batch are common to both) and gives the mean paired
 AUC difference with its Student t interval. A difference whose interval reaches 0 is a tie: the
 table says so, and the project's rule is to keep the preset's value on a tie (docs/methods.md,
-"Choosing the toy settings").
+"How sure a sweep's selection is").
 """
 
 from __future__ import annotations
@@ -79,8 +79,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
                        auc_max=("auc", "max"), base=("base", "mean"), final_mean=("final", "mean"),
                        final_min=("final", "min"), final_max=("final", "max"),
                        budget=("budget", "max")).reset_index()
-    overall = runs.groupby(["method", "variant"]).auc.mean()
-    best = {method: overall[method].sort_index().idxmax() for method in overall.index.get_level_values(0).unique()}
+    best = {method: _best_two(mruns)[0] for method, mruns in runs.groupby("method")}
     table["selected"] = [best[m] == v for m, v in zip(table.method, table.variant)]
     return table[list(COLUMNS)]
 
