@@ -209,7 +209,8 @@ class ConsoleProgress(RunHooks):
         transfer = row.get("transfer_success_rate")
         self.say(f"epoch 0 (pretrained): eval success {row['success_rate']:.3f} on the task's prompts"
                  + (f", transfer {transfer:.3f} on held-out prompts" if transfer is not None else "") + " "
-                 f"({seconds:.1f}s)")
+                 + (f"({seconds:.1f}s, an identical run's result from the shared cache)"
+                    if run.pretrained_eval_reused else f"({seconds:.1f}s)"))
 
     def training(self, run, state):
         if run.method.trains:

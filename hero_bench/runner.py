@@ -50,6 +50,7 @@ from hero_bench.io import (FolderBusyError, atomic_torch_save, atomic_write_json
                            exclusive_folder, remove_stale_temporaries)
 from hero_bench.ledger import FeedbackLedger
 from hero_bench.methods import settings_section
+from hero_bench.pretrained_eval import PretrainedEvalCache, adapters_are_zero, key_fields
 from hero_bench.provenance import environment, git_sha, run_config_hash
 from hero_bench.results import EVAL_COLUMNS
 from hero_bench.run_config import (
@@ -117,13 +118,18 @@ class Run:
     """A run directory being trained (``train`` below is the entry point)."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, progress: bool = True, hooks: Sequence[RunHooks] = (),
-                 oracle_policy: OracleCallPolicy | None = None, labeller: LabellingServer | None = None):
+                 oracle_policy: OracleCallPolicy | None = None, labeller: LabellingServer | None = None,
+                 pretrained_eval_cache: PretrainedEvalCache | None = None):
         """``progress`` installs the console hook (a progress bar and a line per epoch on stderr);
         ``hooks`` are further callbacks of the loop (``hero_bench.run_hooks``); ``oracle_policy``
         is how the evaluator calls the oracle (time limit, retries: operational, so not in ``cfg``);
         ``labeller``, a started labelling server, puts a person in the oracle's place for the labels
-        (``hero_bench.web_evaluator``; who labels is operational too: the ledger records it)."""
+        (``hero_bench.web_evaluator``; who labels is operational too: the ledger records it);
+        ``pretrained_eval_cache`` shares the pretrained model's evaluation between runs
+        (``hero_bench.pretrained_eval``; it changes no number, only how often one is computed)."""
         self.cfg = cfg
+        self.pretrained_eval_cache = pretrained_eval_cache
+        self.pretrained_eval_reused = False  # epoch 0 read from the cache (the console says so)
         self.oracle_policy = oracle_policy
         self.labeller = labeller
         self.dir = Path(run_dir)
@@ -228,11 +234,23 @@ class Run:
         name = adapter_name(state.epoch)  # lora/epoch_XXXX.safetensors
         save_lora(self.backbone.unet, self.dir / name)
         self.adapters[name] = file_sha256(self.dir / name)
-        result = evaluate_model(self.backbone, self.task, self.oracle, self.cfg.sampler, self.cfg.eval)
+        result = self.evaluation(state.epoch)
         row = eval_row(self.cfg, state.epoch, state.feedback_used, state.queries, state.images_generated, result,
                        self.oracle, self.config_hash, self.git_sha)
         state.eval_rows.append(row)
         return row
+
+    def evaluation(self, epoch: int) -> dict:
+        """``evaluate_model`` of the current weights; at epoch 0 with all-zero adapters (the
+        pretrained model itself) looked up in, or added to, the shared cache when the run has one."""
+        def compute() -> dict:
+            return evaluate_model(self.backbone, self.task, self.oracle, self.cfg.sampler, self.cfg.eval)
+
+        if epoch != 0 or self.pretrained_eval_cache is None or not adapters_are_zero(self.backbone.unet):
+            return compute()
+        fields = key_fields(self.backbone, self.task, self.oracle, self.cfg.sampler, self.cfg.eval, self.cfg.tier)
+        result, self.pretrained_eval_reused = self.pretrained_eval_cache.get_or_compute(fields, compute)
+        return result
 
     # -- the loop -------------------------------------------------------------------------------
     def train(self) -> RunState | None:
@@ -372,11 +390,13 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
 
 def train(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
           hooks: Sequence[RunHooks] = (), oracle_policy: OracleCallPolicy | None = None,
-          labeller: LabellingServer | None = None) -> RunState | None:
+          labeller: LabellingServer | None = None,
+          pretrained_eval_cache: str | Path | None = None) -> RunState | None:
     """Train (or resume, or skip if complete) the run ``cfg`` in ``run_dir``; ``oracle_policy`` is how
     the evaluator calls the task's oracle (``feedback.OracleCallPolicy``; None: its defaults);
     ``labeller``: a started ``web_server.LabellingServer`` whose page a person labels on (None: the
-    task's oracle labels).
+    task's oracle labels); ``pretrained_eval_cache``: a folder where the pretrained model's
+    evaluation (epoch 0) is shared with other runs (``hero_bench.pretrained_eval``; None: computed here).
 
     ``progress`` shows a progress bar and a line per epoch on stderr; ``hooks`` are further
     callbacks (a test's ``run_hooks.CrashAt``).  HERO_BENCH_CRASH_AT in the environment installs a
@@ -384,4 +404,6 @@ def train(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
     and HERO_BENCH_TRACE a file that records when each point is reached (``run_hooks.TraceTo``)."""
     return Run(cfg, run_dir, progress=progress,
                hooks=trace_from_env() + crash_from_env() + list(hooks), oracle_policy=oracle_policy,
-               labeller=labeller).train()
+               labeller=labeller,
+               pretrained_eval_cache=None if pretrained_eval_cache is None else PretrainedEvalCache(pretrained_eval_cache),
+               ).train()

@@ -144,6 +144,22 @@ def test_toy_default_grid_is_meaningful():
     assert cfg["published"] == "results/published/toy"
 
 
+def test_training_jobs_start_longest_first(planned):
+    # priority = the run's label budget: on few cores the long runs start first and the short ones
+    # fill the end (the default run once ended with one preference run alone for minutes)
+    cfg = load_config("toy")
+    seen = {}
+    for block in planned("toy").split("rule train:")[1:]:
+        block = block.split("\nrule ")[0].split("\nlocalrule ")[0]
+        wildcards = dict(item.split("=") for item in re.search(r"wildcards: (.*)", block).group(1).split(", "))
+        priority = re.search(r"priority: (\d+)", block)
+        seen[(wildcards["task"], wildcards["method"])] = int(priority.group(1)) if priority else 0
+    budgets = {task: cfg.get("per_task", {}).get(task, {}).get("budget", cfg["budget"]) for task in cfg["tasks"]}
+    assert seen == {(task, method): 0 if method == "base" else budgets[task]
+                    for task in cfg["tasks"] for method in cfg["methods"]}
+    assert len(set(seen.values())) == 3  # preference before sanity before the base model's evaluations
+
+
 def test_published_results_plan_the_reproduction_check(tmp_path):
     published = tmp_path / "results" / "published" / "toy" / "summary"
     published.mkdir(parents=True)
@@ -480,6 +496,8 @@ def test_rules_pass_the_documented_cli_arguments(finished_fake_run):
         assert f"eval.n_images={cfg['evaluation']['images']}" in c
         assert c[c.index("--out") + 1].endswith(f"/{method}/seed0")
         assert "--replace-stale" in c  # a run folder of other settings is moved aside, not an error
+        # the runs of a task share the pretrained model's evaluation (hero_bench/pretrained_eval.py)
+        assert c[c.index("--pretrained-eval-cache") + 1] == "results/cache/pretrained_eval"
     (gather,) = by_cmd["gather"]
     assert gather[:3] == ["gather", "--out", "results/summary/runs.csv"]
     assert len(gather[3:]) == 8 and all(p.endswith("/eval.csv") for p in gather[3:])

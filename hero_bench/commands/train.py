@@ -95,6 +95,12 @@ def add_arguments(parser) -> None:
                              "a run with the same config is resumed either way. The first line printed says "
                              "which happened")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    parser.add_argument("--pretrained-eval-cache", default=None, metavar="DIR",
+                        help="share the evaluation of the pretrained model (epoch 0) through this folder: a run "
+                             "whose backbone, task, oracle, evaluation and sampler settings and code equal an "
+                             "earlier one's reads that run's result instead of computing it again (the same "
+                             "numbers, bit for bit: the evaluation noise does not depend on the run's method or "
+                             "seed). The workflow uses results/cache/pretrained_eval (default: no cache)")
     # defaults live in feedback.OracleCallPolicy (None here = its default; the help repeats them)
     parser.add_argument("--oracle-timeout", type=float, default=None, metavar="SECONDS",
                         help="give up on one oracle call on a batch after this long (it is abandoned and may "
@@ -131,7 +137,8 @@ def run(args) -> int:
     if args.evaluator == "web":
         state = train_with_a_person(cfg, args, policy)
     else:
-        state = train(cfg, args.out, progress=not args.quiet, oracle_policy=policy)
+        state = train(cfg, args.out, progress=not args.quiet, oracle_policy=policy,
+                      pretrained_eval_cache=args.pretrained_eval_cache)
     if state is not None and not args.quiet:
         final = state.eval_rows[-1] if state.eval_rows else None
         summary = f"; final eval success {final['success_rate']:.3f} on the task's prompts" if final else ""
@@ -155,7 +162,8 @@ def train_with_a_person(cfg, args, policy):
     with LabellingServer(host=args.web_host, port=args.web_port) as server:
         # the line a person (or a test) waits for: flushed at once, even under a pipe
         print(f"label at {server.url}", flush=True)
-        return train(cfg, args.out, progress=not args.quiet, oracle_policy=policy, labeller=server)
+        return train(cfg, args.out, progress=not args.quiet, oracle_policy=policy, labeller=server,
+                     pretrained_eval_cache=args.pretrained_eval_cache)
 
 
 def oracle_policy(args):

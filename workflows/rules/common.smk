@@ -281,6 +281,14 @@ def train_budget(wildcards):
     return run_budget(wildcards.task, wildcards.method)
 
 
+def train_priority(wildcards):
+    """Longest run first: the run's label budget stands for its cost (the base model's is 0).
+    Started in the order Snakemake happens to pick, a long run that starts last keeps one core
+    busy for minutes while the other waits (the default run on 2 cores ended with one 4-minute
+    preference run alone); started longest first, the short runs fill the gaps at the end."""
+    return run_budget(wildcards.task, wildcards.method)
+
+
 def override_items(task, method, variant=None):
     """The `key=value` overrides of one run: evaluation settings, then `set.all`, then
     `set.<method>`, then (a sweep run) its variant's configuration."""
@@ -348,12 +356,17 @@ def run_dir_of_done(wildcards, input):
 # folder when its config.yaml is this job's config, else moves it aside to RUN_DIR.replaced-<UTC
 # time> and starts afresh, and says which in the log. `timeout --verbose` names the time limit in
 # the log when it stops a job (resources.runtime; a rerun resumes from the checkpoint).
+# The pretrained model's evaluation is the same numbers for every method and seed of a task
+# (hero_bench/pretrained_eval.py): the first run computes it into PRETRAINED_EVAL_CACHE and the
+# others read it there.
+PRETRAINED_EVAL_CACHE = "results/cache/pretrained_eval"
 TRAIN_SHELL = (
     "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} TQDM_DISABLE=1 "
     "{params.launcher} timeout --verbose -k 60 {resources.runtime}m "
     "hero-bench train --tier {wildcards.tier} --task {wildcards.task} --method {wildcards.method} "
     "--seed {wildcards.seed} --budget {params.budget} --device {params.device} "
-    "{params.backbone} {params.overrides} --out {params.run_dir:q} --replace-stale > {log} 2>&1"
+    "{params.backbone} {params.overrides} --out {params.run_dir:q} --replace-stale "
+    f"--pretrained-eval-cache {PRETRAINED_EVAL_CACHE} > {{log}} 2>&1"
 )
 
 

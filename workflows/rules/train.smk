@@ -52,6 +52,7 @@ rule train:
         device=config["device"],
         backbone=train_backbone_arg,
         overrides=train_overrides,
+    priority: train_priority
     threads: train_threads()
     resources:
         **train_resources(),

@@ -19,6 +19,7 @@ rule tune_train:
         device=config["device"],
         backbone=train_backbone_arg,
         overrides=train_overrides,
+    priority: train_priority
     threads: train_threads()
     resources:
         **train_resources(),
