@@ -1,0 +1,117 @@
+"""A candidate configuration against a reference on the same (task, seed) runs of a sweep, with a
+non-inferiority margin: the decision rule of workflows/config/tune-warmup8.yaml.
+
+    python scripts/paired_variants.py RESULTS_TUNE_DIR --reference METHOD=VARIANT ... \\
+        --candidate METHOD=VARIANT ... [--margin 0.05]
+
+``RESULTS_TUNE_DIR`` holds ``<tier>/<task>/<method>/<variant>/seed<k>/`` run folders (a sweep's
+``results/tune`` or its published copy's ``runs``). For each method given both a reference and a
+candidate: the number of (task, seed) pairs both ran, the mean of AUC(candidate) − AUC(reference)
+(normalised area under success vs feedback, ``hero_bench.sweep``) with its 95% Student t interval,
+and the median first-round approx_kl of each (HERO and DDPO log it; D3PO does not). The candidate
+is **adopted** when the interval's lower end lies above −margin (it costs at most ``margin`` of
+AUC) and, where approx_kl is logged, its median first-round approx_kl is below the reference's;
+otherwise the reference stays. A Markdown table goes to stdout.
+
+This is a non-inferiority rule, meant for a change that fixes a failure (a warmup against the
+first round's jump) rather than for ranking rates: ``hero-bench sweep-table`` ranks those, and a
+tie there keeps the preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+from hero_bench.stats import mean_t_ci
+from hero_bench.sweep import read_runs
+
+
+def method_variants(items: list[str], flag: str, parser) -> dict[str, str]:
+    out = {}
+    for item in items:
+        method, sep, variant = item.partition("=")
+        if not sep or not method or not variant:
+            parser.error(f"{flag} {item!r}: expected METHOD=VARIANT, e.g. ddpo=late10_lr1e-2")
+        out[method] = variant
+    return out
+
+
+def first_round_kl(run_dir: Path) -> float | None:
+    """The first logged round's approx_kl of one run folder, or None when it logs none."""
+    path = run_dir / "train_log.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or not rows[0].get("approx_kl"):
+        return None
+    return float(rows[0]["approx_kl"])
+
+
+def compare(root: Path, method: str, reference: str, candidate: str, margin: float) -> dict:
+    """One method's row: pairs, AUC difference with its interval, first-round kl medians, verdict."""
+    paths = sorted(root.glob(f"*/*/{method}/*/seed*/eval.csv"))
+    paths = [p for p in paths if p.parent.parent.name in (reference, candidate)]
+    if not paths:
+        raise SystemExit(f"{root}: no runs of {method} variants {reference} or {candidate}")
+    runs = read_runs(paths)
+    auc = runs.pivot_table(index=["task", "seed"], columns="variant", values="auc", aggfunc="mean")
+    missing = [v for v in (reference, candidate) if v not in auc.columns]
+    if missing:
+        raise SystemExit(f"{root}: no finished run of {method} variant(s) {', '.join(missing)}")
+    paired = auc[[reference, candidate]].dropna()
+    ci = mean_t_ci((paired[candidate] - paired[reference]).to_numpy())
+    kl = {}
+    for variant in (reference, candidate):
+        values = [k for p in paths if p.parent.parent.name == variant
+                  if (k := first_round_kl(p.parent)) is not None]
+        kl[variant] = statistics.median(values) if values else None
+    calmer = kl[reference] is None or kl[candidate] is None or kl[candidate] < kl[reference]
+    adopted = bool(ci.low > -margin) and calmer
+    return {"method": method, "reference": reference, "candidate": candidate, "pairs": len(paired),
+            "auc_reference": float(paired[reference].mean()), "auc_candidate": float(paired[candidate].mean()),
+            "diff": ci.estimate, "low": ci.low, "high": ci.high,
+            "kl_reference": kl[reference], "kl_candidate": kl[candidate], "adopted": adopted}
+
+
+def _kl(value: float | None) -> str:
+    return "not logged" if value is None else f"{value:.3f}"
+
+
+def render(rows: list[dict], margin: float) -> str:
+    lines = [f"| method | reference | candidate | pairs | AUC reference | AUC candidate | candidate − reference [95% t] "
+             f"| first-round approx_kl (median), reference → candidate | adopted (lower end > −{margin:g}) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['reference']} | {r['candidate']} | {r['pairs']} | {r['auc_reference']:.3f} "
+                     f"| {r['auc_candidate']:.3f} | {r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] "
+                     f"| {_kl(r['kl_reference'])} → {_kl(r['kl_candidate'])} | {'**yes**' if r['adopted'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", type=Path, help="folder of <tier>/<task>/<method>/<variant>/seed<k>/ run folders")
+    parser.add_argument("--reference", nargs="+", required=True, metavar="METHOD=VARIANT")
+    parser.add_argument("--candidate", nargs="+", required=True, metavar="METHOD=VARIANT")
+    parser.add_argument("--margin", type=float, default=0.05,
+                        help="largest AUC loss the candidate may cost, as the interval's lower end (default 0.05)")
+    args = parser.parse_args(argv)
+    if args.margin < 0:
+        parser.error(f"--margin must be >= 0, got {args.margin}")
+    references = method_variants(args.reference, "--reference", parser)
+    candidates = method_variants(args.candidate, "--candidate", parser)
+    unmatched = sorted(set(references) ^ set(candidates))
+    if unmatched:
+        parser.error(f"methods given only a reference or only a candidate: {', '.join(unmatched)}")
+    rows = [compare(args.root, m, references[m], candidates[m], args.margin) for m in sorted(references)]
+    print(render(rows, args.margin), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

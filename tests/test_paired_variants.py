@@ -1,0 +1,71 @@
+"""scripts/paired_variants.py: a candidate against a reference on paired sweep runs, with a margin."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import load_script
+
+
+def _run(root, task, method, variant, seed, successes, first_kl=None):
+    """A run whose success is ``successes`` at 0, 64, 128 labels (AUC: the step curve over 0-128,
+    so only the first two values count, each for half)."""
+    folder = root / "toy" / task / method / variant / f"seed{seed}"
+    folder.mkdir(parents=True)
+    rows = "".join(f"{i},{i * 64},{s}\n" for i, s in enumerate(successes))
+    (folder / "eval.csv").write_text("epoch,feedback_used,success_rate\n" + rows)
+    if first_kl is not None:
+        (folder / "train_log.csv").write_text(f"epoch,approx_kl\n1,{first_kl}\n2,0.01\n")
+
+
+def _grid(root, candidate_shift, candidate_kl=0.01):
+    """Three (task, seed) pairs of ddpo: the candidate's curve moved by ``candidate_shift`` (plus a
+    little noise, so the interval is finite), the reference jumping in its first round."""
+    for i, (task, seed) in enumerate([("a", 1), ("a", 2), ("b", 1)]):
+        base = 0.2 + 0.1 * i
+        _run(root, task, "ddpo", "ref", seed, [base, base + 0.1, base + 0.2], first_kl=2.0)
+        jitter = (-0.01, 0.0, 0.01)[i]
+        _run(root, task, "ddpo", "cand", seed, [base, base + 0.1 + candidate_shift + jitter,
+                                                base + 0.2 + candidate_shift + jitter], first_kl=candidate_kl)
+
+
+def test_a_candidate_within_the_margin_and_calmer_is_adopted(tmp_path, capsys):
+    script = load_script("paired_variants")
+    _grid(tmp_path, candidate_shift=-0.01)
+    row = script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05)
+    assert row["pairs"] == 3 and row["diff"] == pytest.approx(-0.005, abs=1e-9)
+    assert -0.05 < row["low"] < row["diff"] < row["high"]
+    assert (row["kl_reference"], row["kl_candidate"]) == (2.0, 0.01) and row["adopted"]
+    assert script.main([str(tmp_path), "--reference", "ddpo=ref", "--candidate", "ddpo=cand"]) == 0
+    assert "**yes**" in capsys.readouterr().out
+
+
+def test_a_candidate_that_may_cost_more_than_the_margin_is_not(tmp_path):
+    script = load_script("paired_variants")
+    _grid(tmp_path, candidate_shift=-0.2)
+    row = script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05)
+    assert row["low"] < -0.05 and not row["adopted"]
+
+
+def test_a_candidate_that_is_not_calmer_is_not_adopted(tmp_path):
+    script = load_script("paired_variants")
+    _grid(tmp_path, candidate_shift=0.1, candidate_kl=3.0)
+    row = script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05)
+    assert row["low"] > 0 and not row["adopted"]
+
+
+def test_unpaired_runs_stay_out_of_the_difference(tmp_path):
+    script = load_script("paired_variants")
+    _grid(tmp_path, candidate_shift=-0.01)
+    _run(tmp_path, "c", "ddpo", "cand", 9, [0.0, 0.9, 0.9], first_kl=0.01)  # no reference run beside it
+    assert script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05)["pairs"] == 3
+
+
+def test_bad_arguments_name_what_is_expected(tmp_path, capsys):
+    script = load_script("paired_variants")
+    with pytest.raises(SystemExit):
+        script.main([str(tmp_path), "--reference", "ddpo", "--candidate", "ddpo=cand"])
+    assert "expected METHOD=VARIANT" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main([str(tmp_path), "--reference", "ddpo=ref", "--candidate", "hero=cand"])
+    assert "only a reference or only a candidate" in capsys.readouterr().err
