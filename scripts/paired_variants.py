@@ -2,10 +2,11 @@
 non-inferiority margin: the decision rule of workflows/config/tune-warmup8.yaml.
 
     python scripts/paired_variants.py RESULTS_TUNE_DIR --reference METHOD=VARIANT ... \\
-        --candidate METHOD=VARIANT ... [--margin 0.05]
+        --candidate METHOD=VARIANT ... [--margin 0.05] [--tasks TASK ...]
 
 ``RESULTS_TUNE_DIR`` holds ``<tier>/<task>/<method>/<variant>/seed<k>/`` run folders (a sweep's
-``results/tune`` or its published copy's ``runs``). For each method given both a reference and a
+``results/tune`` or its published copy's ``runs``; ``--tasks`` keeps the named tasks only, e.g. the config's when the folder holds runs of
+others). For each method given both a reference and a
 candidate: the number of (task, seed) pairs both ran, the mean of AUC(candidate) − AUC(reference)
 (normalised area under success vs feedback, ``hero_bench.sweep``) with its 95% Student t interval,
 and the median first-round approx_kl of each (HERO and DDPO log it; D3PO does not). The candidate
@@ -52,10 +53,12 @@ def first_round_kl(run_dir: Path) -> float | None:
     return float(rows[0]["approx_kl"])
 
 
-def compare(root: Path, method: str, reference: str, candidate: str, margin: float) -> dict:
+def compare(root: Path, method: str, reference: str, candidate: str, margin: float,
+            tasks: list[str] | None = None) -> dict:
     """One method's row: pairs, AUC difference with its interval, first-round kl medians, verdict."""
     paths = sorted(root.glob(f"*/*/{method}/*/seed*/eval.csv"))
-    paths = [p for p in paths if p.parent.parent.name in (reference, candidate)]
+    paths = [p for p in paths if p.parent.parent.name in (reference, candidate)
+             and (tasks is None or p.parents[3].name in tasks)]
     if not paths:
         raise SystemExit(f"{root}: no runs of {method} variants {reference} or {candidate}")
     runs = read_runs(paths)
@@ -98,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", type=Path, help="folder of <tier>/<task>/<method>/<variant>/seed<k>/ run folders")
     parser.add_argument("--reference", nargs="+", required=True, metavar="METHOD=VARIANT")
     parser.add_argument("--candidate", nargs="+", required=True, metavar="METHOD=VARIANT")
+    parser.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                        help="only these tasks' runs (default: every task in the folder)")
     parser.add_argument("--margin", type=float, default=0.05,
                         help="largest AUC loss the candidate may cost, as the interval's lower end (default 0.05)")
     args = parser.parse_args(argv)
@@ -108,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     unmatched = sorted(set(references) ^ set(candidates))
     if unmatched:
         parser.error(f"methods given only a reference or only a candidate: {', '.join(unmatched)}")
-    rows = [compare(args.root, m, references[m], candidates[m], args.margin) for m in sorted(references)]
+    rows = [compare(args.root, m, references[m], candidates[m], args.margin, args.tasks) for m in sorted(references)]
     print(render(rows, args.margin), end="")
     return 0
 

@@ -61,6 +61,13 @@ def test_unpaired_runs_stay_out_of_the_difference(tmp_path):
     assert script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05)["pairs"] == 3
 
 
+def test_tasks_outside_the_list_are_left_out(tmp_path):
+    script = load_script("paired_variants")
+    _grid(tmp_path, candidate_shift=-0.01)  # tasks a (2 pairs) and b (1)
+    assert script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05, tasks=["a"])["pairs"] == 2
+    assert script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05)["pairs"] == 3
+
+
 def test_bad_arguments_name_what_is_expected(tmp_path, capsys):
     script = load_script("paired_variants")
     with pytest.raises(SystemExit):
