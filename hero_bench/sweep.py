@@ -91,6 +91,13 @@ def _best_two(runs: pd.DataFrame) -> tuple[str, str | None]:
     return ranked[0], (ranked[1] if len(ranked) > 1 else None)
 
 
+def paired_aucs(runs: pd.DataFrame, first: str, second: str) -> pd.DataFrame:
+    """The AUCs of variants ``first`` and ``second`` (columns) on the (task, seed) runs both have
+    (rows): runs only one of them has do not share the other's noise and are left out."""
+    auc = runs.pivot_table(index=["task", "seed"], columns="variant", values="auc", aggfunc="mean")
+    return auc[[first, second]].dropna()
+
+
 def selection_margins(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Per method: the selected variant against the runner-up, paired on (task, seed).
 
@@ -105,8 +112,7 @@ def selection_margins(runs: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
         row = {"method": method, "selected": selected, "runner_up": runner_up, "n_pairs": 0,
                "diff_mean": float("nan"), "diff_low": float("nan"), "diff_high": float("nan"), "decided": False}
         if runner_up is not None:
-            auc = mruns.pivot_table(index=["task", "seed"], columns="variant", values="auc", aggfunc="mean")
-            paired = auc[[selected, runner_up]].dropna()
+            paired = paired_aucs(mruns, selected, runner_up)
             row["n_pairs"] = len(paired)
             if len(paired):
                 ci = mean_t_ci((paired[selected] - paired[runner_up]).to_numpy(), alpha=alpha)

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from hero_bench.stats import mean_t_ci
-from hero_bench.sweep import read_runs
+from hero_bench.sweep import paired_aucs, read_runs
 
 
 def method_variants(items: list[str], flag: str, parser) -> dict[str, str]:
@@ -62,11 +62,10 @@ def compare(root: Path, method: str, reference: str, candidate: str, margin: flo
     if not paths:
         raise SystemExit(f"{root}: no runs of {method} variants {reference} or {candidate}")
     runs = read_runs(paths)
-    auc = runs.pivot_table(index=["task", "seed"], columns="variant", values="auc", aggfunc="mean")
-    missing = [v for v in (reference, candidate) if v not in auc.columns]
+    missing = sorted({reference, candidate} - set(runs.variant))
     if missing:
         raise SystemExit(f"{root}: no finished run of {method} variant(s) {', '.join(missing)}")
-    paired = auc[[reference, candidate]].dropna()
+    paired = paired_aucs(runs, reference, candidate)
     ci = mean_t_ci((paired[candidate] - paired[reference]).to_numpy())
     kl = {}
     for variant in (reference, candidate):
