@@ -1,12 +1,14 @@
 """A candidate configuration against a reference on the same (task, seed) runs of a sweep, with a
 non-inferiority margin: the decision rule of workflows/config/tune-warmup8.yaml.
 
-    python scripts/paired_variants.py RESULTS_TUNE_DIR --reference METHOD=VARIANT ... \\
+    python scripts/paired_variants.py RESULTS_TUNE_DIR [RESULTS_TUNE_DIR ...] --reference METHOD=VARIANT ... \\
         --candidate METHOD=VARIANT ... [--margin 0.05] [--tasks TASK ...]
 
-``RESULTS_TUNE_DIR`` holds ``<tier>/<task>/<method>/<variant>/seed<k>/`` run folders (a sweep's
-``results/tune`` or its published copy's ``runs``; ``--tasks`` keeps the named tasks only, e.g. the config's when the folder holds runs of
-others). For each method given both a reference and a
+Each ``RESULTS_TUNE_DIR`` holds ``<tier>/<task>/<method>/<variant>/seed<k>/`` run folders (a sweep's
+``results/tune`` or its published copy's ``runs``); several folders pool their runs, e.g. a sweep
+and its extension on more tuning seeds (a (task, seed) run of a variant found in two folders is an
+error). ``--tasks`` keeps the named tasks only, e.g. the config's when a folder holds runs of
+others. For each method given both a reference and a
 candidate: the number of (task, seed) pairs both ran, the mean of AUC(candidate) − AUC(reference)
 (normalised area under success vs feedback, ``hero_bench.sweep``) with its 95% Student t interval,
 and the median first-round approx_kl of each (HERO and DDPO log it; D3PO does not). The candidate
@@ -53,14 +55,23 @@ def first_round_kl(run_dir: Path) -> float | None:
     return float(rows[0]["approx_kl"])
 
 
-def compare(root: Path, method: str, reference: str, candidate: str, margin: float,
+def compare(roots: Path | list[Path], method: str, reference: str, candidate: str, margin: float,
             tasks: list[str] | None = None) -> dict:
     """One method's row: pairs, AUC difference with its interval, first-round kl medians, verdict."""
-    paths = sorted(root.glob(f"*/*/{method}/*/seed*/eval.csv"))
+    roots = [roots] if isinstance(roots, Path) else list(roots)
+    root = ", ".join(str(r) for r in roots)
+    paths = sorted(p for r in roots for p in r.glob(f"*/*/{method}/*/seed*/eval.csv"))
     paths = [p for p in paths if p.parent.parent.name in (reference, candidate)
              and (tasks is None or p.parents[3].name in tasks)]
     if not paths:
         raise SystemExit(f"{root}: no runs of {method} variants {reference} or {candidate}")
+    seen: dict[tuple, Path] = {}
+    for p in paths:
+        key = tuple(p.parts[-6:-1])  # tier, task, method, variant, seed
+        if key in seen:
+            raise SystemExit(f"the same run is in two folders: {seen[key].parent} and {p.parent}; "
+                             "give each (task, variant, seed) once")
+        seen[key] = p
     runs = read_runs(paths)
     missing = sorted({reference, candidate} - set(runs.variant))
     if missing:
@@ -97,7 +108,8 @@ def render(rows: list[dict], margin: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("root", type=Path, help="folder of <tier>/<task>/<method>/<variant>/seed<k>/ run folders")
+    parser.add_argument("roots", type=Path, nargs="+", metavar="root",
+                        help="folder(s) of <tier>/<task>/<method>/<variant>/seed<k>/ run folders, pooled")
     parser.add_argument("--reference", nargs="+", required=True, metavar="METHOD=VARIANT")
     parser.add_argument("--candidate", nargs="+", required=True, metavar="METHOD=VARIANT")
     parser.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
@@ -112,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     unmatched = sorted(set(references) ^ set(candidates))
     if unmatched:
         parser.error(f"methods given only a reference or only a candidate: {', '.join(unmatched)}")
-    rows = [compare(args.root, m, references[m], candidates[m], args.margin, args.tasks) for m in sorted(references)]
+    rows = [compare(args.roots, m, references[m], candidates[m], args.margin, args.tasks) for m in sorted(references)]
     print(render(rows, args.margin), end="")
     return 0
 

@@ -76,3 +76,15 @@ def test_bad_arguments_name_what_is_expected(tmp_path, capsys):
     with pytest.raises(SystemExit):
         script.main([str(tmp_path), "--reference", "ddpo=ref", "--candidate", "hero=cand"])
     assert "only a reference or only a candidate" in capsys.readouterr().err
+
+
+def test_several_folders_pool_their_pairs_and_a_run_in_two_is_refused(tmp_path):
+    script = load_script("paired_variants")
+    first, second = tmp_path / "first", tmp_path / "second"
+    _grid(first, candidate_shift=-0.01)  # 3 pairs
+    _run(second, "a", "ddpo", "ref", 7, [0.1, 0.2, 0.3], first_kl=2.0)
+    _run(second, "a", "ddpo", "cand", 7, [0.1, 0.4, 0.5], first_kl=0.01)
+    assert script.compare([first, second], "ddpo", "ref", "cand", margin=0.05)["pairs"] == 4
+    _run(second, "a", "ddpo", "ref", 1, [0.1, 0.2, 0.3], first_kl=2.0)  # also in `first`
+    with pytest.raises(SystemExit, match="the same run is in two folders"):
+        script.compare([first, second], "ddpo", "ref", "cand", margin=0.05)
