@@ -117,4 +117,7 @@ def test_the_command_line_flag_fills_the_cache(tmp_path, tiny_backbone_dir, caps
     assert main(args + ["--seed", "0", "--out", str(tmp_path / "a")]) == 0
     assert main(args + ["--seed", "1", "--out", str(tmp_path / "b")]) == 0
     assert len(list(cache.glob("*.json"))) == 1
-    assert "shared cache" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "shared cache" in out.err
+    # base spends no feedback: its summary says so instead of "feedback 0/<budget>"
+    assert "no training, no feedback" in out.out and "feedback 0/" not in out.out

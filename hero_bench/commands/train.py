@@ -144,8 +144,10 @@ def run(args) -> int:
         summary = f"; final eval success {final['success_rate']:.3f} on the task's prompts" if final else ""
         if final and final.get("transfer_success_rate") is not None:
             summary += f", transfer {final['transfer_success_rate']:.3f} on held-out prompts"
-        print(f"{cfg.run_id}: done after {state.epoch} epoch(s), feedback {state.feedback_used}/{cfg.budget}"
-              f"{summary} -> {args.out}")
+        # base spends no feedback whatever its budget: "0/512" would read as a run cut short
+        spent = (f"{state.epoch} epoch(s), feedback {state.feedback_used}/{cfg.budget}" if cfg.method != "base"
+                 else "evaluating the pretrained model (no training, no feedback)")
+        print(f"{cfg.run_id}: done after {spent}{summary} -> {args.out}")
     return 0
 
 
