@@ -8,7 +8,7 @@ Each ``RESULTS_TUNE_DIR`` holds ``<tier>/<task>/<method>/<variant>/seed<k>/`` ru
 ``results/tune`` or its published copy's ``runs``); several folders pool their runs, e.g. a sweep
 and its extension on more tuning seeds (a (task, seed) run of a variant found in two folders is an
 error). ``--tasks`` keeps the named tasks only, e.g. the config's when a folder holds runs of
-others. For each method given both a reference and a
+others. Runs without DONE.json (still training) are left out and named on stderr. For each method given both a reference and a
 candidate: the number of (task, seed) pairs both ran, the mean of AUC(candidate) − AUC(reference)
 (normalised area under success vs feedback, ``hero_bench.sweep``) with its 95% Student t interval,
 and the median first-round approx_kl of each (HERO and DDPO log it; D3PO does not). The candidate
@@ -29,6 +29,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from hero_bench.run_records import DONE_FILE
 from hero_bench.stats import mean_t_ci
 from hero_bench.sweep import paired_aucs, read_runs
 
@@ -63,8 +64,12 @@ def compare(roots: Path | list[Path], method: str, reference: str, candidate: st
     paths = sorted(p for r in roots for p in r.glob(f"*/*/{method}/*/seed*/eval.csv"))
     paths = [p for p in paths if p.parent.parent.name in (reference, candidate)
              and (tasks is None or p.parents[3].name in tasks)]
+    unfinished = [p.parent for p in paths if not (p.parent / DONE_FILE).is_file()]
+    for run in unfinished:  # still training (or stopped): its curve does not reach the budget yet
+        print(f"{run}: no {DONE_FILE}, left out", file=sys.stderr)
+    paths = [p for p in paths if p.parent not in unfinished]
     if not paths:
-        raise SystemExit(f"{root}: no runs of {method} variants {reference} or {candidate}")
+        raise SystemExit(f"{root}: no finished runs of {method} variants {reference} or {candidate}")
     seen: dict[tuple, Path] = {}
     for p in paths:
         key = tuple(p.parts[-6:-1])  # tier, task, method, variant, seed

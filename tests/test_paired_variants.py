@@ -14,6 +14,7 @@ def _run(root, task, method, variant, seed, successes, first_kl=None):
     folder.mkdir(parents=True)
     rows = "".join(f"{i},{i * 64},{s}\n" for i, s in enumerate(successes))
     (folder / "eval.csv").write_text("epoch,feedback_used,success_rate\n" + rows)
+    (folder / "DONE.json").write_text("{}")
     if first_kl is not None:
         (folder / "train_log.csv").write_text(f"epoch,approx_kl\n1,{first_kl}\n2,0.01\n")
 
@@ -88,3 +89,13 @@ def test_several_folders_pool_their_pairs_and_a_run_in_two_is_refused(tmp_path):
     _run(second, "a", "ddpo", "ref", 1, [0.1, 0.2, 0.3], first_kl=2.0)  # also in `first`
     with pytest.raises(SystemExit, match="the same run is in two folders"):
         script.compare([first, second], "ddpo", "ref", "cand", margin=0.05)
+
+
+def test_a_run_still_training_is_left_out(tmp_path, capsys):
+    script = load_script("paired_variants")
+    _grid(tmp_path, candidate_shift=-0.01)
+    _run(tmp_path, "c", "ddpo", "ref", 4, [0.1, 0.2, 0.3], first_kl=2.0)
+    _run(tmp_path, "c", "ddpo", "cand", 4, [0.1], first_kl=0.01)  # only its epoch-0 row so far
+    (tmp_path / "toy" / "c" / "ddpo" / "cand" / "seed4" / "DONE.json").unlink()
+    assert script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05)["pairs"] == 3
+    assert "seed4: no DONE.json, left out" in capsys.readouterr().err
