@@ -104,8 +104,11 @@ def toy(method: str, task: str) -> RunConfig:
         # (adopt when warmup - preset has a 95% lower end above -0.05 AUC and a calmer first
         # round): HERO +0.034 [+0.002, +0.066], adopted; DDPO -0.008 [-0.162, +0.146] and D3PO
         # -0.043 [-0.089, +0.004], not (DDPO's first-round jump, approx_kl median 1.77 against
-        # 0.009 with the warmup, stays: docs/methods.md). tune-warmup.yaml's two-round warmup
-        # was a tie for every method (results/published/tune-warmup/).
+        # 0.009 with the warmup, stays: docs/methods.md). DDPO's warmup on 18 pairs
+        # (tune-warmup8-ddpo.yaml, the same rule fixed before it ran;
+        # results/published/tune-warmup8-ddpo/): -0.006 [-0.073, +0.061], still not adopted (it
+        # helps anomaly and slows preference). tune-warmup.yaml's two-round warmup was a tie for
+        # every method (results/published/tune-warmup/).
         # The paper's values (lr 3e-4, clip 1e-4, one pass) leave success flat on this model.
         # Rounds of 32 images (D3PO 5 groups of 7), not the paper's 64: every calibration sweep, the
         # default comparison and the learning test ran this size, and the learning rates below are
