@@ -4,7 +4,9 @@ Samples ``--n`` images of a toy task's training prompts with the benchmark's eva
 (``sample_and_judge``: fixed evaluation noise at ``--seed``, the toy sampler) from the shipped model,
 or from a run's last adapter with ``--run``, and prints, per prompt, how many images fail which set
 of the oracle's conditions, how many objects and stray specks ("debris") they hold, and for the
-images whose only object is of the requested colour and shape, why they still fail. A learner that
+images whose only object is of the requested colour and shape, why they still fail (malformed,
+off the palette: oracle version 5's colour bound, or a stray speck); for one-object prompts also the
+failures that hold the requested kind in any company, none of it well formed. A learner that
 does not move a task is often facing one dominant failure; this says which.
 
     python scripts/failure_breakdown.py anomaly relation --n 256 --seed 777
@@ -32,6 +34,7 @@ from hero_bench.evaluate import EvalConfig, JudgedImages, sample_and_judge
 from hero_bench.presets import TOY_BACKBONE
 from hero_bench.run_config import load_config_file
 from hero_bench.tasks import get_task
+from hero_bench.toyworld.analysis import WELL_FORMED_MAX_DRIFT
 from hero_bench.toyworld.base_rates import toy_sampler_config
 
 
@@ -44,7 +47,7 @@ def breakdown(judged: JudgedImages, task) -> str:
     n = len(judged.results)
     lines = [f"{task.name}: {int(judged.success.sum())} of {n} succeed"]
     by_prompt: dict[str, Counter] = {}
-    objects, debris, single = Counter(), Counter(), Counter()
+    objects, debris, single, drawn_not_counted = Counter(), Counter(), Counter(), Counter()
     lenient_successes = lenient_well_formed = 0  # tasks whose objects need only be recognisable (safety)
     for prompt, r in zip(judged.prompts, judged.results):
         failed = tuple(sorted(name for name, met in r.details["conditions"].items() if not met))
@@ -60,9 +63,17 @@ def breakdown(judged: JudgedImages, task) -> str:
         if not r.success and len(objs) == 1 and len(spec) == 1 and spec[0].get("count", 1) == 1:
             o = objs[0]
             if _is_requested(o, spec[0]):
-                single["well formed, with a speck" if o["well_formed"] and r.details["debris"]
-                       else "malformed, no speck" if not r.details["debris"]
-                       else "malformed, with a speck"] += 1
+                speck = "with a speck" if r.details["debris"] else "no speck"
+                # oracle v5: a well-shaped object drawn off its palette colour is not well formed
+                flaw = ("well formed" if o["well_formed"] else "off the palette" if o["drift"] > WELL_FORMED_MAX_DRIFT
+                        else "malformed")
+                single[f"{flaw}, {speck}"] += 1
+        if not r.success and len(spec) == 1:
+            requested = [o for o in objs if _is_requested(o, spec[0])]
+            if requested and not any(o["well_formed"] for o in requested):
+                # the kind was drawn; why none of them counts (any number of other objects beside)
+                drawn_not_counted["off the palette" if all(o["drift"] > WELL_FORMED_MAX_DRIFT for o in requested)
+                                  else "malformed"] += 1
     for prompt, counts in by_prompt.items():
         lines.append(f"  {prompt!r}")
         for failed, k in counts.most_common():
@@ -74,6 +85,10 @@ def breakdown(judged: JudgedImages, task) -> str:
                      f"{lenient_well_formed} of {lenient_successes}")
     if single:
         lines.append(f"  failures whose one object is the requested colour and shape: {dict(single)}")
+    if drawn_not_counted:
+        lines.append(f"  failures holding the requested colour and shape, none of them well formed: "
+                     f"{dict(drawn_not_counted)} (off the palette: every such object's drift > "
+                     f"{WELL_FORMED_MAX_DRIFT:g})")
     return "\n".join(lines)
 
 

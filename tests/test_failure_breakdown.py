@@ -1,0 +1,35 @@
+"""scripts/failure_breakdown.py: why a model's images fail, on rendered ShapesWorld pictures."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import load_script
+from hero_bench.evaluate import JudgedImages
+from hero_bench.tasks import get_task
+from hero_bench.toyworld import scenes
+from hero_bench.toyworld.scenes import Scene, Shape
+from oracles.shapes import ShapesOracle
+
+
+def _judged(images: np.ndarray, task) -> JudgedImages:
+    prompts = [task.train_prompts[0]] * len(images)
+    results = ShapesOracle()(images, [p.text for p in prompts], [p.metadata for p in prompts])
+    return JudgedImages(prompts=prompts, images=images, results=list(results))
+
+
+def test_a_well_shaped_object_off_its_palette_colour_is_told_from_a_malformed_one():
+    script = load_script("failure_breakdown")
+    task = get_task("rare_binding")  # "a blue triangle"
+    clean = scenes.render(Scene("white", (Shape("triangle", "blue", 8.0, 8.0, 8.0),)))
+    # a colour cast over the whole picture, as a drifted model draws it: still a blue triangle to
+    # the eye and to the quantiser, but its pixels lie more than the v5 bound from the palette blue
+    cast = np.clip(clean.astype(int) + np.array([40, 30, -10]), 0, 255).astype(np.uint8)
+    # a blob of the right colour that is no triangle
+    blob = scenes.render(Scene("white", (Shape("circle", "blue", 8.0, 8.0, 8.0),)))
+    judged = _judged(np.stack([clean, cast, blob]), task)
+    assert judged.success.tolist() == [True, False, False]
+    text = script.breakdown(judged, task)
+    assert "1 of 3 succeed" in text
+    assert "failures holding the requested colour and shape, none of them well formed: {'off the palette': 1}" in text
+    assert "'off the palette, no speck': 1" in text
