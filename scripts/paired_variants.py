@@ -8,10 +8,11 @@ Each ``RESULTS_TUNE_DIR`` holds ``<tier>/<task>/<method>/<variant>/seed<k>/`` ru
 ``results/tune`` or its published copy's ``runs``); several folders pool their runs, e.g. a sweep
 and its extension on more tuning seeds (a (task, seed) run of a variant found in two folders is an
 error). ``--tasks`` keeps the named tasks only, e.g. the config's when a folder holds runs of
-others. Runs without DONE.json (still training) are left out and named on stderr. For each method given both a reference and a
-candidate: the number of (task, seed) pairs both ran, the mean of AUC(candidate) − AUC(reference)
-(normalised area under success vs feedback, ``hero_bench.sweep``) with its 95% Student t interval,
-and the median first-round approx_kl of each (HERO and DDPO log it; D3PO does not). The candidate
+others. Runs without DONE.json (still training) are left out and named on stderr. For each method
+given both a reference and a candidate: the number of (task, seed) pairs both ran, the mean of
+AUC(candidate) − AUC(reference) (normalised area under success vs feedback, ``hero_bench.sweep``)
+with its 95% Student t interval, and the median first-round approx_kl of each (HERO and DDPO log
+it; D3PO does not). The candidate
 is **adopted** when the interval's lower end lies above −margin (it costs at most ``margin`` of
 AUC) and, where approx_kl is logged, its median first-round approx_kl is below the reference's;
 otherwise the reference stays. A Markdown table goes to stdout.
