@@ -1,7 +1,8 @@
 """Per task: how much does training raise success over the pretrained model, mean over seeds?
 
 Reads runs' ``eval.csv`` files (a run folder's first row is its evaluation at 0 labels, i.e. of the
-pretrained model on the same evaluation noise) and prints a Markdown table: per task (and per
+pretrained model on the same evaluation noise; runs evaluated only there, such as ``base``, are left
+out) and prints a Markdown table: per task (and per
 folder variant, when runs of several variants are given), the pretrained model's success, each
 seed's success at the given budgets (the last evaluation at or below the budget), and the mean
 gain over seeds with a Student t interval (``hero_bench.stats.mean_t_ci``). A task "clears" a
@@ -35,6 +36,9 @@ def gain_rows(paths: list[Path], budgets: list[int], target: float) -> list[dict
         ev = pd.read_csv(path).sort_values("feedback_used")
         if ev.empty or ev["feedback_used"].iloc[0] != 0:
             raise SystemExit(f"{path}: the first evaluation must be at 0 labels (the pretrained model)")
+        if ev["feedback_used"].iloc[-1] == 0:  # a `base` run: its success is every row's base column
+            print(f"{path}: evaluated at 0 labels only (no training), left out", file=sys.stderr)
+            continue
         runs.append({"task": ev["task"].iloc[0], "method": ev["method"].iloc[0], "variant": _variant(path),
                      "seed": int(ev["seed"].iloc[0]), "base": float(ev["success_rate"].iloc[0]),
                      "at": success_at(ev["feedback_used"], ev["success_rate"], budgets),
@@ -70,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"no such eval.csv: {', '.join(missing)}")
     rows = gain_rows(args.eval_csv, args.budgets, args.target)
+    if not rows:
+        parser.error("no run was trained (every eval.csv holds only its evaluation at 0 labels)")
     columns = [c for c in rows[0] if c != "variant" or any(r["variant"] for r in rows)]
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))

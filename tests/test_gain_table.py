@@ -45,3 +45,14 @@ def test_a_run_short_of_the_budget_is_not_counted(tmp_path, gain_table):
     paths = [_run(tmp_path, "counting", 0, [(0, 0.4), (1024, 0.8)]), _run(tmp_path, "counting", 1, [(0, 0.4), (512, 0.5)])]
     (row,) = gain_table.gain_rows(paths, [1024], target=0.15)
     assert row["at 1024"] == "not reached by every seed" and row["gain 1024"] == ""
+
+
+def test_runs_evaluated_only_at_zero_labels_are_left_out(tmp_path, gain_table, capsys):
+    trained = [_run(tmp_path, "anomaly", seed, [(0, 0.4), (512, 0.6)]) for seed in (0, 1)]
+    base = _run(tmp_path, "anomaly", 2, [(0, 0.4)])  # a `base` run: nothing to gain
+    rows = gain_table.gain_rows(trained + [base], [512], target=0.15)
+    assert len(rows) == 1 and rows[0]["n"] == 2 and rows[0]["at 512"] == "seed0: 0.600, seed1: 0.600"
+    assert "evaluated at 0 labels only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        gain_table.main([str(base), "--budgets", "512"])
+    assert "no run was trained" in capsys.readouterr().err
