@@ -2,8 +2,8 @@
 
 Reads runs' ``eval.csv`` files (a run folder's first row is its evaluation at 0 labels, i.e. of the
 pretrained model on the same evaluation noise; runs evaluated only there, such as ``base``, are left
-out) and prints a Markdown table: per task (and per
-folder variant, when runs of several variants are given), the pretrained model's success, each
+out) and prints a Markdown table: per task (and per folder variant, when runs of several variants
+are given), the pretrained model's success, each
 seed's success at the given budgets (the last evaluation at or below the budget), and the mean
 gain over seeds with a Student t interval (``hero_bench.stats.mean_t_ci``). A task "clears" a
 target when its mean gain is at least the target and the interval's lower end is above 0: the
