@@ -43,6 +43,11 @@ def _is_requested(obj: dict, want: dict) -> bool:
     return obj["shape"] == want["shape"] and want.get("color") in (None, obj["color"])
 
 
+def _off_palette(obj: dict) -> bool:
+    """Drawn further from its palette colour than oracle v5 lets a well-formed object be."""
+    return obj["drift"] > WELL_FORMED_MAX_DRIFT
+
+
 def breakdown(judged: JudgedImages, task) -> str:
     n = len(judged.results)
     lines = [f"{task.name}: {int(judged.success.sum())} of {n} succeed"]
@@ -65,15 +70,13 @@ def breakdown(judged: JudgedImages, task) -> str:
             if _is_requested(o, spec[0]):
                 speck = "with a speck" if r.details["debris"] else "no speck"
                 # oracle v5: a well-shaped object drawn off its palette colour is not well formed
-                flaw = ("well formed" if o["well_formed"] else "off the palette" if o["drift"] > WELL_FORMED_MAX_DRIFT
-                        else "malformed")
+                flaw = "well formed" if o["well_formed"] else "off the palette" if _off_palette(o) else "malformed"
                 single[f"{flaw}, {speck}"] += 1
         if not r.success and len(spec) == 1:
             requested = [o for o in objs if _is_requested(o, spec[0])]
             if requested and not any(o["well_formed"] for o in requested):
                 # the kind was drawn; why none of them counts (any number of other objects beside)
-                drawn_not_counted["off the palette" if all(o["drift"] > WELL_FORMED_MAX_DRIFT for o in requested)
-                                  else "malformed"] += 1
+                drawn_not_counted["off the palette" if all(map(_off_palette, requested)) else "malformed"] += 1
     for prompt, counts in by_prompt.items():
         lines.append(f"  {prompt!r}")
         for failed, k in counts.most_common():
