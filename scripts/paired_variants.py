@@ -12,10 +12,9 @@ others. Runs without DONE.json (still training) are left out and named on stderr
 given both a reference and a candidate: the number of (task, seed) pairs both ran, the mean of
 AUC(candidate) − AUC(reference) (normalised area under success vs feedback, ``hero_bench.sweep``)
 with its 95% Student t interval, and the median first-round approx_kl of each (HERO and DDPO log
-it; D3PO does not). The candidate
-is **adopted** when the interval's lower end lies above −margin (it costs at most ``margin`` of
-AUC) and, where approx_kl is logged, its median first-round approx_kl is below the reference's;
-otherwise the reference stays. A Markdown table goes to stdout.
+it; D3PO does not). The candidate is **adopted** when the interval's lower end lies above −margin
+(it costs at most ``margin`` of AUC) and, where approx_kl is logged, its median first-round
+approx_kl is below the reference's; otherwise the reference stays. A Markdown table goes to stdout.
 
 This is a non-inferiority rule, meant for a change that fixes a failure (a warmup against the
 first round's jump) rather than for ranking rates: ``hero-bench sweep-table`` ranks those, and a
