@@ -2,7 +2,7 @@
 non-inferiority margin: the decision rule of workflows/config/tune-warmup8.yaml.
 
     python scripts/paired_variants.py RESULTS_TUNE_DIR [RESULTS_TUNE_DIR ...] --reference METHOD=VARIANT ... \\
-        --candidate METHOD=VARIANT ... [--margin 0.05] [--tasks TASK ...]
+        --candidate METHOD=VARIANT ... [--margin 0.05] [--tasks TASK ...] [--collapse-below X]
 
 Each ``RESULTS_TUNE_DIR`` holds ``<tier>/<task>/<method>/<variant>/seed<k>/`` run folders (a sweep's
 ``results/tune`` or its published copy's ``runs``); several folders pool their runs, e.g. a sweep
@@ -14,7 +14,11 @@ AUC(candidate) − AUC(reference) (normalised area under success vs feedback, ``
 with its 95% Student t interval, and the median first-round approx_kl of each (HERO and DDPO log
 it; D3PO does not). The candidate is **adopted** when the interval's lower end lies above −margin
 (it costs at most ``margin`` of AUC) and, where approx_kl is logged, its median first-round
-approx_kl is below the reference's; otherwise the reference stays. A Markdown table goes to stdout.
+approx_kl is below the reference's; otherwise the reference stays. With ``--collapse-below X``
+the second condition is instead that fewer of the candidate's paired runs than of the
+reference's collapse, a collapse being success below X at the run's last evaluation (for a
+change meant to steady a learner rather than to calm its first round: a lower rate, say). A
+Markdown table goes to stdout.
 
 This is a non-inferiority rule, meant for a change that fixes a failure (a warmup against the
 first round's jump) rather than for ranking rates: ``hero-bench sweep-table`` ranks those, and a
@@ -57,8 +61,9 @@ def first_round_kl(run_dir: Path) -> float | None:
 
 
 def compare(roots: Path | list[Path], method: str, reference: str, candidate: str, margin: float,
-            tasks: list[str] | None = None) -> dict:
-    """One method's row: pairs, AUC difference with its interval, first-round kl medians, verdict."""
+            tasks: list[str] | None = None, collapse_below: float | None = None) -> dict:
+    """One method's row: pairs, AUC difference with its interval, first-round kl medians, collapsed
+    runs (with ``collapse_below``), verdict."""
     roots = [roots] if isinstance(roots, Path) else list(roots)
     root = ", ".join(str(r) for r in roots)
     paths = sorted(p for r in roots for p in r.glob(f"*/*/{method}/*/seed*/eval.csv"))
@@ -88,26 +93,45 @@ def compare(roots: Path | list[Path], method: str, reference: str, candidate: st
         values = [k for p in paths if p.parent.parent.name == variant
                   if (k := first_round_kl(p.parent)) is not None]
         kl[variant] = statistics.median(values) if values else None
-    calmer = kl[reference] is None or kl[candidate] is None or kl[candidate] < kl[reference]
-    adopted = bool(ci.low > -margin) and calmer
+    collapsed = {reference: None, candidate: None}
+    if collapse_below is None:
+        steadier = kl[reference] is None or kl[candidate] is None or kl[candidate] < kl[reference]
+    else:  # counted on the paired runs only, the ones the AUC difference compares
+        final = runs.pivot_table(index=["task", "seed"], columns="variant", values="final",
+                                 aggfunc="mean").loc[paired.index]
+        collapsed = {v: int((final[v] < collapse_below).sum()) for v in (reference, candidate)}
+        steadier = collapsed[candidate] < collapsed[reference]
+    adopted = bool(ci.low > -margin) and steadier
     return {"method": method, "reference": reference, "candidate": candidate, "pairs": len(paired),
             "auc_reference": float(paired[reference].mean()), "auc_candidate": float(paired[candidate].mean()),
             "diff": ci.estimate, "low": ci.low, "high": ci.high,
-            "kl_reference": kl[reference], "kl_candidate": kl[candidate], "adopted": adopted}
+            "kl_reference": kl[reference], "kl_candidate": kl[candidate],
+            "collapse_below": collapse_below, "collapsed_reference": collapsed[reference],
+            "collapsed_candidate": collapsed[candidate], "adopted": adopted}
 
 
 def _kl(value: float | None) -> str:
     return "not logged" if value is None else f"{value:.3f}"
 
 
-def render(rows: list[dict], margin: float) -> str:
+def render(rows: list[dict], margin: float, collapse_below: float | None = None) -> str:
+    collapse_head, collapse_rule = "", ""
+    if collapse_below is not None:
+        collapse_head = f" collapsed (last success < {collapse_below:g}), reference → candidate |"
+        collapse_rule = "---|"
+    stability = "fewer collapsed" if collapse_below is not None else "calmer first round"
     lines = [f"| method | reference | candidate | pairs | AUC reference | AUC candidate | candidate − reference [95% t] "
-             f"| first-round approx_kl (median), reference → candidate | adopted (lower end > −{margin:g}) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"| first-round approx_kl (median), reference → candidate |{collapse_head} "
+             f"adopted (lower end > −{margin:g}, {stability}) |",
+             "|---|---|---|---|---|---|---|---|" + collapse_rule + "---|"]
     for r in rows:
+        collapse_cell = ""
+        if collapse_below is not None:
+            collapse_cell = f" {r['collapsed_reference']} → {r['collapsed_candidate']} of {r['pairs']} |"
         lines.append(f"| {r['method']} | {r['reference']} | {r['candidate']} | {r['pairs']} | {r['auc_reference']:.3f} "
                      f"| {r['auc_candidate']:.3f} | {r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] "
-                     f"| {_kl(r['kl_reference'])} → {_kl(r['kl_candidate'])} | {'**yes**' if r['adopted'] else 'no'} |")
+                     f"| {_kl(r['kl_reference'])} → {_kl(r['kl_candidate'])} |{collapse_cell} "
+                     f"{'**yes**' if r['adopted'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -121,16 +145,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="only these tasks' runs (default: every task in the folder)")
     parser.add_argument("--margin", type=float, default=0.05,
                         help="largest AUC loss the candidate may cost, as the interval's lower end (default 0.05)")
+    parser.add_argument("--collapse-below", type=float, default=None, metavar="X",
+                        help="judge stability by collapsed runs (last evaluation's success below X, "
+                             "in [0, 1]) instead of the first round's approx_kl")
     args = parser.parse_args(argv)
     if args.margin < 0:
         parser.error(f"--margin must be >= 0, got {args.margin}")
+    if args.collapse_below is not None and not 0 <= args.collapse_below <= 1:
+        parser.error(f"--collapse-below must be a success rate in [0, 1], got {args.collapse_below}")
     references = method_variants(args.reference, "--reference", parser)
     candidates = method_variants(args.candidate, "--candidate", parser)
     unmatched = sorted(set(references) ^ set(candidates))
     if unmatched:
         parser.error(f"methods given only a reference or only a candidate: {', '.join(unmatched)}")
-    rows = [compare(args.roots, m, references[m], candidates[m], args.margin, args.tasks) for m in sorted(references)]
-    print(render(rows, args.margin), end="")
+    rows = [compare(args.roots, m, references[m], candidates[m], args.margin, args.tasks, args.collapse_below)
+            for m in sorted(references)]
+    print(render(rows, args.margin, args.collapse_below), end="")
     return 0
 
 

@@ -99,3 +99,29 @@ def test_a_run_still_training_is_left_out(tmp_path, capsys):
     (tmp_path / "toy" / "c" / "ddpo" / "cand" / "seed4" / "DONE.json").unlink()
     assert script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05)["pairs"] == 3
     assert "seed4: no DONE.json, left out" in capsys.readouterr().err
+
+
+def test_with_collapse_below_stability_means_fewer_collapsed_runs(tmp_path, capsys):
+    script = load_script("paired_variants")
+    # the candidate is calmer in its first round but collapses as often: approx_kl alone adopts it
+    _grid(tmp_path, candidate_shift=-0.01)
+    for variant, seed, kl in (("ref", 5, 2.0), ("cand", 5, 0.01)):
+        _run(tmp_path, "b", "ddpo", variant, seed, [0.2, 0.3, 0.0], first_kl=kl)
+    assert script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.2)["adopted"]
+    row = script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.2, collapse_below=0.05)
+    assert (row["collapsed_reference"], row["collapsed_candidate"]) == (1, 1) and not row["adopted"]
+    # one more pair where only the reference ends at 0: now the candidate is the steadier one
+    _run(tmp_path, "b", "ddpo", "ref", 6, [0.2, 0.1, 0.0], first_kl=2.0)
+    _run(tmp_path, "b", "ddpo", "cand", 6, [0.2, 0.3, 0.3], first_kl=3.0)  # not calmer: kl higher
+    row = script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.2, collapse_below=0.05)
+    assert (row["collapsed_reference"], row["collapsed_candidate"], row["pairs"]) == (2, 1, 5) and row["adopted"]
+    # a collapsed run without a partner does not count
+    _run(tmp_path, "z", "ddpo", "ref", 1, [0.2, 0.0, 0.0], first_kl=2.0)
+    assert script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.2, collapse_below=0.05)["collapsed_reference"] == 2
+    assert script.main([str(tmp_path), "--reference", "ddpo=ref", "--candidate", "ddpo=cand", "--margin", "0.2",
+                        "--collapse-below", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "| 2 → 1 of 5 |" in out and "fewer collapsed" in out and "**yes**" in out
+    with pytest.raises(SystemExit):
+        script.main([str(tmp_path), "--reference", "ddpo=ref", "--candidate", "ddpo=cand", "--collapse-below", "5"])
+    assert "--collapse-below must be a success rate in [0, 1]" in capsys.readouterr().err
