@@ -1,5 +1,6 @@
 """A candidate configuration against a reference on the same (task, seed) runs of a sweep, with a
-non-inferiority margin: the decision rule of workflows/config/tune-warmup8.yaml.
+non-inferiority margin: the decision rule of workflows/config/tune-warmup8.yaml (and, with
+``--collapse-below``, of tune-stable-ddpo.yaml).
 
     python scripts/paired_variants.py RESULTS_TUNE_DIR [RESULTS_TUNE_DIR ...] --reference METHOD=VARIANT ... \\
         --candidate METHOD=VARIANT ... [--margin 0.05] [--tasks TASK ...] [--collapse-below X]
