@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from hero_bench.diffusion.ddim import ddim_step_with_logprob
+from hero_bench.diffusion.ddim import ddim_step_mean_std, ddim_step_with_logprob, step_kl
 from hero_bench.diffusion.tiny import SD15_SCHEDULER
 
 STEPS = 20
@@ -122,3 +122,16 @@ def test_scheduler_without_timesteps_is_rejected():
     scheduler = DDIMScheduler(**SD15_SCHEDULER)
     with pytest.raises(RuntimeError, match="set_timesteps"):
         ddim_step_with_logprob(scheduler, randn(1), 501, randn(2))
+
+
+@pytest.mark.parametrize("timestep", timestep_cases())
+def test_step_kl_is_the_mean_kl_of_the_two_step_gaussians(timestep):
+    scheduler = make_scheduler()
+    sample = randn(13)
+    mean_a, std = ddim_step_mean_std(scheduler, randn(14), timestep, sample, eta=1.0)
+    mean_b, std_b = ddim_step_mean_std(scheduler, randn(15), timestep, sample, eta=1.0)
+    assert torch.equal(std, std_b)  # the std is the schedule's, not the model's
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mean_a, std), torch.distributions.Normal(mean_b, std)).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(step_kl(mean_a, mean_b, std), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(step_kl(mean_a, mean_a, std), torch.zeros(SHAPE[0]))

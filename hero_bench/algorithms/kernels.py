@@ -10,6 +10,7 @@ Section references (``docs/algorithms.md``):
         (1e-8), then clipped to ±adv_clip
 - §2.3  the update pass: shuffle samples, permute each sample's timesteps, train batches, gradient
         accumulation over chunks × trained timesteps, grad-norm clip, AdamW; approx_kl, clipfrac
+- §2.5  the optional KL penalty to the pretrained model, β·KL(π_θ(·|x_t) ‖ π_pre(·|x_t)) per step
 - §3.1  D3PO's per-step DPO loss in its code form (sign vector h, ratio clamp [1−ε, 1+ε])
 - §1.4  trajectory storage and timestep shuffling
 """
@@ -25,7 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hero_bench.diffusion.sampler import SamplerConfig, Trajectory, step_log_prob
+from hero_bench.diffusion.ddim import gaussian_step_log_prob, step_kl
+from hero_bench.diffusion.lora import disable_lora
+from hero_bench.diffusion.sampler import SamplerConfig, Trajectory, step_distribution, step_log_prob
 from hero_bench.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
@@ -83,6 +86,13 @@ class PPOConfig:
     lr·min(1, (s+1)/N)); 0 = none (both papers' code). AdamW's first steps move every adapter weight
     by about lr whatever the gradient's size, before its second-moment estimate holds more than one
     round's gradients (docs/methods.md, "Adam's first round")."""
+    kl_to_pretrained: float = 0.0
+    """β of a KL penalty to the pretrained model added to every trained step's loss:
+    β·KL(π_θ(x_t' | x_t) ‖ π_pre(x_t' | x_t)) between the two step Gaussians (same std, so
+    (μ_θ − μ_pre)²/(2 std²), a mean over latent elements; docs/algorithms.md §2.5, DPOK's
+    regulariser).  It pulls the adapters back when every label of a round is 0 and the PPO
+    advantages vanish (docs/methods.md, "A KL penalty to the pretrained model").  Costs one more
+    UNet forward (without gradient) per trained step.  0 = none (DDPO's and HERO's code)."""
 
     def __post_init__(self) -> None:
         _positive("lr", self.lr)
@@ -104,6 +114,8 @@ class PPOConfig:
             raise ConfigError(f"ppo.target_kl must be > 0 or null, got {self.target_kl}")
         if self.warmup_steps < 0:
             raise ConfigError(f"ppo.warmup_steps must be >= 0 (0 = no warmup), got {self.warmup_steps}")
+        if not self.kl_to_pretrained >= 0:
+            raise ConfigError(f"ppo.kl_to_pretrained must be >= 0 (0 = no penalty), got {self.kl_to_pretrained}")
 
 
 def _positive(name: str, value: float) -> None:
@@ -335,18 +347,21 @@ def ppo_update(
                 for j in range(k):
                     step_idx = step_perm[idx, j]
                     idx_d, step_d = idx.to(device), step_idx.to(device)
-                    log_prob = step_log_prob(
-                        backbone,
-                        traj.prompt_embeds[idx_d],
-                        traj.negative_embeds,
-                        traj.latents[idx_d, step_d],
-                        traj.timesteps[step_d],
-                        traj.latents[idx_d, step_d + 1],
-                        sampler,
-                    )
+                    step_args = (backbone, traj.prompt_embeds[idx_d], traj.negative_embeds,
+                                 traj.latents[idx_d, step_d], traj.timesteps[step_d])
+                    if cfg.kl_to_pretrained > 0:
+                        log_prob, kl = _log_prob_and_kl_to_pretrained(step_args, traj.latents[idx_d, step_d + 1],
+                                                                      sampler)
+                    else:
+                        log_prob = step_log_prob(*step_args, traj.latents[idx_d, step_d + 1], sampler)
                     loss, info = ppo_clip_loss(log_prob, traj.log_probs[idx_d, step_d], advantages[idx_d],
                                                cfg.clip_range)
-                    (loss * scale).backward()
+                    if cfg.kl_to_pretrained > 0:
+                        # the logged loss stays the PPO surrogate; the penalty is logged on its own
+                        meter.add(kl_pretrained=kl.mean().item())
+                        ((loss + cfg.kl_to_pretrained * kl.mean()) * scale).backward()
+                    else:
+                        (loss * scale).backward()
                     meter.add(loss=loss.item(), approx_kl=info["approx_kl"].item(),
                               clipfrac=info["clipfrac"].item())
                     group_kl += info["approx_kl"].item() * scale
@@ -361,6 +376,17 @@ def ppo_update(
     if cfg.target_kl is not None:
         meter.add(kl_stop=0.0)
     return meter.summary()
+
+
+def _log_prob_and_kl_to_pretrained(step_args: tuple, next_latents: torch.Tensor,
+                                   sampler: SamplerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trained policy's log-prob ``[B]`` of the stored steps and its KL ``[B]`` to the pretrained
+    model's step Gaussian at the same states (§2.5): the policy's forward carries the gradient, the
+    pretrained model's (adapters bypassed) none."""
+    mean, std = step_distribution(*step_args, sampler)
+    with torch.no_grad(), disable_lora(step_args[0].unet):
+        pretrained_mean, _ = step_distribution(*step_args, sampler)
+    return gaussian_step_log_prob(next_latents.detach().float(), mean, std), step_kl(mean, pretrained_mean, std)
 
 
 def dpo_update(

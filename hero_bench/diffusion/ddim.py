@@ -69,6 +69,43 @@ def _predicted_x0_and_eps(scheduler, model_output, sample, alpha_t):
     return x0, eps
 
 
+def ddim_step_mean_std(
+    scheduler,
+    model_output: torch.Tensor,
+    timestep: int | torch.Tensor,
+    sample: torch.Tensor,
+    eta: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gaussian of one DDIM step from ``sample``: its mean ``[B, ...]`` and std (broadcastable),
+    in float32 and differentiable through ``model_output``."""
+    batch = sample.shape[0]
+    device = sample.device
+    model_output = model_output.float()
+    sample = sample.float()
+    alpha_t, alpha_prev = (_broadcast(a, sample) for a in _alphas(scheduler, timestep, batch, device))
+
+    x0, eps = _predicted_x0_and_eps(scheduler, model_output, sample, alpha_t)
+    variance = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)
+    std = eta * variance.sqrt()
+    # clamp: guards eta > 1 where the direction coefficient would go negative
+    mean = alpha_prev.sqrt() * x0 + (1 - alpha_prev - std**2).clamp(min=0).sqrt() * eps
+    return mean, std
+
+
+def gaussian_step_log_prob(prev_sample: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Log-density ``[B]`` of ``prev_sample`` under N(mean, std²), a MEAN over latent elements."""
+    log_prob = -((prev_sample - mean) ** 2) / (2 * std**2) - torch.log(std) - _LOG_SQRT_2PI
+    return log_prob.mean(dim=tuple(range(1, log_prob.ndim)))
+
+
+def step_kl(mean: torch.Tensor, other_mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """KL ``[B]`` between two step Gaussians of the same std, N(mean, std²) ‖ N(other_mean, std²):
+    (mean − other_mean)² / (2 std²), a MEAN over latent elements like the log-prob, so that it is on
+    the scale of the PPO ratio's log (docs/algorithms.md §2.5)."""
+    kl = (mean - other_mean) ** 2 / (2 * std**2)
+    return kl.mean(dim=tuple(range(1, kl.ndim)))
+
+
 def ddim_step_with_logprob(
     scheduler,
     model_output: torch.Tensor,
@@ -86,17 +123,8 @@ def ddim_step_with_logprob(
     ``variance_noise`` when given, otherwise drawn from ``generator`` (on the generator's device, so
     a CPU generator gives the same draws on any device).  ``timestep`` is a scalar or a tensor ``[B]``.
     """
-    batch = sample.shape[0]
     device = sample.device
-    model_output = model_output.float()
-    sample = sample.float()
-    alpha_t, alpha_prev = (_broadcast(a, sample) for a in _alphas(scheduler, timestep, batch, device))
-
-    x0, eps = _predicted_x0_and_eps(scheduler, model_output, sample, alpha_t)
-    variance = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)
-    std = eta * variance.sqrt()
-    # clamp: guards eta > 1 where the direction coefficient would go negative
-    mean = alpha_prev.sqrt() * x0 + (1 - alpha_prev - std**2).clamp(min=0).sqrt() * eps
+    mean, std = ddim_step_mean_std(scheduler, model_output, timestep, sample, eta)
 
     if prev_sample is None:
         if eta > 0:
@@ -107,6 +135,4 @@ def ddim_step_with_logprob(
         else:
             prev_sample = mean
     prev_sample = prev_sample.detach().float()
-
-    log_prob = -((prev_sample - mean) ** 2) / (2 * std**2) - torch.log(std) - _LOG_SQRT_2PI
-    return prev_sample, log_prob.mean(dim=tuple(range(1, log_prob.ndim)))
+    return prev_sample, gaussian_step_log_prob(prev_sample, mean, std)

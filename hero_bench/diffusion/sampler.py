@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hero_bench.diffusion.backbone import Backbone
-from hero_bench.diffusion.ddim import ddim_step_with_logprob
+from hero_bench.diffusion.ddim import ddim_step_mean_std, ddim_step_with_logprob, gaussian_step_log_prob
 from hero_bench.errors import ConfigError
 
 
@@ -239,6 +239,27 @@ def sample_trajectories(
     )
 
 
+def step_distribution(
+    backbone: Backbone,
+    prompt_embeds: torch.Tensor,
+    negative_embeds: torch.Tensor,
+    latents_t: torch.Tensor,
+    timesteps_t: torch.Tensor,
+    cfg: SamplerConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Gaussian of the denoising steps from ``latents_t`` at ``timesteps_t`` ``[B]``: its mean
+    ``[B, ...]`` and std, with CFG applied exactly as when sampling; differentiable with respect to
+    the UNet's trainable (LoRA) parameters.  One forward for the whole batch."""
+    set_timesteps(backbone, cfg.steps)
+    timesteps_t = torch.as_tensor(timesteps_t, device=backbone.device).long()
+    if timesteps_t.ndim == 0:
+        timesteps_t = timesteps_t.expand(latents_t.shape[0])
+    eps = guided_noise_prediction(
+        backbone, latents_t, timesteps_t, prompt_embeds, negative_embeds, cfg.guidance_scale
+    )
+    return ddim_step_mean_std(backbone.scheduler, eps, timesteps_t, latents_t, cfg.eta)
+
+
 def step_log_prob(
     backbone: Backbone,
     prompt_embeds: torch.Tensor,
@@ -253,14 +274,5 @@ def step_log_prob(
     Differentiable with respect to the UNet's trainable (LoRA) parameters; CFG is applied exactly
     as when sampling.  Runs the whole batch in one forward (callers choose the training batch).
     """
-    set_timesteps(backbone, cfg.steps)
-    timesteps_t = torch.as_tensor(timesteps_t, device=backbone.device).long()
-    if timesteps_t.ndim == 0:
-        timesteps_t = timesteps_t.expand(latents_t.shape[0])
-    eps = guided_noise_prediction(
-        backbone, latents_t, timesteps_t, prompt_embeds, negative_embeds, cfg.guidance_scale
-    )
-    _, log_prob = ddim_step_with_logprob(
-        backbone.scheduler, eps, timesteps_t, latents_t, cfg.eta, prev_sample=next_latents
-    )
-    return log_prob
+    mean, std = step_distribution(backbone, prompt_embeds, negative_embeds, latents_t, timesteps_t, cfg)
+    return gaussian_step_log_prob(next_latents.detach().float(), mean, std)
