@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -99,6 +100,71 @@ def test_ddpo_advantages_use_the_stat_tracker(monkeypatch):
     assert a == pytest.approx([-0.5, -0.5, -0.5, -0.5, 2.0], abs=1e-5)
 
 
+def _recording_ddpo(monkeypatch, cfg: DDPOConfig, reward_kind: str = "success"):
+    """A DDPO whose PPO pass only records the advantages and PPO settings it is given."""
+    calls = []
+
+    def fake_ppo_update(backbone, traj, advantages, params, optimizer, ppo, *a, **k):
+        calls.append((advantages.numpy().copy(), ppo))
+        return {"loss": 0.0}
+
+    monkeypatch.setattr("hero_bench.algorithms.base.ppo_update", fake_ppo_update)
+
+    class Ctx:
+        lora_params = [torch.nn.Parameter(torch.zeros(1))]
+        settings = cfg
+        sampler = None
+        backbone = None
+
+        class evaluator:  # noqa: N801
+            class config:  # noqa: N801
+                ddpo_reward = reward_kind
+
+        @staticmethod
+        def generator(epoch, purpose):
+            return torch.Generator()
+
+    return DDPO(Ctx()), calls
+
+
+class _FourImages:
+    texts = ["a", "a", "b", "b"]
+    traj = None
+
+
+@pytest.mark.parametrize("pull", [0.0, 0.5])
+def test_an_epoch_without_a_success_pulls_back_to_the_pretrained_model_when_asked(monkeypatch, pull):
+    """The all-zero-label state: after an epoch with successes, an epoch without any.  DDPO's code
+    gives every image of it a negative advantage (the buffers remember the successes); with
+    ``no_success_pull`` the epoch's pass has zero advantages and the KL to the pretrained model."""
+    m, calls = _recording_ddpo(monkeypatch, DDPOConfig(stat_buffer_size=8, stat_min_count=2, no_success_pull=pull))
+    first = m.update(1, _FourImages(), np.array([1.0, 0.0, 1.0, 0.0]))
+    second = m.update(2, _FourImages(), np.zeros(4))
+    (adv1, ppo1), (adv2, ppo2) = calls
+    # an epoch with a success is DDPO's own update whatever the setting
+    assert adv1 == pytest.approx([1.0, -1.0, 1.0, -1.0], abs=1e-5) and ppo1 == m.cfg.ppo
+    if pull == 0:
+        assert (adv2 < 0).all() and ppo2.kl_to_pretrained == 0.0
+        assert "no_success_pull" not in first and "no_success_pull" not in second
+    else:
+        assert (adv2 == 0).all() and ppo2.kl_to_pretrained == pull
+        # nothing else of the PPO settings changes for the pull
+        assert ppo2 == replace(m.cfg.ppo, kl_to_pretrained=pull)
+        assert first["no_success_pull"] == 0.0 and second["no_success_pull"] == 1.0
+    # the stat tracker records the zeros either way: prompt a's buffer is [1, 0, 0, 0]
+    assert list(m.tracker.buffers["a"]) == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_the_pull_needs_binary_labels(monkeypatch):
+    """With the oracle's continuous score as reward, "no success" has no meaning: no pull."""
+    m, calls = _recording_ddpo(monkeypatch, DDPOConfig(stat_buffer_size=8, stat_min_count=2, no_success_pull=0.5),
+                               reward_kind="score")
+    m.update(1, _FourImages(), np.array([0.0, -1.0, 0.0, -2.0]))
+    assert calls[0][1].kl_to_pretrained == 0.0 and (calls[0][0] != 0).any()
+
+
 def test_ddpo_config_validation():
+    with pytest.raises(ConfigError, match="no_success_pull must be >= 0"):
+        DDPOConfig(no_success_pull=-0.1)
     with pytest.raises(ConfigError, match="images_per_epoch"):
         DDPOConfig(images_per_epoch=0)

@@ -26,7 +26,8 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 import torch
 
-from hero_bench.algorithms.kernels import add_warmup, clip_advantages, make_adamw, ppo_optimizer_steps, ppo_update
+from hero_bench.algorithms.kernels import (PPOConfig, add_warmup, clip_advantages, make_adamw, ppo_optimizer_steps,
+                                          ppo_update)
 from hero_bench.diffusion.sampler import SamplerConfig, Trajectory, initial_noise, sample_trajectories
 from hero_bench.seeding import derive_seed
 
@@ -176,12 +177,15 @@ class PPOMethod(Method):
         steps = str(ppo_optimizer_steps(n_images, self.cfg.ppo))
         return steps if self.cfg.ppo.target_kl is None else f"at most {steps}"
 
-    def ppo_step(self, epoch: int, traj: Trajectory, advantages: np.ndarray) -> dict[str, float]:
+    def ppo_step(self, epoch: int, traj: Trajectory, advantages: np.ndarray,
+                 ppo: PPOConfig | None = None) -> dict[str, float]:
         """Clip ``advantages`` to ±ppo.adv_clip and run the PPO-clip pass over ``traj`` (its
-        shuffles draw from this epoch's "ppo" stream); returns the pass's metrics."""
-        advantages = clip_advantages(advantages, self.cfg.ppo.adv_clip)
+        shuffles draw from this epoch's "ppo" stream); returns the pass's metrics.  ``ppo`` replaces
+        the method's PPO settings for this pass only (the optimizer stays the method's)."""
+        ppo = self.cfg.ppo if ppo is None else ppo
+        advantages = clip_advantages(advantages, ppo.adv_clip)
         return ppo_update(self.ctx.backbone, traj, torch.from_numpy(advantages).float(), self.ctx.lora_params,
-                          self.optimizer, self.cfg.ppo, self.ctx.sampler, self.ctx.generator(epoch, "ppo"))
+                          self.optimizer, ppo, self.ctx.sampler, self.ctx.generator(epoch, "ppo"))
 
 
 class Base(Method):

@@ -15,7 +15,7 @@ per-prompt reward buffers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -41,8 +41,18 @@ class DDPOConfig:
     ppo: PPOConfig = PPOConfig(lr=3e-4, train_batch_size=4, grad_accum_steps=16, clip_range=1e-4, adv_clip=5.0,
                                timestep_fraction=1.0)
     """The PPO-clip update of the LoRA weights (shared kernel with HERO)."""
+    no_success_pull: float = 0.0
+    """β of a pull back to the pretrained model in an epoch where no image succeeded (binary labels,
+    ``evaluator.ddpo_reward="success"``): such an epoch has nothing to reinforce, so its update
+    minimises β·KL(π_θ ‖ π_pretrained) over the epoch's trajectories (the ``ppo.kl_to_pretrained``
+    term, §2.5) with every advantage set to 0.  Without it the stat tracker's buffered successes give
+    every image a negative advantage until the buffers hold only zeros, and a model that has
+    collapsed onto images the evaluator always rejects never sees a success again
+    (docs/methods.md, "Pulling back after an epoch without a success").  0 = off (DDPO's code)."""
 
     def __post_init__(self) -> None:
+        if not self.no_success_pull >= 0:
+            raise ConfigError(f"ddpo.no_success_pull must be >= 0 (0 = off), got {self.no_success_pull}")
         if self.images_per_epoch < 1:
             raise ConfigError(f"ddpo.images_per_epoch must be >= 1, got {self.images_per_epoch}")
         if self.stat_buffer_size < 1 or self.stat_min_count < 0:
@@ -71,11 +81,24 @@ class DDPO(PPOMethod):
             advantages = self.tracker.update(batch.texts, rewards)
         else:
             advantages = standardize(rewards)
-        metrics = self.ppo_step(epoch, batch.traj, advantages)
+        if self.pulls_back(rewards):
+            # nothing to reinforce: the PPO term is silenced and only the KL to the pretrained
+            # model moves the adapters (the tracker still records the zeros)
+            pull = replace(self.cfg.ppo, kl_to_pretrained=max(self.cfg.ppo.kl_to_pretrained, self.cfg.no_success_pull))
+            metrics = self.ppo_step(epoch, batch.traj, np.zeros_like(advantages), pull)
+        else:
+            metrics = self.ppo_step(epoch, batch.traj, advantages)
+        if self.cfg.no_success_pull > 0:
+            metrics["no_success_pull"] = float(self.pulls_back(rewards))
         metrics["reward_mean"] = float(np.mean(rewards))
         if self.ctx.evaluator.config.ddpo_reward == "success":
             metrics["train_success"] = float(np.mean(rewards))
         return metrics
+
+    def pulls_back(self, rewards: np.ndarray) -> bool:
+        """Whether this epoch's update is the pull back to the pretrained model (``no_success_pull``)."""
+        return (self.cfg.no_success_pull > 0 and self.ctx.evaluator.config.ddpo_reward == "success"
+                and not np.any(np.asarray(rewards) > 0))
 
     # checkpoint ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:
