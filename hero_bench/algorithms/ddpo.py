@@ -45,10 +45,11 @@ class DDPOConfig:
     """β of a pull back to the pretrained model in an epoch where no image succeeded (binary labels,
     ``evaluator.ddpo_reward="success"``): such an epoch has nothing to reinforce, so its update
     minimises β·KL(π_θ ‖ π_pretrained) over the epoch's trajectories (the ``ppo.kl_to_pretrained``
-    term, §2.5) with every advantage set to 0.  Without it the stat tracker's buffered successes give
-    every image a negative advantage until the buffers hold only zeros, and a model that has
-    collapsed onto images the evaluator always rejects never sees a success again
-    (docs/methods.md, "Pulling back after an epoch without a success").  0 = off (DDPO's code)."""
+    term, §2.5) with every advantage set to 0.  Without it such an epoch's advantages are 0 (or,
+    for a prompt whose stat-tracker buffer still holds successes, negative for all its images):
+    nothing leads back, and a model that has collapsed onto images the evaluator always rejects
+    never shows it a success again (docs/methods.md, "Pulling back after an epoch without a
+    success").  0 = off (DDPO's code)."""
 
     def __post_init__(self) -> None:
         if not self.no_success_pull >= 0:
