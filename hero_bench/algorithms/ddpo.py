@@ -7,7 +7,9 @@ One epoch, top to bottom:
             ``evaluator.ddpo_reward``);
 3. update   advantages by per-prompt stat tracking (§2.2; or batch standardisation), clipped to
             ±adv_clip, then the shared PPO-clip pass (``kernels.ppo_update``, §2.3) over a
-            ``timestep_fraction`` of the denoising steps of every trajectory.
+            ``timestep_fraction`` of the denoising steps of every trajectory; with
+            ``no_success_pull``, an epoch in which no image succeeded instead pulls the adapters back
+            towards the pretrained model (all advantages 0, the KL term of §2.5).
 
 The only state carried across epochs besides the LoRA weights and AdamW is the stat tracker's
 per-prompt reward buffers.
