@@ -53,53 +53,6 @@ def test_ddpo_smoke_run_end_to_end(tmp_path, tiny_backbone_dir, brightness_task)
     assert len(lines) == 12  # one label per image, no queries
 
 
-def test_ddpo_advantages_use_the_stat_tracker(monkeypatch):
-    captured = {}
-
-    def fake_ppo_update(backbone, traj, advantages, *a, **k):
-        captured["adv"] = advantages
-        return {"loss": 0.0}
-
-    # the PPO pass DDPO and HERO share lives in PPOMethod (algorithms/base.py)
-    monkeypatch.setattr("hero_bench.algorithms.base.ppo_update", fake_ppo_update)
-
-    class Ctx:
-        lora_params = [torch.nn.Parameter(torch.zeros(1))]
-
-        settings = DDPOConfig(stat_buffer_size=4, stat_min_count=2)
-        sampler = None
-
-        class evaluator:  # noqa: N801
-            class config:  # noqa: N801
-                ddpo_reward = "success"
-
-        backbone = None
-
-        @staticmethod
-        def generator(epoch, purpose):
-            return torch.Generator()
-
-    m = DDPO(Ctx())
-
-    class Batch:
-        texts = ["a", "a", "b", "b", "b"]
-        traj = None
-
-    rewards = np.array([0.0, 1.0, 1.0, 1.0, 0.0])
-    m.update(1, Batch(), rewards)
-    a = captured["adv"].numpy()
-    # prompt a: its own buffer [0, 1]: mean 0.5, std 0.5; prompt b: buffer [1, 1, 0] mean 2/3, std 0.4714
-    # the tolerances cover the 6-digit literal 0.471405 (sqrt(2)/3 rounded: 5e-7) and the
-    # stat tracker's +1e-6 on the std, not round-off (float64, ~1e-16)
-    assert a[:2] == pytest.approx([-1.0, 1.0], abs=1e-5)
-    assert a[2:] == pytest.approx([(1 - 2 / 3) / 0.471405, (1 - 2 / 3) / 0.471405, (-2 / 3) / 0.471405], abs=1e-4)
-    # tracking off: batch standardisation, clipped
-    m.cfg = DDPOConfig(per_prompt_stat_tracking=False, ppo=DDPOConfig().ppo)
-    m.update(2, Batch(), np.array([0.0, 0.0, 0.0, 0.0, 100.0]))
-    a = captured["adv"].numpy()
-    assert a == pytest.approx([-0.5, -0.5, -0.5, -0.5, 2.0], abs=1e-5)
-
-
 def _recording_ddpo(monkeypatch, cfg: DDPOConfig, reward_kind: str = "success"):
     """A DDPO whose PPO pass only records the advantages and PPO settings it is given."""
     calls = []
@@ -108,6 +61,7 @@ def _recording_ddpo(monkeypatch, cfg: DDPOConfig, reward_kind: str = "success"):
         calls.append((advantages.numpy().copy(), ppo))
         return {"loss": 0.0}
 
+    # the PPO pass DDPO and HERO share lives in PPOMethod (algorithms/base.py)
     monkeypatch.setattr("hero_bench.algorithms.base.ppo_update", fake_ppo_update)
 
     class Ctx:
@@ -125,6 +79,28 @@ def _recording_ddpo(monkeypatch, cfg: DDPOConfig, reward_kind: str = "success"):
             return torch.Generator()
 
     return DDPO(Ctx()), calls
+
+
+def test_ddpo_advantages_use_the_stat_tracker(monkeypatch):
+    m, calls = _recording_ddpo(monkeypatch, DDPOConfig(stat_buffer_size=4, stat_min_count=2))
+
+    class Batch:
+        texts = ["a", "a", "b", "b", "b"]
+        traj = None
+
+    rewards = np.array([0.0, 1.0, 1.0, 1.0, 0.0])
+    m.update(1, Batch(), rewards)
+    a = calls[-1][0]
+    # prompt a: its own buffer [0, 1]: mean 0.5, std 0.5; prompt b: buffer [1, 1, 0] mean 2/3, std 0.4714
+    # the tolerances cover the 6-digit literal 0.471405 (sqrt(2)/3 rounded: 5e-7) and the
+    # stat tracker's +1e-6 on the std, not round-off (float64, ~1e-16)
+    assert a[:2] == pytest.approx([-1.0, 1.0], abs=1e-5)
+    assert a[2:] == pytest.approx([(1 - 2 / 3) / 0.471405, (1 - 2 / 3) / 0.471405, (-2 / 3) / 0.471405], abs=1e-4)
+    # tracking off: batch standardisation, clipped
+    m.cfg = DDPOConfig(per_prompt_stat_tracking=False, ppo=DDPOConfig().ppo)
+    m.update(2, Batch(), np.array([0.0, 0.0, 0.0, 0.0, 100.0]))
+    a = calls[-1][0]
+    assert a == pytest.approx([-0.5, -0.5, -0.5, -0.5, 2.0], abs=1e-5)
 
 
 class _FourImages:

@@ -84,7 +84,8 @@ class DDPO(PPOMethod):
             advantages = self.tracker.update(batch.texts, rewards)
         else:
             advantages = standardize(rewards)
-        if self.pulls_back(rewards):
+        pull_back = self.pulls_back(rewards)
+        if pull_back:
             # nothing to reinforce: the PPO term is silenced and only the KL to the pretrained
             # model moves the adapters (the tracker still records the zeros)
             pull = replace(self.cfg.ppo, kl_to_pretrained=max(self.cfg.ppo.kl_to_pretrained, self.cfg.no_success_pull))
@@ -92,7 +93,7 @@ class DDPO(PPOMethod):
         else:
             metrics = self.ppo_step(epoch, batch.traj, advantages)
         if self.cfg.no_success_pull > 0:
-            metrics["no_success_pull"] = float(self.pulls_back(rewards))
+            metrics["no_success_pull"] = float(pull_back)
         metrics["reward_mean"] = float(np.mean(rewards))
         if self.ctx.evaluator.config.ddpo_reward == "success":
             metrics["train_success"] = float(np.mean(rewards))
