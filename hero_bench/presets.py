@@ -24,22 +24,24 @@ published values; a tier preset only says what differs for its backbone and budg
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Sequence
 
 import torch
+import yaml
 
 from hero_bench.algorithms import get_algorithm
 from hero_bench.algorithms.d3po import D3POConfig
 from hero_bench.algorithms.ddpo import DDPOConfig
 from hero_bench.algorithms.hero import HeroConfig
 from hero_bench.algorithms.kernels import PPOConfig
-from hero_bench.config import apply_overrides
+from hero_bench.config import apply_overrides, from_dict
 from hero_bench.diffusion.backbone import PACKAGE_PREFIX
 from hero_bench.diffusion.sampler import SamplerConfig
 from hero_bench.errors import ConfigError
 from hero_bench.evaluate import EvalConfig
 from hero_bench.methods import get_method
-from hero_bench.run_config import TIERS, RunConfig
+from hero_bench.run_config import CONFIG_FILE, TIERS, RunConfig
 from hero_bench.tasks import get_task_of_tier
 from oracles.paper_prompts import IMAGES_PER_EPOCH, budget_for
 
@@ -212,3 +214,31 @@ def build_run_config(
         cfg = apply_overrides(RunConfig, cfg, list(overrides))
     return cfg
 
+
+
+def run_config_from_file(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """A saved run's resolved config (its ``config.yaml``), then ``key=value`` overrides.
+
+    The starting point instead of the tier's preset when a run must be made again exactly: a
+    published run's config.yaml holds every setting it trained with, so rerunning it does not depend
+    on what the presets have become since (a preset change would otherwise change what the same
+    command line trains).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file; accepted: a run's config.yaml (RUN_DIR/{CONFIG_FILE})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"--config {path}: not valid YAML{at}; accepted: a run's config.yaml "
+                          f"(RUN_DIR/{CONFIG_FILE})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: holds {type(data).__name__}, not a mapping of settings; "
+                          f"accepted: a run's config.yaml (RUN_DIR/{CONFIG_FILE})")
+    cfg = from_dict(RunConfig, data)
+    get_task_of_tier(cfg.task, cfg.tier)  # a config.yaml edited by hand may name a task of another tier
+    if overrides:
+        cfg = apply_overrides(RunConfig, cfg, list(overrides))
+    return cfg

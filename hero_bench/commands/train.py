@@ -24,7 +24,9 @@ used (the primary metric), and transfer to its held-out prompts (eval.transfer_i
 
 Settings come from the tier's preset for the method (hero_bench/presets.py; every field is
 documented in docs/methods.md), then the flags below, then --set overrides.  The resolved config
-is written to OUT/config.yaml.
+is written to OUT/config.yaml.  --config RUN/config.yaml starts from a run's saved settings instead
+of a preset: it trains exactly that run again (a published one, say), whatever the presets have
+become since; --set still applies on top (e.g. --set seed=3 for another seed of it).
 
 Methods:
   hero   good/bad + best labels -> learned embedding -> similarity-to-best reward -> PPO,
@@ -55,19 +57,21 @@ examples:
   hero-bench train --tier toy --task counting --method d3po --seed 1 --out runs/counting/d3po/seed1
   hero-bench train --tier toy --task anomaly --method hero --out runs/x --set hero.triplet_passes=50 \\
       --set hero.ppo.lr=3e-4 --set evaluator.flip_prob=0.1
+  hero-bench train --config results/published/toy/runs/toy/preference/ddpo/seed1/config.yaml --out /tmp/rerun
 """
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--tier", choices=("smoke", "toy", "paper"), default="toy",
+    # tier, method and seed default to None so that --config can tell them given from left out
+    parser.add_argument("--tier", choices=("smoke", "toy", "paper"), default=None,
                         help="preset family: smoke (tiny random model, seconds), toy (ShapesWorld, minutes on a "
                              "CPU; default), paper (Stable Diffusion 1.5, GPU)")
     parser.add_argument("--task", default=None,
                         help="task name (`hero-bench tasks` lists them); default: anomaly (smoke, toy), hand (paper)")
     # no `choices`: a wrong name is the library's one-line error (get_algorithm), which names them too
-    parser.add_argument("--method", default="hero", metavar="{" + ",".join(accepted_names()) + "}",
+    parser.add_argument("--method", default=None, metavar="{" + ",".join(accepted_names()) + "}",
                         help="finetuning method (default: hero)")
-    parser.add_argument("--seed", type=int, default=0, help="run seed: every training draw derives from it (default: 0)")
+    parser.add_argument("--seed", type=int, default=None, help="run seed: every training draw derives from it (default: 0)")
     parser.add_argument("--budget", type=int, default=None,
                         help="feedback budget in labelled images (default: the preset's: smoke 16, toy 512, "
                              "paper per task and method, e.g. hand 1152 for HERO, 5000 for D3PO)")
@@ -80,6 +84,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
                         help="dtype of the frozen backbone; LoRA weights stay float32 "
                              "(default: float32; paper tier on CUDA: float16)")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="start from this run's saved settings (RUN_DIR/config.yaml) instead of the tier's "
+                             "preset, to train that run again exactly; --set applies on top, and the flags that "
+                             "choose settings (--tier, --task, --method, --seed, --budget, --backbone, --device, "
+                             "--dtype) cannot be given with it")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. hero.ppo.lr=1e-4, sampler.steps=10, eval.n_images=64, "
                              "evaluator.flip_prob=0.1 (repeatable; unknown keys are errors)")
@@ -122,13 +131,11 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     set_threads(args.threads)
     # deferred: torch, through presets, run_config and runner (hero-bench --help must not import it)
-    from hero_bench.presets import build_run_config
     from hero_bench.run_config import config_yaml
     from hero_bench.runner import train
 
     policy = oracle_policy(args)
-    cfg = build_run_config(args.tier, task=args.task, method=args.method, seed=args.seed, budget=args.budget,
-                           backbone=args.backbone, device=args.device, dtype=args.dtype, overrides=args.overrides)
+    cfg = resolve_config(args)
     if args.print_config:
         print(config_yaml(cfg), end="")
         return 0
@@ -149,6 +156,26 @@ def run(args) -> int:
                  else "evaluating the pretrained model (no training, no feedback)")
         print(f"{cfg.run_id}: done after {spent}{summary} -> {args.out}")
     return 0
+
+
+# the flags that choose a setting, which --config takes from its file instead
+SETTING_FLAGS = ("tier", "task", "method", "seed", "budget", "backbone", "device", "dtype")
+
+
+def resolve_config(args):
+    """The run's RunConfig: from --config's file, or from the tier's preset and the flags."""
+    # deferred: torch, through presets (hero-bench --help must not import it)
+    from hero_bench.presets import build_run_config, run_config_from_file
+
+    if args.config is not None:
+        given = [f"--{name}" for name in SETTING_FLAGS if getattr(args, name) is not None]
+        if given:
+            raise ConfigError(f"--config takes every setting from {args.config}; {', '.join(given)} cannot be given "
+                              "with it; accepted: --set KEY=VALUE on top of the file (e.g. --set seed=3)")
+        return run_config_from_file(args.config, args.overrides)
+    return build_run_config(args.tier or "toy", task=args.task, method=args.method or "hero",
+                            seed=0 if args.seed is None else args.seed, budget=args.budget,
+                            backbone=args.backbone, device=args.device, dtype=args.dtype, overrides=args.overrides)
 
 
 def train_with_a_person(cfg, args, policy):
