@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from hero_bench.cli import main
+
 # the machine is shared; more threads than cores only adds contention.  OMP_NUM_THREADS, when set to
 # a count, wins: CI reruns the numeric tests with OMP_NUM_THREADS=1 (.ci/run), and round-off that
 # depends on the thread count (parallel reductions, per-thread GEMM blocking) must stay within the
@@ -25,6 +27,31 @@ torch.set_num_threads(int(_THREADS) if _THREADS.isdigit() and int(_THREADS) > 0 
 # computations (stats, report, feedback) keep pytest.approx's default rel 1e-6: ~1e10 ulps, any CPU.
 F32_EPS = torch.finfo(torch.float32).eps  # 1.19e-7: relative round-off of one float32 operation (2 ulp/2)
 F64_EPS = torch.finfo(torch.float64).eps  # 2.22e-16
+
+
+# --set items of a smoke-tier run small enough for a test: 2 sampling steps, rounds of 4 images,
+# one timestep per sample (per method, since each has its own section)
+MICRO_RUN = {
+    "hero": ["hero.images_per_epoch=4", "hero.triplet_passes=2", "hero.ppo.timesteps_per_sample=1",
+             "hero.ppo.train_batch_size=4"],
+    "ddpo": ["ddpo.images_per_epoch=4", "ddpo.ppo.timesteps_per_sample=1", "ddpo.ppo.train_batch_size=4"],
+}
+
+
+def micro_train_args(backbone, out, *, method: str = "hero", budget: int = 4, seed: int = 0) -> list[str]:
+    """``hero-bench train`` arguments (for ``hero_bench.cli.main``) of a micro smoke-tier run."""
+    args = ["train", "--tier", "smoke", "--task", "anomaly", "--method", method, "--seed", str(seed),
+            "--budget", str(budget), "--backbone", str(backbone), "--out", str(out), "--quiet"]
+    for item in ["sampler.steps=2", "eval.n_images=4", "eval.batch_size=4", *MICRO_RUN[method]]:
+        args += ["--set", item]
+    return args
+
+
+def finished_micro_run(out, backbone, *, method: str = "hero", budget: int = 4) -> Path:
+    """Train a micro smoke-tier run (``micro_train_args``) into ``out`` to its end; returns ``out``."""
+    assert main(micro_train_args(backbone, out, method=method, budget=budget)) == 0
+    assert (Path(out) / "DONE.json").exists()
+    return Path(out)
 
 
 def load_script(name: str):

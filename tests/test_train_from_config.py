@@ -12,31 +12,22 @@ from dataclasses import replace
 import pytest
 import yaml
 
+from conftest import finished_micro_run, micro_train_args
 from hero_bench import presets
 from hero_bench.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# a smoke-tier DDPO run small enough for a test: two epochs of 4 images, 2 sampling steps
-MICRO = ["sampler.steps=2", "eval.n_images=4", "eval.batch_size=4", "ddpo.images_per_epoch=4",
-         "ddpo.ppo.timesteps_per_sample=1", "ddpo.ppo.train_batch_size=4"]
-
 
 def preset_args(backbone, out):
-    args = ["train", "--tier", "smoke", "--task", "anomaly", "--method", "ddpo", "--seed", "0",
-            "--budget", "8", "--backbone", str(backbone), "--out", str(out), "--quiet"]
-    for item in MICRO:
-        args += ["--set", item]
-    return args
+    """A micro smoke-tier DDPO run from the preset and flags: two epochs of 4 images, 2 sampling steps."""
+    return micro_train_args(backbone, out, method="ddpo", budget=8)
 
 
 @pytest.fixture
 def finished(tmp_path, tiny_backbone_dir):
     """A finished micro run in tmp_path/run, made from the preset and flags."""
-    run = tmp_path / "run"
-    assert main(preset_args(tiny_backbone_dir, run)) == 0
-    assert (run / "DONE.json").exists()
-    return run
+    return finished_micro_run(tmp_path / "run", tiny_backbone_dir, method="ddpo", budget=8)
 
 
 def printed_config(args, capsys) -> dict:

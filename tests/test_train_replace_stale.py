@@ -7,30 +7,21 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from conftest import finished_micro_run, micro_train_args
 from hero_bench.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-# a smoke-tier HERO run small enough for a test: one epoch of 4 images, 2 sampling steps
-MICRO = ["sampler.steps=2", "eval.n_images=4", "eval.batch_size=4", "hero.images_per_epoch=4",
-         "hero.triplet_passes=2", "hero.ppo.timesteps_per_sample=1", "hero.ppo.train_batch_size=4"]
-
 
 def train_args(backbone, out, budget=4):
-    args = ["train", "--tier", "smoke", "--task", "anomaly", "--method", "hero", "--seed", "0",
-            "--budget", str(budget), "--backbone", str(backbone), "--out", str(out), "--quiet"]
-    for item in MICRO:
-        args += ["--set", item]
-    return args
+    """A micro smoke-tier HERO run: one epoch of 4 images at the default budget, 2 sampling steps."""
+    return micro_train_args(backbone, out, method="hero", budget=budget)
 
 
 @pytest.fixture
 def finished(tmp_path, tiny_backbone_dir):
     """A finished micro run in tmp_path/run, trained without the flag."""
-    run = tmp_path / "run"
-    assert main(train_args(tiny_backbone_dir, run)) == 0
-    assert (run / "DONE.json").exists()
-    return run
+    return finished_micro_run(tmp_path / "run", tiny_backbone_dir, method="hero", budget=4)
 
 
 def test_same_config_resumes_in_place(finished, tiny_backbone_dir, capsys):
