@@ -215,7 +215,6 @@ def build_run_config(
     return cfg
 
 
-
 def run_config_from_file(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """A saved run's resolved config (its ``config.yaml``), then ``key=value`` overrides.
 
