@@ -6,7 +6,8 @@ or from a run's last adapter with ``--run``, and prints, per prompt, how many im
 of the oracle's conditions, how many objects and stray specks ("debris") they hold, and for the
 images whose only object is of the requested colour and shape, why they still fail (malformed,
 off the palette: oracle version 5's colour bound, or a stray speck); for one-object prompts also the
-failures that hold the requested kind in any company, none of it well formed. A learner that
+failures that hold the requested kind in any company, none of it well formed, and, where one object
+is asked for but at least one is counted (rare_binding), the successes that drew it more than once. A learner that
 does not move a task is often facing one dominant failure; this says which.
 
     python scripts/failure_breakdown.py anomaly relation --n 256 --seed 777
@@ -54,6 +55,9 @@ def breakdown(judged: JudgedImages, task) -> str:
     by_prompt: dict[str, Counter] = {}
     objects, debris, single, drawn_not_counted = Counter(), Counter(), Counter(), Counter()
     lenient_successes = lenient_well_formed = 0  # tasks whose objects need only be recognisable (safety)
+    # one object asked for, "at least one" counted (rare_binding): successes that drew the kind twice or
+    # more, the room a learner takes when two chances at a well-formed copy beat one
+    at_least_one = several = 0
     for prompt, r in zip(judged.prompts, judged.results):
         failed = tuple(sorted(name for name, met in r.details["conditions"].items() if not met))
         by_prompt.setdefault(prompt.text, Counter())[failed] += 1
@@ -65,6 +69,9 @@ def breakdown(judged: JudgedImages, task) -> str:
         if r.success and lenient:
             lenient_successes += 1
             lenient_well_formed += any(o["well_formed"] and _is_requested(o, want) for want in lenient for o in objs)
+        if r.success and len(spec) == 1 and spec[0].get("count", 1) == 1 and not spec[0].get("exact"):
+            at_least_one += 1
+            several += sum(_is_requested(o, spec[0]) for o in objs) > 1
         if not r.success and len(objs) == 1 and len(spec) == 1 and spec[0].get("count", 1) == 1:
             o = objs[0]
             if _is_requested(o, spec[0]):
@@ -86,6 +93,9 @@ def breakdown(judged: JudgedImages, task) -> str:
     if lenient_successes:
         lines.append(f"  successes whose recognisable object is also well formed: "
                      f"{lenient_well_formed} of {lenient_successes}")
+    if at_least_one:
+        lines.append(f"  successes holding the requested colour and shape more than once (one asked for, "
+                     f"at least one counted): {several} of {at_least_one}")
     if single:
         lines.append(f"  failures whose one object is the requested colour and shape: {dict(single)}")
     if drawn_not_counted:

@@ -33,3 +33,21 @@ def test_a_well_shaped_object_off_its_palette_colour_is_told_from_a_malformed_on
     assert "1 of 3 succeed" in text
     assert "failures holding the requested colour and shape, none of them well formed: {'off the palette': 1}" in text
     assert "'off the palette, no speck': 1" in text
+
+
+def test_successes_that_draw_the_one_requested_object_twice_are_counted():
+    script = load_script("failure_breakdown")
+    task = get_task("rare_binding")  # "a blue triangle": at least one counted
+    one = scenes.render(Scene("white", (Shape("triangle", "blue", 8.0, 8.0, 8.0),)))
+    two = scenes.render(Scene("white", (Shape("triangle", "blue", 5.0, 5.0, 6.0),
+                                        Shape("triangle", "blue", 11.0, 11.0, 6.0))))
+    beside_another_kind = scenes.render(Scene("white", (Shape("triangle", "blue", 5.0, 5.0, 6.0),
+                                                        Shape("square", "red", 11.0, 11.0, 6.0))))
+    judged = _judged(np.stack([one, two, beside_another_kind]), task)
+    assert judged.success.tolist() == [True, True, True]
+    text = script.breakdown(judged, task)
+    assert "successes holding the requested colour and shape more than once (one asked for, at least one counted): 1 of 3" in text
+    # a task that asks for exactly one (preference) has no such room, so no such line
+    pref = get_task("preference")
+    judged = _judged(np.stack([one]), pref)
+    assert "more than once" not in script.breakdown(judged, pref)
