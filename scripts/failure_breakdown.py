@@ -7,8 +7,8 @@ of the oracle's conditions, how many objects and stray specks ("debris") they ho
 images whose only object is of the requested colour and shape, why they still fail (malformed,
 off the palette: oracle version 5's colour bound, or a stray speck); for one-object prompts also the
 failures that hold the requested kind in any company, none of it well formed, and, where one object
-is asked for but at least one is counted (rare_binding), the successes that drew it more than once. A learner that
-does not move a task is often facing one dominant failure; this says which.
+is asked for but at least one is counted (rare_binding), the successes that drew it more than once.
+A learner that does not move a task is often facing one dominant failure; this says which.
 
     python scripts/failure_breakdown.py anomaly relation --n 256 --seed 777
     python scripts/failure_breakdown.py anomaly --run results/runs/toy/anomaly/ddpo/seed0
@@ -66,13 +66,14 @@ def breakdown(judged: JudgedImages, task) -> str:
         debris[min(len(r.details["debris"]), 3)] += 1
         spec = prompt.metadata.get("objects") or []
         lenient = [want for want in spec if want.get("well_formed") is False]
+        one_object = len(spec) == 1 and spec[0].get("count", 1) == 1
         if r.success and lenient:
             lenient_successes += 1
             lenient_well_formed += any(o["well_formed"] and _is_requested(o, want) for want in lenient for o in objs)
-        if r.success and len(spec) == 1 and spec[0].get("count", 1) == 1 and not spec[0].get("exact"):
+        if r.success and one_object and not spec[0].get("exact"):
             at_least_one += 1
             several += sum(_is_requested(o, spec[0]) for o in objs) > 1
-        if not r.success and len(objs) == 1 and len(spec) == 1 and spec[0].get("count", 1) == 1:
+        if not r.success and len(objs) == 1 and one_object:
             o = objs[0]
             if _is_requested(o, spec[0]):
                 speck = "with a speck" if r.details["debris"] else "no speck"
