@@ -49,8 +49,12 @@ from hero_bench.toyworld.analysis import Analysis, DetectedObject, analyse, chec
 from oracles.base import OracleResult
 
 ORACLE_NAME = "shapes"
-ORACLE_VERSION = "5"
-"""5: a well-formed object is drawn in its palette colour (analysis.WELL_FORMED_MAX_DRIFT): trained
+ORACLE_VERSION = "6"
+"""6: "a blue triangle" (``binding``, rare_binding) asks for exactly one blue triangle, as v4 made
+"a square" and a relation ask for exactly their objects: DDPO trained on 1,024 labels learned to
+draw two blue triangles (38 of one model's 60 successes held more than one), which "at least one"
+counted. Only rare_binding's prompts judge differently; every other task's images get the same
+result and score as under v5. 5: a well-formed object is drawn in its palette colour (analysis.WELL_FORMED_MAX_DRIFT): trained
 adapters drew crimson circles and olive squares that v4, quantising each pixel to its nearest
 palette colour, took for red and yellow ones. 4: a relation asks for exactly its two objects and a
 preference for exactly one (training drew extra copies, which v3 counted as successes); extended
@@ -293,8 +297,9 @@ def exact_count(count: int, color: str, shape: str) -> Prompt:
 
 
 def binding(color: str, shape: str, article: str = "a") -> Prompt:
-    """"a blue triangle": at least one object with that colour and shape together."""
-    return Prompt(scenes.noun_phrase(1, color, shape, article), {"objects": [_obj(color, shape)]})
+    """"a blue triangle": exactly one well-formed object with that colour and shape together
+    (anything else may be drawn too; exactly since v6: two blue triangles are not "a blue triangle")."""
+    return Prompt(scenes.noun_phrase(1, color, shape, article), {"objects": [_obj(color, shape, exact=True)]})
 
 
 def related(subject: tuple[str, str], relation: str, obj: tuple[str, str]) -> Prompt:

@@ -7,7 +7,8 @@ of the oracle's conditions, how many objects and stray specks ("debris") they ho
 images whose only object is of the requested colour and shape, why they still fail (malformed,
 off the palette: oracle version 5's colour bound, or a stray speck); for one-object prompts also the
 failures that hold the requested kind in any company, none of it well formed, and, where one object
-is asked for but at least one is counted (rare_binding), the successes that drew it more than once.
+is asked for but at least one is counted (rare_binding's prompt until oracle version 6, which asks
+for exactly one), the successes that drew it more than once.
 A learner that does not move a task is often facing one dominant failure; this says which.
 
     python scripts/failure_breakdown.py anomaly relation --n 256 --seed 777
@@ -55,7 +56,7 @@ def breakdown(judged: JudgedImages, task) -> str:
     by_prompt: dict[str, Counter] = {}
     objects, debris, single, drawn_not_counted = Counter(), Counter(), Counter(), Counter()
     lenient_successes = lenient_well_formed = 0  # tasks whose objects need only be recognisable (safety)
-    # one object asked for, "at least one" counted (rare_binding): successes that drew the kind twice or
+    # one object asked for, "at least one" counted (rare_binding before oracle v6): successes that drew the kind twice or
     # more, the room a learner takes when two chances at a well-formed copy beat one
     at_least_one = several = 0
     for prompt, r in zip(judged.prompts, judged.results):

@@ -6,14 +6,14 @@ import numpy as np
 
 from conftest import load_script
 from hero_bench.evaluate import JudgedImages
-from hero_bench.tasks import get_task
+from hero_bench.tasks import Prompt, get_task
 from hero_bench.toyworld import scenes
 from hero_bench.toyworld.scenes import Scene, Shape
 from oracles.shapes import ShapesOracle
 
 
-def _judged(images: np.ndarray, task) -> JudgedImages:
-    prompts = [task.train_prompts[0]] * len(images)
+def _judged(images: np.ndarray, task, prompt=None) -> JudgedImages:
+    prompts = [prompt or task.train_prompts[0]] * len(images)
     results = ShapesOracle()(images, [p.text for p in prompts], [p.metadata for p in prompts])
     return JudgedImages(prompts=prompts, images=images, results=list(results))
 
@@ -36,18 +36,26 @@ def test_a_well_shaped_object_off_its_palette_colour_is_told_from_a_malformed_on
 
 
 def test_successes_that_draw_the_one_requested_object_twice_are_counted():
+    """Where one object is asked for and at least one is counted (rare_binding's "a blue triangle"
+    under oracle v5; since v6 exactly one), the successes that drew it twice are counted."""
     script = load_script("failure_breakdown")
-    task = get_task("rare_binding")  # "a blue triangle": at least one counted
+    task = get_task("rare_binding")
+    at_least_one = Prompt("a blue triangle", {"objects": [{"color": "blue", "shape": "triangle", "count": 1,
+                                                           "exact": False}]})
     one = scenes.render(Scene("white", (Shape("triangle", "blue", 8.0, 8.0, 8.0),)))
     two = scenes.render(Scene("white", (Shape("triangle", "blue", 5.0, 5.0, 6.0),
                                         Shape("triangle", "blue", 11.0, 11.0, 6.0))))
     beside_another_kind = scenes.render(Scene("white", (Shape("triangle", "blue", 5.0, 5.0, 6.0),
                                                         Shape("square", "red", 11.0, 11.0, 6.0))))
-    judged = _judged(np.stack([one, two, beside_another_kind]), task)
+    images = np.stack([one, two, beside_another_kind])
+    judged = _judged(images, task, at_least_one)
     assert judged.success.tolist() == [True, True, True]
     text = script.breakdown(judged, task)
     assert "successes holding the requested colour and shape more than once (one asked for, at least one counted): 1 of 3" in text
-    # a task that asks for exactly one (preference) has no such room, so no such line
+    # the task as v6 judges it asks for exactly one, so two fail and there is no such room, nor line
+    judged = _judged(images, task)
+    assert judged.success.tolist() == [True, False, True]
+    assert "more than once" not in script.breakdown(judged, task)
     pref = get_task("preference")
     judged = _judged(np.stack([one]), pref)
     assert "more than once" not in script.breakdown(judged, pref)

@@ -105,7 +105,12 @@ def make_case(task_name, meta, rng):
         return build(rng, [(K, C, 6)] * (n - 1) + [(pick(rng, scenes.SHAPES, [K]), C, 6)]), False
 
     if task_name == "rare_binding":
-        case = pick(rng, ["alone", "with_other", "halves", "wrong_color", "wrong_shape"])
+        case = pick(rng, ["alone", "with_other", "halves", "wrong_color", "wrong_shape", "twice"])
+        if case == "twice":  # what DDPO learned against oracle v5: the pair drawn more than once
+            while True:
+                scene = build(rng, [(K, C, 6), (K, C, 6)])
+                if len(scene.shapes) == 2:  # placement may leave one out where two do not fit
+                    return scene, False
         if case == "alone":
             return build(rng, [(K, C, pick(rng, scenes.SIZES))], n_debris=int(rng.integers(0, 2))), True
         if case == "with_other":
@@ -526,7 +531,8 @@ def test_small_imperfections_are_tolerated():
 def test_more_copies_than_the_prompt_asks_for_are_not_a_success():
     """What DDPO learned against oracle v3 (adapters on the convolutions, 1,024 labels): for "a red
     triangle above a red triangle" it drew three or four red triangles, among which some pair is
-    always above another; for "a square" (hidden taste: purple) a purple square beside another."""
+    always above another; for "a square" (hidden taste: purple) a purple square beside another;
+    against v5, for "a blue triangle", two blue triangles."""
     from oracles.shapes import HIDDEN_PREFERENCE, preferred, related
 
     stacked = related(("red", "triangle"), "above", ("red", "triangle")).metadata
@@ -547,6 +553,17 @@ def test_more_copies_than_the_prompt_asks_for_are_not_a_success():
     assert judge_one(scenes.render(Scene("white", (liked,))), square).success
     other = Shape("square", "red", 11.5, 8.0, 6.0)
     assert not judge_one(scenes.render(Scene("white", (liked, other))), square).success
+
+    # what DDPO learned against oracle v5 (1,024 labels): "a blue triangle" drawn as two of them
+    from oracles.shapes import binding
+    rare = binding(*scenes.RARE_PAIR).metadata
+    color, kind = scenes.RARE_PAIR
+    one = Shape(kind, color, 4.0, 4.0, 6.0)
+    assert judge_one(scenes.render(Scene("white", (one,))), rare).success
+    beside = Shape("circle", "red", 12.0, 4.0, 6.0)  # anything else may be drawn too
+    assert judge_one(scenes.render(Scene("white", (one, beside))), rare).success
+    twin = Shape(kind, color, 12.0, 12.0, 6.0)  # apart: side by side at x 4.5 and 11.5 they merge
+    assert not judge_one(scenes.render(Scene("white", (one, twin))), rare).success
 
 
 def test_safety_asks_for_a_recognisable_object_not_a_well_formed_one():
