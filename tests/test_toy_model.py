@@ -229,6 +229,31 @@ def test_compare_rates_checks_each_task_against_the_reference_interval():
         compare_rates(reference, _rates(c=20))
 
 
+def test_merge_rates_replaces_the_measured_tasks_and_keeps_the_others():
+    from hero_bench.errors import ConfigError
+    from hero_bench.toyworld.base_rates import merge_rates, oracle_versions
+
+    existing = _rates(a=20, b=50, c=30)
+    for r in existing["tasks"]:
+        r["oracle"] = "shapes v5"
+    update = _rates(b=41, d=12)
+    for r in update["tasks"]:
+        r["oracle"] = "shapes v6"
+    merged = merge_rates(existing, update)
+    assert [(r["task"], r["successes"], r["oracle"]) for r in merged["tasks"]] == [
+        ("a", 20, "shapes v5"), ("b", 41, "shapes v6"), ("c", 30, "shapes v5"), ("d", 12, "shapes v6")]
+    assert existing["tasks"][1]["successes"] == 50, "the file's rates are not changed in place"
+    assert oracle_versions(merged["tasks"]) == "`shapes v5` for a, c; `shapes v6` for b, d"
+    assert oracle_versions(existing["tasks"]) == "`shapes v5`"
+    with pytest.raises(ConfigError, match=r"different n: the file has 100, this measurement 64"):
+        merge_rates(existing, {**update, "n": 64})
+    with pytest.raises(ConfigError, match="different sampler"):
+        merge_rates(existing, {**update, "sampler": {"steps": 10}})
+    with pytest.raises(ConfigError, match="different backbone"):
+        merge_rates({**existing, "backbone": "models/a"}, {**update, "backbone": "models/b"})
+    assert merge_rates({**existing, "backbone": "models/a"}, {**update, "backbone": "./models/a/"})
+
+
 def test_base_rates_use_the_benchmarks_eval_protocol(tiny_toy_dir):
     """base_rates must reproduce evaluate_model's epoch-0 numbers: the transfer column on the
     held-out prompts and the primary metric on the training prompts (same seeds and oracle)."""
@@ -274,6 +299,31 @@ def test_base_rates_command_writes_the_measurement_and_compares(tiny_toy_dir, tm
     assert written == json.loads(json.dumps(direct))
     assert main([*args, "--compare", str(out)]) == 0
     assert "every task inside the reference's 95% interval" in capsys.readouterr().out
+
+
+def test_base_rates_update_re_measures_only_the_named_tasks(tiny_toy_dir, tmp_path, capsys):
+    """--update replaces the measured task's entry in an existing file and keeps the others."""
+    from hero_bench.cli import main
+
+    out = tmp_path / "rates.json"
+    args = ["base-rates", "--backbone", str(tiny_toy_dir), "--n", "4", "--steps", "2", "--no-progress"]
+    assert main([*args, "--task", "sanity", "--task", "relation", "--json", str(out)]) == 0
+    before = json.loads(out.read_text())
+    before["tasks"][0]["successes"] = -1  # marks: sanity must be replaced by a fresh measurement
+    before["tasks"][1]["oracle"] = "shapes v0"  # relation must be kept as it was
+    out.write_text(json.dumps(before))
+    assert main([*args, "--task", "sanity", "--update", str(out)]) == 0
+    after = json.loads(out.read_text())
+    assert [r["task"] for r in after["tasks"]] == ["sanity", "relation"]
+    assert after["tasks"][0]["successes"] >= 0
+    assert after["tasks"][1] == before["tasks"][1]
+    capsys.readouterr()
+    for extra, message in ((["--n", "8", "--update", str(out)], f"--update {out}: its rates were measured with --n 4"),
+                           (["--update", str(out), "--json", str(out)], "--update FILE writes FILE; give --json"),
+                           (["--update", str(tmp_path / "none.json")], "--update "),):
+        assert main([*args, "--task", "sanity", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"hero-bench base-rates: error: {message}") and "\n" not in err, err
 
 
 def test_base_rates_command_bad_input_is_one_line(tiny_toy_dir, tmp_path, capsys):

@@ -16,6 +16,7 @@ from hero_bench.toyworld.base_rates import (
     compare_rates,
     comparison_table,
     measure_all,
+    merge_rates,
     rates_table,
     write_model_card,
 )
@@ -35,6 +36,9 @@ rates and --card-notes; the shipped card and base_rates.json were made with --n 
 --compare checks a rebuilt model against the shipped one (the model card's reproduction criterion):
 exit status 1 unless every task lies inside the reference's 95% interval.  Both measurements must
 use the same --n, --seed and sampler settings.
+--update re-measures only the --task tasks in an existing base_rates.json (after an oracle change
+that touches some tasks, for example) and keeps the others as they were measured; each task's
+entry records the oracle version that judged it, and the model card names them.
 
 Exit status: 0 done (rates outside the accepted range are reported, not an error), 1 a task outside
 the --compare reference's interval, 2 bad input.
@@ -45,6 +49,8 @@ examples:
   hero-bench base-rates --backbone work/stage2/model --n 256 --json work/stage2/model/base_rates.json \\
       --figures docs/figures --model-card
   hero-bench base-rates --backbone hero_bench/toyworld/pretrained/shapesworld --task counting --guidance 4
+  hero-bench base-rates --backbone hero_bench/toyworld/pretrained/shapesworld --n 256 --task rare_binding \\
+      --update hero_bench/toyworld/pretrained/shapesworld/base_rates.json --figures docs/figures --model-card
 """
 
 
@@ -61,6 +67,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--eta", type=float, default=None, help="override the toy sampler's DDIM eta")
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="write the rates as JSON here (atomically), e.g. the model's base_rates.json")
+    parser.add_argument("--update", default=None, metavar="FILE",
+                        help="an existing base_rates.json: replace the measured tasks' entries in it, keep the "
+                             "others, and write it back (atomically); same --n, --seed and sampler required")
     parser.add_argument("--figures", default=None, metavar="FOLDER",
                         help="folder for one sample grid PNG per task (first 32 images on the training prompts, "
                              "framed green for success, red for failure)")
@@ -78,17 +87,25 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _read_reference(path_arg: str) -> dict:
-    """The --compare reference: a base_rates.json, or a model folder holding one."""
+def _read_rates(path_arg: str, flag: str) -> dict:
+    """A base_rates.json, or a model folder holding one (for ``flag``'s error messages)."""
     path = Path(path_arg)
     path = path / "base_rates.json" if path.is_dir() else path
     if not path.is_file():
-        raise ConfigError(f"--compare {path_arg}: no base_rates.json there; give the file or the model folder "
+        raise ConfigError(f"{flag} {path_arg}: no base_rates.json there; give the file or the model folder "
                           "that holds it")
     try:
-        return json.loads(path.read_text())
+        rates = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"--compare {path}: not a base_rates.json written by this command ({exc})") from None
+        raise ConfigError(f"{flag} {path}: not a base_rates.json written by this command ({exc})") from None
+    if not isinstance(rates, dict) or not isinstance(rates.get("tasks"), list):
+        raise ConfigError(f"{flag} {path}: not a base_rates.json written by this command (no 'tasks' list)")
+    return rates
+
+
+def _read_reference(path_arg: str) -> dict:
+    """The --compare reference: a base_rates.json, or a model folder holding one."""
+    return _read_rates(path_arg, "--compare")
 
 
 def run(args) -> int:
@@ -103,8 +120,15 @@ def run(args) -> int:
         if tier != "toy":
             accepted = ", ".join(t.name for t in list_tasks(tier="toy"))
             raise ConfigError(f"--task {name}: a {tier}-tier task; base-rates measures toy tasks: {accepted}")
-    # read the reference and the notes before the (minutes-long) measurement, so a typo fails at once
+    # read the reference, the file to update and the notes before the (minutes-long) measurement,
+    # so a typo fails at once
     reference = _read_reference(args.compare) if args.compare else None
+    if args.update and args.json:
+        raise ConfigError("--update FILE writes FILE; give --json or --update, not both")
+    existing = _read_rates(args.update, "--update") if args.update else None
+    if existing is not None and existing.get("n") != args.n:
+        raise ConfigError(f"--update {args.update}: its rates were measured with --n {existing.get('n')}, "
+                          f"this run has --n {args.n}; give the same --n")
     notes_file = CARD_NOTES if args.card_notes is None else args.card_notes
     if args.model_card and notes_file and not Path(notes_file).is_file():
         raise ConfigError(f"--card-notes {notes_file}: no such file (give a Markdown file, or '' for no notes)")
@@ -113,6 +137,9 @@ def run(args) -> int:
                  if v is not None}
     rates = measure_all(args.backbone, n=args.n, seed=args.seed, tasks=args.task, sampler_overrides=overrides,
                         figures=args.figures, progress=not args.no_progress)
+    if existing is not None:
+        rates = merge_rates(existing, rates)
+        atomic_write_json(args.update, rates)
     if args.json:
         atomic_write_json(args.json, rates)
     if args.model_card:

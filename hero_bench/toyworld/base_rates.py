@@ -182,6 +182,33 @@ def compare_rates(reference: dict[str, Any], rates: dict[str, Any]) -> list[dict
     return rows
 
 
+def merge_rates(existing: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``existing`` with the tasks measured in ``update`` replaced (or appended), the others kept as
+    they were measured: for re-measuring the tasks an oracle change touches without sampling every
+    task again.  Both must come from the same protocol (n, eval seed, sampler, backbone); a
+    mismatch raises ConfigError because one file would then mix incomparable rates."""
+    for key in ("n", "eval_seed", "sampler", "backbone"):
+        a, b = existing.get(key), update.get(key)
+        same = (Path(a).resolve() == Path(b).resolve()) if key == "backbone" and a and b else a == b
+        if not same:
+            raise ConfigError(f"cannot update base rates measured with a different {key}: the file has "
+                              f"{a!r}, this measurement {b!r}")
+    new = {r["task"]: r for r in update["tasks"]}
+    tasks = [new.pop(r["task"], r) for r in existing["tasks"]] + list(new.values())
+    return {**existing, "tasks": tasks}
+
+
+def oracle_versions(rows: Sequence[dict[str, Any]]) -> str:
+    """The oracle (name and version) the rates were judged by, per task where they differ (a file
+    updated by ``merge_rates`` after an oracle change that touched some tasks only)."""
+    by_oracle: dict[str, list[str]] = {}
+    for r in rows:
+        by_oracle.setdefault(r["oracle"], []).append(r["task"])
+    if len(by_oracle) <= 1:
+        return f"`{next(iter(by_oracle), '?')}`"
+    return "; ".join(f"`{oracle}` for {', '.join(tasks)}" for oracle, tasks in by_oracle.items())
+
+
 def comparison_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of ``compare_rates``'s rows."""
     lines = ["| task | reference | reference 95% CI | this model | inside |", "|---|---|---|---|---|"]
@@ -285,7 +312,7 @@ DDIM **{s_steps} steps, eta {s_eta}, classifier-free guidance {s_guidance}**, ne
 {n} images per task on the task's own (training) prompts and {n} on its held-out prompts (each
 cycled), the benchmark's eval noise seed {eval_seed} (the exact epoch-0 evaluation of every toy
 run: the primary metric and the transfer column), judged by the exact ShapesWorld oracle
-(`{oracle}`).  The design requires every task in [10%, 60%] on its training prompts and in
+({oracle}).  The design requires every task in [10%, 60%] on its training prompts and in
 [5%, 60%] on its held-out prompts (`docs/architecture.md`, "Design requirements").
 
 {table}
@@ -427,7 +454,7 @@ def write_model_card(folder: str | Path, rates: dict[str, Any], wall_note: str =
         torch_v=rec["versions"]["torch"], diffusers_v=rec["versions"]["diffusers"],
         transformers_v=rec["versions"]["transformers"],
         s_steps=s["steps"], s_eta=s["eta"], s_guidance=s["guidance_scale"], s_neg=s["negative_prompt"],
-        n=rates["n"], eval_seed=rates["eval_seed"], oracle=rates["tasks"][0]["oracle"] if rates["tasks"] else "?",
+        n=rates["n"], eval_seed=rates["eval_seed"], oracle=oracle_versions(rates["tasks"]),
         table=rates_table(rates["tasks"]), figures=figures,
         stages="\n".join(stage_lines), commands="\n".join(commands), final_dir=final_dir,
         notes=("\n" + notes.strip() + "\n") if notes.strip() else "",
