@@ -141,7 +141,9 @@ def _rate_cell(r: dict[str, Any]) -> str:
 
 
 def _prompt_counts(r: dict[str, Any]) -> str:
-    return "; ".join(f"{t} ({v['successes']}/{v['n']})" for t, v in r["per_prompt"].items())
+    # sorted: base_rates.json is written with sorted keys, so the card reads the same whether it is
+    # rendered from a fresh measurement or from the file (``--update``)
+    return "; ".join(f"{t} ({v['successes']}/{v['n']})" for t, v in sorted(r["per_prompt"].items()))
 
 
 def rates_table(rows: Sequence[dict[str, Any]]) -> str:
