@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import yaml
 
 from hero_bench.algorithms import get_algorithm
 from hero_bench.algorithms.d3po import D3POConfig
@@ -41,7 +40,7 @@ from hero_bench.diffusion.sampler import SamplerConfig
 from hero_bench.errors import ConfigError
 from hero_bench.evaluate import EvalConfig
 from hero_bench.methods import get_method
-from hero_bench.run_config import CONFIG_FILE, TIERS, RunConfig
+from hero_bench.run_config import TIERS, RunConfig, load_config_file
 from hero_bench.tasks import get_task_of_tier
 from oracles.paper_prompts import IMAGES_PER_EPOCH, budget_for
 
@@ -223,20 +222,7 @@ def run_config_from_file(path: str | Path, overrides: Sequence[str] = ()) -> Run
     on what the presets have become since (a preset change would otherwise change what the same
     command line trains).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--config {path}: no such file; accepted: a run's config.yaml (RUN_DIR/{CONFIG_FILE})")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"--config {path}: not valid YAML{at}; accepted: a run's config.yaml "
-                          f"(RUN_DIR/{CONFIG_FILE})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: holds {type(data).__name__}, not a mapping of settings; "
-                          f"accepted: a run's config.yaml (RUN_DIR/{CONFIG_FILE})")
-    cfg = from_dict(RunConfig, data)
+    cfg = load_config_file(path, "--config")
     get_task_of_tier(cfg.task, cfg.tier)  # a config.yaml edited by hand may name a task of another tier
     if overrides:
         cfg = apply_overrides(RunConfig, cfg, list(overrides))

@@ -118,9 +118,21 @@ class RunConfig:
         return f"{self.tier}/{self.task}/{self.method}/seed{self.seed}"
 
 
-def load_config_file(path: str | Path) -> RunConfig:
-    with open(path) as fh:
-        data = yaml.safe_load(fh)
+def load_config_file(path: str | Path, what: str = "config") -> RunConfig:
+    """A run's saved, resolved settings (RUN_DIR/config.yaml); a missing, unreadable or malformed
+    file is a ConfigError that names ``what`` (e.g. "--config") and the path."""
+    path = Path(path)
+    accepted = f"accepted: a run's config.yaml (RUN_DIR/{CONFIG_FILE})"
+    if not path.is_file():
+        raise ConfigError(f"{what} {path}: no such file; {accepted}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"{what} {path}: not valid YAML{at}; {accepted}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path}: holds {type(data).__name__}, not a mapping of settings; {accepted}")
     return from_dict(RunConfig, data)
 
 

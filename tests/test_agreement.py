@@ -195,6 +195,17 @@ def test_a_folder_without_rounds_is_refused_as_such_before_its_other_files(tmp_p
                          "agreement compares a web-labelled run with its oracle")
 
 
+def test_a_malformed_config_is_refused_in_one_line(tmp_path, capsys):
+    run_dir = make_run(tmp_path, "ddpo", {1: TRUTH, 2: TRUTH})
+    config = run_dir / "config.yaml"
+    for text, why in (("task: [unclosed\n", "not valid YAML at line 2"),
+                      ("- a list\n", "holds list, not a mapping of settings")):
+        config.write_text(text)
+        line = refuse(capsys, run_dir)
+        assert f"{config} cannot be read (ConfigError: " in line and why in line, line
+        assert line.endswith("accepted: the config.yaml `hero-bench train` wrote")
+
+
 def test_a_missing_png_is_refused(tmp_path, capsys):
     run_dir = make_run(tmp_path, "ddpo", {1: TRUTH, 2: TRUTH})
     png = run_dir / "web/e0002/e0002-i0003.png"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
-from hero_bench.errors import HeroBenchError
+from hero_bench.errors import ConfigError, HeroBenchError
 from hero_bench.io import atomic_write_json
 from hero_bench.ledger import FeedbackLedger
 
@@ -74,7 +72,7 @@ def _open_run(run_dir: Path):
                              "labels are recorded")
     try:
         cfg = load_config_file(config_path)
-    except (yaml.YAMLError, TypeError, AttributeError) as exc:
+    except (ConfigError, TypeError, AttributeError) as exc:
         why = (str(exc).splitlines() or [""])[0]
         raise RunFolderError(f"{config_path} cannot be read ({type(exc).__name__}: {why}); "
                              "accepted: the config.yaml `hero-bench train` wrote") from None
