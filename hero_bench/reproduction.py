@@ -121,9 +121,27 @@ def eval_resolution(runs_csv: str | Path) -> float:
     return 1.0 / int(runs.n_eval.min())
 
 
+def headline(table: pd.DataFrame) -> str:
+    """One sentence: all cells reproduce, or how many fall outside and how many compare cells of
+    another design (another oracle version, say), which is no verdict on the numbers."""
+    n = len(table)
+    incomparable = table.mismatch != ""
+    n_outside = int((~table.inside & ~incomparable).sum())
+    if n_outside == 0 and not incomparable.any():
+        return f"**All {n} cells reproduce.**"
+    parts = []
+    if n_outside:
+        parts.append(f"**{n_outside} of {n} cells fall outside the published intervals** (marked ✗ below).")
+    if incomparable.any():
+        designs = "; ".join(sorted(set(table.mismatch[incomparable])))
+        parts.append(f"**{int(incomparable.sum())} of {n} cells are not comparable**: they come from another "
+                     f"design ({designs}), so they say nothing about reproduction; rerun with the "
+                     f"published design, or publish these results as the new reference.")
+    return " ".join(parts)
+
+
 def render_markdown(table: pd.DataFrame, fresh: str, published: str) -> str:
     """The verdict as a Markdown section: a headline, then every compared cell."""
-    n_out = int((~table.inside).sum())
     lines = [
         "# Reproduction check",
         "",
@@ -131,8 +149,7 @@ def render_markdown(table: pd.DataFrame, fresh: str, published: str) -> str:
         f"fresh estimate lies inside the published 95% CI widened by {table.slack.iloc[0]:.4f} on each "
         f"side (one evaluation image; runs are bitwise reproducible on one machine, not across CPUs).",
         "",
-        (f"**All {len(table)} cells reproduce.**" if n_out == 0 else
-         f"**{n_out} of {len(table)} cells fall outside the published intervals** (marked ✗ below)."),
+        headline(table),
         "",
         "| task | method | metric | budget | fresh [95% CI] | published [95% CI] | inside |",
         "|---|---|---|---|---|---|---|",

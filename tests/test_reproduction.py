@@ -80,7 +80,26 @@ def test_a_different_design_is_not_a_reproduction(tmp_path):
         tmp_path / "fresh.csv", index=False)
     row = compare(tmp_path / "fresh.csv", tmp_path / "published.csv").iloc[0]
     assert not row.inside and row.mismatch == "n_seeds 3 vs 5; oracle_version 2 vs 1"
-    assert main(["compare", str(tmp_path / "fresh.csv"), str(tmp_path / "published.csv")]) == 1
+    out = tmp_path / "reproduction.md"
+    assert main(["compare", str(tmp_path / "fresh.csv"), str(tmp_path / "published.csv"), "--out", str(out)]) == 1
+    # the headline says why, and does not call a cell of another design an irreproducible number
+    text = out.read_text()
+    assert "**1 of 1 cells are not comparable**: they come from another design (n_seeds 3 vs 5; " \
+           "oracle_version 2 vs 1)" in text
+    assert "fall outside" not in text
+
+
+def test_the_headline_counts_outside_and_not_comparable_cells_apart(tmp_path):
+    from hero_bench.reproduction import headline
+
+    def table(inside, mismatch):
+        return pd.DataFrame({"inside": inside, "mismatch": mismatch})
+
+    assert headline(table([True, True], ["", ""])) == "**All 2 cells reproduce.**"
+    both = headline(table([True, False, False, False], ["", "", "oracle_version 6 vs 5", "oracle_version 6 vs 5"]))
+    assert both.startswith("**1 of 4 cells fall outside the published intervals** (marked ✗ below). "
+                           "**2 of 4 cells are not comparable**: they come from another design "
+                           "(oracle_version 6 vs 5)")
 
 
 def test_an_aggregate_over_other_tasks_is_not_a_reproduction(tmp_path):

@@ -53,6 +53,8 @@ def run(args) -> int:
     bad = outside(table)
     for line in bad:
         print(f"outside: {line}")
+    n_incomparable = int((table.mismatch != "").sum())
     print(f"{len(table) - len(bad)} of {len(table)} cells inside the published 95% CIs "
-          f"(slack {slack:.4f} on each side)")
+          f"(slack {slack:.4f} on each side)"
+          + (f"; {n_incomparable} not comparable (another design)" if n_incomparable else ""))
     return 0 if (not bad or args.exit_zero) else 1
