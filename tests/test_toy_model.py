@@ -317,6 +317,12 @@ def test_base_rates_update_re_measures_only_the_named_tasks(tiny_toy_dir, tmp_pa
     assert [r["task"] for r in after["tasks"]] == ["sanity", "relation"]
     assert after["tasks"][0]["successes"] >= 0
     assert after["tasks"][1] == before["tasks"][1]
+    # a model folder stands for its base_rates.json
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "base_rates.json").write_text(out.read_text())
+    assert main([*args, "--task", "sanity", "--update", str(folder)]) == 0
+    assert json.loads((folder / "base_rates.json").read_text())["tasks"][1] == before["tasks"][1]
     capsys.readouterr()
     for extra, message in ((["--n", "8", "--update", str(out)], f"--update {out}: its rates were measured with --n 4"),
                            (["--update", str(out), "--json", str(out)], "--update FILE writes FILE; give --json"),

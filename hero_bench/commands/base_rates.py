@@ -68,8 +68,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="write the rates as JSON here (atomically), e.g. the model's base_rates.json")
     parser.add_argument("--update", default=None, metavar="FILE",
-                        help="an existing base_rates.json: replace the measured tasks' entries in it, keep the "
-                             "others, and write it back (atomically); same --n, --seed and sampler required")
+                        help="an existing base_rates.json (or the model folder holding it): replace the measured tasks' "
+                             "entries in it, keep the others, and write it back (atomically); same --n, --seed "
+                             "and sampler required")
     parser.add_argument("--figures", default=None, metavar="FOLDER",
                         help="folder for one sample grid PNG per task (first 32 images on the training prompts, "
                              "framed green for success, red for failure)")
@@ -139,7 +140,8 @@ def run(args) -> int:
                         figures=args.figures, progress=not args.no_progress)
     if existing is not None:
         rates = merge_rates(existing, rates)
-        atomic_write_json(args.update, rates)
+        target = Path(args.update)  # a model folder stands for the base_rates.json in it, as when read
+        atomic_write_json(target / "base_rates.json" if target.is_dir() else target, rates)
     if args.json:
         atomic_write_json(args.json, rates)
     if args.model_card:
