@@ -19,25 +19,38 @@ from hero_bench.config import config_hash, to_dict
 from hero_bench.methods import method_sections, settings_section
 
 _REPO = Path(__file__).resolve().parent.parent
+GIT_TIMEOUT_S = 60
+"""How long one git call may take before the commit is recorded as unknown."""
 
 
 @functools.lru_cache(maxsize=1)
 def git_sha() -> str:
-    """The checkout's commit (``+dirty`` when tracked files differ from it), or "unknown".
+    """The checkout's commit (``+dirty`` when tracked files differ from it, ``+dirty?`` when that
+    could not be told), or "unknown".
 
     ``HERO_BENCH_GIT_SHA`` overrides it (for installs without a .git folder, e.g. a wheel in a
     container built from a known commit).
     """
     if os.environ.get("HERO_BENCH_GIT_SHA"):
         return os.environ["HERO_BENCH_GIT_SHA"]
+    # two runs of a grid that started together on a loaded machine (six processes on two cores)
+    # recorded "unknown" with a 10 s limit per call; git status must also not write the index
+    # (an optional lock) while other runs of the same checkout read it
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=GIT_TIMEOUT_S,
+                              check=True, env=env).stdout.strip()
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        sha = git("rev-parse", "HEAD")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return sha + ("+dirty" if dirty else "") if sha else "unknown"
+    if not sha:
+        return "unknown"
+    try:
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return sha + "+dirty?"  # the commit is known; whether tracked files differ from it is not
+    return sha + ("+dirty" if dirty else "")
 
 
 def relevant_config(cfg) -> dict[str, Any]:
