@@ -88,10 +88,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _rates_file(path_arg: str) -> Path:
+    """A base_rates.json given as the file or as the model folder that holds it."""
+    path = Path(path_arg)
+    return path / "base_rates.json" if path.is_dir() else path
+
+
 def _read_rates(path_arg: str, flag: str) -> dict:
     """A base_rates.json, or a model folder holding one (for ``flag``'s error messages)."""
-    path = Path(path_arg)
-    path = path / "base_rates.json" if path.is_dir() else path
+    path = _rates_file(path_arg)
     if not path.is_file():
         raise ConfigError(f"{flag} {path_arg}: no base_rates.json there; give the file or the model folder "
                           "that holds it")
@@ -103,10 +108,6 @@ def _read_rates(path_arg: str, flag: str) -> dict:
         raise ConfigError(f"{flag} {path}: not a base_rates.json written by this command (no 'tasks' list)")
     return rates
 
-
-def _read_reference(path_arg: str) -> dict:
-    """The --compare reference: a base_rates.json, or a model folder holding one."""
-    return _read_rates(path_arg, "--compare")
 
 
 def run(args) -> int:
@@ -123,7 +124,7 @@ def run(args) -> int:
             raise ConfigError(f"--task {name}: a {tier}-tier task; base-rates measures toy tasks: {accepted}")
     # read the reference, the file to update and the notes before the (minutes-long) measurement,
     # so a typo fails at once
-    reference = _read_reference(args.compare) if args.compare else None
+    reference = _read_rates(args.compare, "--compare") if args.compare else None
     if args.update and args.json:
         raise ConfigError("--update FILE writes FILE; give --json or --update, not both")
     existing = _read_rates(args.update, "--update") if args.update else None
@@ -140,8 +141,7 @@ def run(args) -> int:
                         figures=args.figures, progress=not args.no_progress)
     if existing is not None:
         rates = merge_rates(existing, rates)
-        target = Path(args.update)  # a model folder stands for the base_rates.json in it, as when read
-        atomic_write_json(target / "base_rates.json" if target.is_dir() else target, rates)
+        atomic_write_json(_rates_file(args.update), rates)
     if args.json:
         atomic_write_json(args.json, rates)
     if args.model_card:
