@@ -47,7 +47,9 @@ def _path_pattern() -> re.Pattern:
 
 
 def read_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run: task, method, variant, seed, budget, auc, base and final success."""
+    """One row per run: task, method, variant, seed, budget, auc, base, final and best success
+    (``best``: the highest evaluation of the run, for telling a run that fell back from one that
+    never rose)."""
     rows, pattern = [], _path_pattern()
     for path in paths:
         m = pattern.search(Path(path).as_posix())
@@ -65,6 +67,7 @@ def read_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
             **m.groupdict(), "seed": int(m["seed"]), "budget": budget,
             "auc": normalized_auc(df.feedback_used, df.success_rate, budget),
             "base": float(df.success_rate.iloc[0]), "final": float(df.success_rate.iloc[-1]),
+            "best": float(df.success_rate.max()),
         })
     if not rows:
         raise SweepError("no sweep runs given")

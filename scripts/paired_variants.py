@@ -3,7 +3,8 @@ non-inferiority margin: the decision rule of workflows/config/tune-warmup8.yaml 
 ``--collapse-below``, of tune-stable-ddpo.yaml).
 
     python scripts/paired_variants.py RESULTS_TUNE_DIR [RESULTS_TUNE_DIR ...] --reference METHOD=VARIANT ... \\
-        --candidate METHOD=VARIANT ... [--margin 0.05] [--tasks TASK ...] [--collapse-below X]
+        --candidate METHOD=VARIANT ... [--margin 0.05] [--tasks TASK ...] [--collapse-below X] \\
+        [--fall-by Y] [--superior-adopts]
 
 Each ``RESULTS_TUNE_DIR`` holds ``<tier>/<task>/<method>/<variant>/seed<k>/`` run folders (a sweep's
 ``results/tune`` or its published copy's ``runs``); several folders pool their runs, e.g. a sweep
@@ -18,8 +19,13 @@ it; D3PO does not). The candidate is **adopted** when the interval's lower end l
 approx_kl is below the reference's; otherwise the reference stays. With ``--collapse-below X``
 the second condition is instead that fewer of the candidate's paired runs than of the
 reference's collapse, a collapse being success below X at the run's last evaluation (for a
-change meant to steady a learner rather than to calm its first round: a lower rate, say). A
-Markdown table goes to stdout.
+change meant to steady a learner rather than to calm its first round: a lower rate, say). With
+``--fall-by Y`` a run that falls back also counts against its variant: one whose last evaluation
+lies more than Y below its own best evaluation (over a long curve, a run can rise and lose it
+again without ever collapsing); the condition is then that fewer candidate runs are unstable
+(collapsed or fallen). With ``--superior-adopts`` a candidate whose AUC difference has its lower end
+above 0 is adopted whatever its stability (better over the whole curve, where a fall already costs
+AUC). A Markdown table goes to stdout.
 
 This is a non-inferiority rule, meant for a change that fixes a failure (a warmup against the
 first round's jump) rather than for ranking rates: ``hero-bench sweep-table`` ranks those, and a
@@ -33,6 +39,8 @@ import csv
 import statistics
 import sys
 from pathlib import Path
+
+import pandas as pd
 
 from hero_bench.run_records import DONE_FILE
 from hero_bench.stats import mean_t_ci
@@ -62,9 +70,10 @@ def first_round_kl(run_dir: Path) -> float | None:
 
 
 def compare(roots: Path | list[Path], method: str, reference: str, candidate: str, margin: float,
-            tasks: list[str] | None = None, collapse_below: float | None = None) -> dict:
+            tasks: list[str] | None = None, collapse_below: float | None = None,
+            fall_by: float | None = None, superior_adopts: bool = False) -> dict:
     """One method's row: pairs, AUC difference with its interval, first-round kl medians, collapsed
-    runs (with ``collapse_below``), verdict."""
+    runs (with ``collapse_below``), fallen runs (with ``fall_by``), verdict."""
     roots = [roots] if isinstance(roots, Path) else list(roots)
     root = ", ".join(str(r) for r in roots)
     paths = sorted(p for r in roots for p in r.glob(f"*/*/{method}/*/seed*/eval.csv"))
@@ -94,44 +103,66 @@ def compare(roots: Path | list[Path], method: str, reference: str, candidate: st
         values = [k for p in paths if p.parent.parent.name == variant
                   if (k := first_round_kl(p.parent)) is not None]
         kl[variant] = statistics.median(values) if values else None
-    collapsed = {reference: None, candidate: None}
-    if collapse_below is None:
+    collapsed = fallen = unstable = {reference: None, candidate: None}
+    if collapse_below is None and fall_by is None:
         steadier = kl[reference] is None or kl[candidate] is None or kl[candidate] < kl[reference]
     else:  # counted on the paired runs only, the ones the AUC difference compares
-        final = runs.pivot_table(index=["task", "seed"], columns="variant", values="final",
-                                 aggfunc="mean").loc[paired.index]
-        collapsed = {v: int((final[v] < collapse_below).sum()) for v in (reference, candidate)}
-        steadier = collapsed[candidate] < collapsed[reference]
-    adopted = bool(ci.low > -margin) and steadier
+        def per_pair(column: str):
+            return runs.pivot_table(index=["task", "seed"], columns="variant", values=column,
+                                    aggfunc="mean").loc[paired.index]
+        final, best = per_pair("final"), per_pair("best")
+        variants = (reference, candidate)
+        never = pd.Series(False, index=paired.index)  # a criterion not asked for marks no run
+        is_collapsed = {v: final[v] < collapse_below if collapse_below is not None else never for v in variants}
+        is_fallen = {v: best[v] - final[v] > fall_by if fall_by is not None else never for v in variants}
+        if collapse_below is not None:
+            collapsed = {v: int(is_collapsed[v].sum()) for v in variants}
+        if fall_by is not None:
+            fallen = {v: int(is_fallen[v].sum()) for v in variants}
+        unstable = {v: int((is_collapsed[v] | is_fallen[v]).sum()) for v in variants}
+        steadier = unstable[candidate] < unstable[reference]
+    adopted = (bool(ci.low > -margin) and steadier) or (superior_adopts and bool(ci.low > 0))
     return {"method": method, "reference": reference, "candidate": candidate, "pairs": len(paired),
             "auc_reference": float(paired[reference].mean()), "auc_candidate": float(paired[candidate].mean()),
             "diff": ci.estimate, "low": ci.low, "high": ci.high,
             "kl_reference": kl[reference], "kl_candidate": kl[candidate],
             "collapse_below": collapse_below, "collapsed_reference": collapsed[reference],
-            "collapsed_candidate": collapsed[candidate], "adopted": adopted}
+            "collapsed_candidate": collapsed[candidate], "fall_by": fall_by,
+            "fallen_reference": fallen[reference], "fallen_candidate": fallen[candidate],
+            "unstable_reference": unstable[reference], "unstable_candidate": unstable[candidate],
+            "superior_adopts": superior_adopts, "adopted": adopted}
 
 
 def _kl(value: float | None) -> str:
     return "not logged" if value is None else f"{value:.3f}"
 
 
-def render(rows: list[dict], margin: float, collapse_below: float | None = None) -> str:
-    collapse_head, collapse_rule = "", ""
+def render(rows: list[dict], margin: float, collapse_below: float | None = None,
+           fall_by: float | None = None, superior_adopts: bool = False) -> str:
+    extra_heads, extra_keys = [], []
     if collapse_below is not None:
-        collapse_head = f" collapsed (last success < {collapse_below:g}), reference → candidate |"
-        collapse_rule = "---|"
-    stability = "fewer collapsed" if collapse_below is not None else "calmer first round"
-    lines = [f"| method | reference | candidate | pairs | AUC reference | AUC candidate | candidate − reference [95% t] "
-             f"| first-round approx_kl (median), reference → candidate |{collapse_head} "
-             f"adopted (lower end > −{margin:g}, {stability}) |",
-             "|---|---|---|---|---|---|---|---|" + collapse_rule + "---|"]
-    for r in rows:
-        collapse_cell = ""
+        extra_heads.append(f"collapsed (last success < {collapse_below:g}), reference → candidate")
+        extra_keys.append("collapsed")
+    if fall_by is not None:
+        extra_heads.append(f"fallen (last success > {fall_by:g} below the run's best), reference → candidate")
+        extra_keys.append("fallen")
         if collapse_below is not None:
-            collapse_cell = f" {r['collapsed_reference']} → {r['collapsed_candidate']} of {r['pairs']} |"
+            extra_heads.append("unstable (either), reference → candidate")
+            extra_keys.append("unstable")
+    if fall_by is not None:
+        stability = "fewer unstable"
+    else:
+        stability = "fewer collapsed" if collapse_below is not None else "calmer first round"
+    rule = f"lower end > −{margin:g}, {stability}" + ("; or lower end > 0" if superior_adopts else "")
+    lines = [f"| method | reference | candidate | pairs | AUC reference | AUC candidate | candidate − reference [95% t] "
+             f"| first-round approx_kl (median), reference → candidate |"
+             + "".join(f" {h} |" for h in extra_heads) + f" adopted ({rule}) |",
+             "|---|---|---|---|---|---|---|---|" + "---|" * len(extra_keys) + "---|"]
+    for r in rows:
+        extra = "".join(f" {r[k + '_reference']} → {r[k + '_candidate']} of {r['pairs']} |" for k in extra_keys)
         lines.append(f"| {r['method']} | {r['reference']} | {r['candidate']} | {r['pairs']} | {r['auc_reference']:.3f} "
                      f"| {r['auc_candidate']:.3f} | {r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] "
-                     f"| {_kl(r['kl_reference'])} → {_kl(r['kl_candidate'])} |{collapse_cell} "
+                     f"| {_kl(r['kl_reference'])} → {_kl(r['kl_candidate'])} |{extra} "
                      f"{'**yes**' if r['adopted'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
@@ -149,19 +180,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--collapse-below", type=float, default=None, metavar="X",
                         help="judge stability by collapsed runs (last evaluation's success below X, "
                              "in [0, 1]) instead of the first round's approx_kl")
+    parser.add_argument("--fall-by", type=float, default=None, metavar="Y",
+                        help="also count as unstable a run whose last evaluation lies more than Y "
+                             "(in [0, 1]) below its best; stability is then fewer unstable runs")
+    parser.add_argument("--superior-adopts", action="store_true",
+                        help="adopt a candidate whose AUC difference has its lower end above 0, "
+                             "whatever its stability")
     args = parser.parse_args(argv)
     if args.margin < 0:
         parser.error(f"--margin must be >= 0, got {args.margin}")
     if args.collapse_below is not None and not 0 <= args.collapse_below <= 1:
         parser.error(f"--collapse-below must be a success rate in [0, 1], got {args.collapse_below}")
+    if args.fall_by is not None and not 0 <= args.fall_by <= 1:
+        parser.error(f"--fall-by must be a difference of success rates in [0, 1], got {args.fall_by}")
     references = method_variants(args.reference, "--reference", parser)
     candidates = method_variants(args.candidate, "--candidate", parser)
     unmatched = sorted(set(references) ^ set(candidates))
     if unmatched:
         parser.error(f"methods given only a reference or only a candidate: {', '.join(unmatched)}")
-    rows = [compare(args.roots, m, references[m], candidates[m], args.margin, args.tasks, args.collapse_below)
+    rows = [compare(args.roots, m, references[m], candidates[m], args.margin, args.tasks, args.collapse_below,
+                    args.fall_by, args.superior_adopts)
             for m in sorted(references)]
-    print(render(rows, args.margin, args.collapse_below), end="")
+    print(render(rows, args.margin, args.collapse_below, args.fall_by, args.superior_adopts), end="")
     return 0
 
 

@@ -125,3 +125,44 @@ def test_with_collapse_below_stability_means_fewer_collapsed_runs(tmp_path, caps
     with pytest.raises(SystemExit):
         script.main([str(tmp_path), "--reference", "ddpo=ref", "--candidate", "ddpo=cand", "--collapse-below", "5"])
     assert "--collapse-below must be a success rate in [0, 1]" in capsys.readouterr().err
+
+
+def test_with_fall_by_a_run_that_rises_and_loses_it_counts_as_unstable(tmp_path, capsys):
+    script = load_script("paired_variants")
+    _grid(tmp_path, candidate_shift=-0.01)  # 3 pairs, every run ends at its best
+    # the reference rises to 0.6 and falls back to 0.3; the candidate climbs steadily to 0.4
+    _run(tmp_path, "b", "ddpo", "ref", 5, [0.2, 0.6, 0.3], first_kl=2.0)
+    _run(tmp_path, "b", "ddpo", "cand", 5, [0.2, 0.35, 0.4], first_kl=3.0)
+    # neither collapses, so collapses alone keep the reference
+    row = script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.2, collapse_below=0.05)
+    assert (row["collapsed_reference"], row["collapsed_candidate"]) == (0, 0) and not row["adopted"]
+    row = script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.2, collapse_below=0.05, fall_by=0.2)
+    assert (row["fallen_reference"], row["fallen_candidate"]) == (1, 0)
+    assert (row["unstable_reference"], row["unstable_candidate"]) == (1, 0) and row["adopted"]
+    # a fall of exactly the threshold does not count (more than Y below the best)
+    row = script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.2, fall_by=0.3)
+    assert (row["fallen_reference"], row["unstable_reference"]) == (0, 0) and not row["adopted"]
+    # a run both collapsed and fallen is one unstable run
+    _run(tmp_path, "b", "ddpo", "ref", 6, [0.2, 0.5, 0.0], first_kl=2.0)
+    _run(tmp_path, "b", "ddpo", "cand", 6, [0.2, 0.3, 0.3], first_kl=3.0)
+    row = script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.2, collapse_below=0.05, fall_by=0.2)
+    assert (row["collapsed_reference"], row["fallen_reference"], row["unstable_reference"]) == (1, 2, 2)
+    assert script.main([str(tmp_path), "--reference", "ddpo=ref", "--candidate", "ddpo=cand", "--margin", "0.2",
+                        "--collapse-below", "0.05", "--fall-by", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 → 0 of 5 | 2 → 0 of 5 | 2 → 0 of 5 |" in out and "fewer unstable" in out and "**yes**" in out
+    with pytest.raises(SystemExit):
+        script.main([str(tmp_path), "--reference", "ddpo=ref", "--candidate", "ddpo=cand", "--fall-by", "-0.1"])
+    assert "--fall-by must be a difference of success rates in [0, 1]" in capsys.readouterr().err
+
+
+def test_superior_adopts_a_better_candidate_that_is_not_steadier(tmp_path):
+    script = load_script("paired_variants")
+    _grid(tmp_path, candidate_shift=0.1, candidate_kl=3.0)  # better AUC (lower end > 0), not calmer
+    row = script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05)
+    assert row["low"] > 0 and not row["adopted"]
+    assert script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05, superior_adopts=True)["adopted"]
+    # a worse one is not adopted by it
+    worse = tmp_path / "worse"
+    _grid(worse, candidate_shift=-0.2, candidate_kl=0.01)
+    assert not script.compare(worse, "ddpo", "ref", "cand", margin=0.05, superior_adopts=True)["adopted"]
