@@ -35,6 +35,7 @@ MICRO_RUN = {
     "hero": ["hero.images_per_epoch=4", "hero.triplet_passes=2", "hero.ppo.timesteps_per_sample=1",
              "hero.ppo.train_batch_size=4"],
     "ddpo": ["ddpo.images_per_epoch=4", "ddpo.ppo.timesteps_per_sample=1", "ddpo.ppo.train_batch_size=4"],
+    "d3po": [],  # the smoke preset's 2 groups of 4 images
 }
 
 

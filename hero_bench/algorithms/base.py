@@ -63,6 +63,13 @@ class RunContext:
         return np.random.default_rng(derive_seed(self.seed, epoch, purpose))
 
 
+def training_prompt_indices(seed: int, epoch: int, n_prompts: int, n: int) -> np.ndarray:
+    """Which of a task's ``n_prompts`` training prompts each of an epoch's ``n`` draws uses (uniform,
+    with replacement, from the (seed, epoch, "prompts") stream): ``Method.draw_prompts``, and what
+    lets a finished run's ledger be split by prompt (scripts/prompt_labels.py)."""
+    return np.random.default_rng(derive_seed(seed, epoch, "prompts")).integers(n_prompts, size=n)
+
+
 @dataclass
 class Batch:
     """One epoch's sampled images with what produced them."""
@@ -127,8 +134,7 @@ class Method:
     def draw_prompts(self, epoch: int, n: int) -> list[Any]:
         """``n`` training prompts drawn uniformly with replacement from the task's train prompts."""
         prompts = self.ctx.task.train_prompts
-        idx = self.ctx.rng(epoch, "prompts").integers(len(prompts), size=n)
-        return [prompts[i] for i in idx]
+        return [prompts[i] for i in training_prompt_indices(self.ctx.seed, epoch, len(prompts), n)]
 
     def gaussian_noise(self, epoch: int, n: int) -> torch.Tensor:
         """``n`` initial latents z_T ~ N(0, I) from this epoch's noise stream."""
