@@ -19,14 +19,14 @@ Markdown to stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from hero_bench.algorithms.base import training_prompt_indices
 from hero_bench.algorithms.d3po import group_layout
-from hero_bench.feedback import D3PO_SUCCESS, DDPO_REWARD, HERO_GOOD
+from hero_bench.feedback import D3PO_SUCCESS, DDPO_REWARD, HERO_BEST, HERO_GOOD
+from hero_bench.ledger import FeedbackLedger
 from hero_bench.run_config import load_config_file
 from hero_bench.run_records import CONFIG_FILE, LEDGER_FILE
 from hero_bench.tasks import get_task
@@ -46,19 +46,17 @@ def prompt_labels(run_dir: Path) -> dict:
     cfg = load_config_file(run_dir / CONFIG_FILE, what=str(run_dir))
     if cfg.method not in LABEL_KINDS:
         raise SystemExit(f"{run_dir}: method {cfg.method!r} labels nothing; accepted: {', '.join(LABEL_KINDS)}")
-    ledger = run_dir / LEDGER_FILE
-    if not ledger.is_file():
+    if not (run_dir / LEDGER_FILE).is_file():
         raise SystemExit(f"{run_dir}: no {LEDGER_FILE} (published copies keep none; a run folder does)")
+    # the project's reader: the hash chain is checked and a crash's torn tail left out
+    ledger = FeedbackLedger(run_dir / LEDGER_FILE, cfg.budget, cfg.run_id)
     prompts = [p.text for p in get_task(cfg.task).train_prompts]
     labels: dict[int, dict[int, bool]] = defaultdict(dict)
-    best_ids: list[str] = []
-    with open(ledger) as fh:
-        for line in fh:
-            rec = json.loads(line)
-            if rec.get("kind") == LABEL_KINDS[cfg.method] and rec.get("type") == "label":
-                labels[rec["epoch"]][_image_index(rec["image_id"])] = bool(rec["oracle_success"])
-            elif rec.get("kind") == "hero_best" and rec["value"].get("best_index") is not None:
-                best_ids.append(rec["value"]["best"]["image_id"])
+    for rec in ledger.records(kind=LABEL_KINDS[cfg.method]):
+        if rec["type"] == "label":
+            labels[rec["epoch"]][_image_index(rec["image_id"])] = bool(rec["oracle_success"])
+    best_ids = [rec["value"]["best"]["image_id"] for rec in ledger.records(kind=HERO_BEST)
+                if rec["value"]["best_index"] is not None]
     which: dict[int, list[int]] = {}
     for epoch, by_image in labels.items():
         n = max(by_image) + 1
