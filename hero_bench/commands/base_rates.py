@@ -109,7 +109,6 @@ def _read_rates(path_arg: str, flag: str) -> dict:
     return rates
 
 
-
 def run(args) -> int:
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
