@@ -183,8 +183,9 @@ def evaluate_model(backbone, task, oracle, sampler_cfg, eval_cfg: EvalConfig) ->
 
 
 def eval_row(cfg, epoch: int, feedback_used: int, queries: int, images_generated: int,
-             result: dict[str, float], oracle, config_hash: str, git_sha: str) -> dict[str, Any]:
-    """One eval.csv row (columns: ``hero_bench.results.EVAL_COLUMNS``)."""
+             result: dict[str, float], oracle, task_version: int, config_hash: str, git_sha: str) -> dict[str, Any]:
+    """One eval.csv row (columns: ``hero_bench.results.EVAL_COLUMNS``); ``task_version`` is the
+    evaluated task's ``Task.version``."""
     row = {
         "tier": cfg.tier,
         "task": cfg.task,
@@ -197,6 +198,7 @@ def eval_row(cfg, epoch: int, feedback_used: int, queries: int, images_generated
         **result,
         "oracle": str(getattr(oracle, "name", type(oracle).__name__)),
         "oracle_version": str(getattr(oracle, "version", "")),
+        "task_version": str(int(task_version)),
         "label_noise": float(cfg.evaluator.flip_prob),
         "backbone": str(cfg.backbone),
         "config_hash": config_hash,

@@ -152,7 +152,7 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
     for epoch, path in files:
         load_lora(backbone.unet, path)
         result = _evaluate_adapter(backbone, task, oracle, cfg, prompt_set)
-        rows.append(eval_row(cfg, epoch, *counters[epoch], result, oracle, chash, sha))
+        rows.append(eval_row(cfg, epoch, *counters[epoch], result, oracle, task.version, chash, sha))
         if progress:
             print(_progress_line(epoch, result, prompt_set), flush=True)
     columns = EVAL_COLUMNS

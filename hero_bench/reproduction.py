@@ -31,9 +31,10 @@ KEY_COLUMNS = ("tier", "task", "method", "metric", "budget")
 COMPARED_METRICS = ("success", "auc")
 COLUMNS = ("tier", "task", "method", "metric", "budget", "fresh", "fresh_ci_low", "fresh_ci_high",
            "published", "published_ci_low", "published_ci_high", "slack", "inside", "mismatch")
-DESIGN_COLUMNS = ("n_seeds", "n_tasks", "oracle_version", "label_noise", "backbone")
+DESIGN_COLUMNS = ("n_seeds", "n_tasks", "oracle_version", "task_version", "label_noise", "backbone")
 """Columns that must agree for a cell to be comparable at all: a rerun with other seeds, tasks,
-oracle version, label noise or backbone is a different experiment, not a reproduction."""
+oracle version, task definition, label noise or backbone is a different experiment, not a
+reproduction."""
 
 
 class ReproductionError(HeroBenchError, ValueError):

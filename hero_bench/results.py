@@ -24,11 +24,16 @@ EVAL_COLUMNS: tuple[str, ...] = (
     "transfer_n_eval",
     "oracle",
     "oracle_version",
+    "task_version",
     "label_noise",
     "backbone",
     "config_hash",
     "git_sha",
 )
+
+LATER_COLUMNS: tuple[str, ...] = ("task_version",)
+"""EVAL_COLUMNS added after results were published without them (the task definition's version,
+``hero_bench.tasks.Task.version``); an older eval.csv still gathers, with them empty."""
 
 TRANSFER_COLUMNS: tuple[str, ...] = ("transfer_success_rate", "transfer_mean_score", "transfer_n_eval")
 """The EVAL_COLUMNS added with the transfer evaluation; an older eval.csv without them still

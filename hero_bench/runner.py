@@ -236,7 +236,7 @@ class Run:
         self.adapters[name] = file_sha256(self.dir / name)
         result = self.evaluation(state.epoch)
         row = eval_row(self.cfg, state.epoch, state.feedback_used, state.queries, state.images_generated, result,
-                       self.oracle, self.config_hash, self.git_sha)
+                       self.oracle, self.task.version, self.config_hash, self.git_sha)
         state.eval_rows.append(row)
         return row
 

@@ -19,13 +19,13 @@ import pandas as pd
 
 from hero_bench.errors import HeroBenchError
 from hero_bench.integrity import IntegrityError, is_run_folder, verify_run
-from hero_bench.results import EVAL_COLUMNS, TRANSFER_COLUMNS
+from hero_bench.results import EVAL_COLUMNS, LATER_COLUMNS, TRANSFER_COLUMNS
 
 log = logging.getLogger(__name__)
 
 # columns of eval.csv by how they are parsed
 _TEXT_REQUIRED = ("tier", "task", "method")
-_TEXT_OPTIONAL = ("oracle", "oracle_version", "label_noise", "backbone", "config_hash", "git_sha")
+_TEXT_OPTIONAL = ("oracle", "oracle_version", "task_version", "label_noise", "backbone", "config_hash", "git_sha")
 _INT_REQUIRED = ("seed", "epoch", "feedback_used")
 _INT_OPTIONAL = ("queries", "images_generated", "n_eval", "transfer_n_eval")
 _FLOAT_REQUIRED = ("success_rate",)
@@ -50,8 +50,8 @@ def _read_text(path: str) -> pd.DataFrame:
         raise ResultsFormatError(f"{path}: empty file; expected a CSV header with columns {', '.join(EVAL_COLUMNS)}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ResultsFormatError(f"{path}: not a readable CSV ({exc})") from None
-    for c in TRANSFER_COLUMNS:
-        if c not in raw.columns:  # an eval.csv written before the transfer evaluation: no transfer values
+    for c in (*TRANSFER_COLUMNS, *LATER_COLUMNS):
+        if c not in raw.columns:  # an eval.csv written before the column existed: the value is unknown
             raw[c] = ""
     missing = [c for c in EVAL_COLUMNS if c not in raw.columns]
     if missing:

@@ -34,7 +34,7 @@ DEFAULT_REPS = 2000
 DEFAULT_SEED = 0
 DEFAULT_ALPHA = 0.05
 
-PROVENANCE_COLUMNS = ("oracle", "oracle_version", "label_noise", "backbone", "git_sha")
+PROVENANCE_COLUMNS = ("oracle", "oracle_version", "task_version", "label_noise", "backbone", "git_sha")
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "tier",
@@ -60,6 +60,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "n_tasks",
     "oracle",
     "oracle_version",
+    "task_version",
     "label_noise",
     "backbone",
     "git_sha",
@@ -361,7 +362,7 @@ def summarise(
 def _warn_mixed_provenance(summary: pd.DataFrame) -> None:
     per_task = summary[summary["task"] != AGGREGATE_TASK]
     for (tier, task), g in per_task.groupby(["tier", "task"]):
-        for c in ("oracle", "oracle_version", "label_noise"):
+        for c in ("oracle", "oracle_version", "task_version", "label_noise"):
             # the base model gets no feedback, so its label_noise entry carries no meaning
             rows = g[g["method"].str.lower() != BASE] if c == "label_noise" else g
             vals = {v for s in rows[c].dropna() for v in str(s).split(";") if v}

@@ -67,6 +67,10 @@ class Task:
     """Builds the oracle (loading any model it needs) once per process: ``oracle_factory()``."""
     oracle_name: str
     """Name of the oracle the factory builds (shown without building it)."""
+    version: int = 1
+    """The definition's version: raised whenever a change to the prompts or the criterion makes
+    success rates measured before it a different quantity. Every eval.csv row records it
+    (``task_version``), and ``hero-bench compare`` holds results of two versions apart."""
     eval_note: str = ""
     """Why the eval prompts repeat (or only reword) train prompts, when they do; the registry
     contract asks for held-out eval prompts or this note (the paper evaluates some tasks on
@@ -89,6 +93,8 @@ class Task:
             object.__setattr__(self, split, prompts)
         if not callable(self.oracle_factory):
             raise TaskDefinitionError(f"task {self.name!r}: oracle_factory must be callable")
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise TaskDefinitionError(f"task {self.name!r}: version must be an integer >= 1, got {self.version!r}")
         if not isinstance(self.eval_note, str):
             raise TaskDefinitionError(f"task {self.name!r}: eval_note must be a string")
         for attr in ("category", "description", "oracle_name"):

@@ -393,9 +393,15 @@ TOY_TASKS: tuple[Task, ...] = (
         # exactly the two objects, pairs of one kind: measured on 64 images each (evaluation
         # noise), red triangles above 22%, blue squares above 20%, green squares above 22%, yellow
         # squares left 12%, green circles above 6%; the mixed pairs of v3 fell to 2-3% (the purple
-        # triangle above a purple circle to 1/128)
-        train_prompts=(related(("red", "triangle"), "above", ("red", "triangle")),
-                       related(("blue", "square"), "above", ("blue", "square"))),
+        # triangle above a purple circle to 1/128).
+        # Version 2 trains on one prompt, as each of the paper's tasks but its NSFW one does. Version 1
+        # also trained on "a blue square above a blue square" (19/128 at the base-rate seed), whose
+        # training batches held 1-9% successes in the first 8 rounds on every DDPO run (tuning seeds
+        # 104-108 included) and none by the last 8 on most: per-prompt advantages are zero in a round
+        # without a success, so only the other prompt trained the shared adapter, and it moved the
+        # model away from blue squares (docs/methods.md, "Relation trains on one prompt").
+        version=2,
+        train_prompts=(related(("red", "triangle"), "above", ("red", "triangle")),),
         eval_prompts=(related(("green", "square"), "above", ("green", "square")),
                       related(("yellow", "square"), "left", ("yellow", "square")),
                       related(("green", "circle"), "above", ("green", "circle"))),

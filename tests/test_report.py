@@ -337,7 +337,7 @@ def test_markdown_tables(summary):
     assert f"| {d3.estimate:.2f} [{d3.ci_low:.2f}, {d3.ci_high:.2f}]† |" in md
     assert "†: some runs stopped before this budget (last checkpoints: D3PO at 504 feedback" in md
     assert md.count("†") == 1 + 4  # the footnote + d3po at 512 in 3 tasks and all tasks
-    assert "| anomaly | HERO | shapes | 1.0 | 0.0 | shapesworld | 0123abc | 5 |" in md
+    assert "| anomaly | HERO | shapes | 1.0 | — | 0.0 | shapesworld | 0123abc | 5 |" in md  # no task_version: written before it
     fr = pick(summary, metric="feedback_ratio", task="anomaly")
     assert f"| anomaly | {fr.threshold:.2f} | 504 | {int(fr.candidate_feedback)} | {fr.estimate:.2f}× |" in md
 

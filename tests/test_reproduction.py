@@ -89,6 +89,18 @@ def test_a_different_design_is_not_a_reproduction(tmp_path):
     assert "fall outside" not in text
 
 
+def test_another_task_definition_is_not_a_reproduction(tmp_path):
+    """A task whose prompts changed (``Task.version``) measures another success rate, even when the
+    numbers happen to agree."""
+    cols = COLS + ["task_version"]
+    pd.DataFrame([("toy", "relation", "ddpo", "success", 512, 0.3, 0.2, 0.4, 1)], columns=cols).to_csv(
+        tmp_path / "published.csv", index=False)
+    pd.DataFrame([("toy", "relation", "ddpo", "success", 512, 0.3, 0.2, 0.4, 2)], columns=cols).to_csv(
+        tmp_path / "fresh.csv", index=False)
+    row = compare(tmp_path / "fresh.csv", tmp_path / "published.csv").iloc[0]
+    assert not row.inside and row.mismatch == "task_version 2 vs 1"
+
+
 def test_the_headline_counts_outside_and_not_comparable_cells_apart(tmp_path):
     from hero_bench.reproduction import headline
 

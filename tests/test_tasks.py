@@ -123,6 +123,9 @@ def test_duplicate_names_are_refused(monkeypatch):
     ({"train_prompts": ()}, "train_prompts is empty"),
     ({"eval_prompts": ("a red circle",)}, "must hold Prompt objects"),
     ({"oracle_factory": "shapes"}, "oracle_factory must be callable"),
+    ({"version": 0}, "version must be an integer >= 1, got 0"),
+    ({"version": "2"}, "version must be an integer >= 1, got '2'"),
+    ({"version": True}, "version must be an integer >= 1, got True"),
 ])
 def test_malformed_tasks_are_refused(changes, message):
     with pytest.raises(TaskDefinitionError, match=message):

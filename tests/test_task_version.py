@@ -1,0 +1,40 @@
+"""A task definition's version travels with every result: ``Task.version`` -> each eval.csv row's
+``task_version`` -> the gathered runs table and the summary's provenance, and an eval.csv written
+before the column existed still gathers (with the version unknown)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+
+from hero_bench import tasks as registry
+from hero_bench.results import EVAL_COLUMNS, LATER_COLUMNS
+from hero_bench.runs_table import read_eval_csv as read_eval
+from hero_bench.summary import summarise
+from hero_bench.tasks import get_task
+from conftest import finished_micro_run
+
+
+def test_a_run_records_its_task_definition_version(tmp_path, monkeypatch, tiny_backbone_dir):
+    get_task("anomaly")  # discover the registered tasks before one is replaced
+    bumped = dataclasses.replace(registry._REGISTRY["anomaly"], version=7)
+    monkeypatch.setitem(registry._REGISTRY, "anomaly", bumped)
+    run = finished_micro_run(tmp_path / "run", tiny_backbone_dir, method="ddpo")
+    rows = pd.read_csv(run / "eval.csv", dtype=str)
+    assert list(rows.columns) == list(EVAL_COLUMNS)
+    assert set(rows.task_version) == {"7"}
+    gathered = read_eval(str(run / "eval.csv"))
+    assert set(gathered.task_version) == {"7"}
+    summary = summarise(gathered, budgets=[4], reps=20)
+    assert set(summary[summary.task == "anomaly"].task_version) == {"7"}
+
+
+def test_an_eval_csv_from_before_task_versions_still_gathers(tmp_path):
+    row = {c: "" for c in EVAL_COLUMNS if c not in LATER_COLUMNS}
+    row.update(tier="toy", task="relation", method="ddpo", seed="0", epoch="0", feedback_used="0",
+               success_rate="0.25", oracle="shapes", oracle_version="6")
+    path = tmp_path / "eval.csv"
+    pd.DataFrame([row]).to_csv(path, index=False)
+    gathered = read_eval(str(path))
+    assert len(gathered) == 1 and set(gathered.task_version) == {""}
