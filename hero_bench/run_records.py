@@ -12,7 +12,9 @@ methods, hence torch, and the integrity checks must stay light enough for ``gath
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -91,3 +93,22 @@ def config_file_hash(config: Mapping[str, Any]) -> str:
 def run_id_of(config: Mapping[str, Any]) -> str:
     """``RunConfig.run_id`` of config.yaml's settings (the ledger's ``run_id``)."""
     return f"{config['tier']}/{config['task']}/{config['method']}/seed{config['seed']}"
+
+
+def recorded_task_version(run_dir: str | Path) -> int:
+    """The version of its task's definition a run was made under (``hero_bench.tasks.Task.version``):
+    DONE.json's ``task_version``, else the first ``task_version`` in eval.csv, else 1, the version of
+    every task before runs recorded it."""
+    run_dir = Path(run_dir)
+    done = run_dir / DONE_FILE
+    if done.is_file():
+        version = json.loads(done.read_text()).get("task_version")
+        if version is not None:
+            return int(version)
+    evals = run_dir / EVAL_FILE
+    if evals.is_file():
+        with open(evals, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if (row.get("task_version") or "").strip():
+                    return int(row["task_version"])
+    return 1

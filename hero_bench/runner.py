@@ -183,6 +183,7 @@ class Run:
             "format": CHECKPOINT_FORMAT,
             "run_id": self.cfg.run_id,
             "config_hash": self.config_hash,
+            "task_version": self.task.version,
             # no generator states: every draw of epoch e comes from a fresh generator seeded by
             # (seed, e, purpose) (hero_bench.algorithms.base), so (seed, epoch) IS the RNG state
             "rng": {"scheme": "derived-per-epoch", "seed": self.cfg.seed, "next_epoch": state.epoch + 1},
@@ -211,6 +212,13 @@ class Run:
         if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("config_hash") != self.config_hash:
             raise HeroBenchError(f"checkpoint {path} was written by a different run or version "
                                  f"(config hash {ckpt.get('config_hash')} vs {self.config_hash})")
+        # a task's prompts or criterion may change between versions (hero_bench.tasks.Task.version):
+        # continuing would train later rounds on another task; checkpoints before the field are version 1's
+        if ckpt.get("task_version", 1) != self.task.version:
+            raise HeroBenchError(
+                f"checkpoint {path} was written under version {ckpt.get('task_version', 1)} of task "
+                f"{self.task.name!r}, and this code defines version {self.task.version} (its prompts or "
+                "criterion changed); move the run folder aside, or give the run another --out, to start afresh")
         check_resume(self.dir, self.ledger, ckpt)
         self.adapters = recorded_adapters(self.dir, ckpt)
         if self.ledger.used_before(ckpt["epoch"] + 1) != ckpt["feedback_used"]:
@@ -371,6 +379,7 @@ class Run:
             "final_success_rate": final.get("success_rate"),
             "final_transfer_success_rate": final.get("transfer_success_rate"),
             "config_hash": self.config_hash,
+            "task_version": self.task.version,
             "git_sha": self.git_sha,
             "wall_s_this_process": round(wall_s, 3),
             "environment": environment(),

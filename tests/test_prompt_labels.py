@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import pandas as pd
 import pytest
 
 from conftest import finished_micro_run, load_script
+from hero_bench import tasks as registry
 from hero_bench.algorithms.base import Method
+from hero_bench.run_records import recorded_task_version
+from hero_bench.tasks import get_task
 
 
 @pytest.mark.parametrize("method, budget", [("hero", 8), ("d3po", 19)])
@@ -48,3 +53,23 @@ def test_a_run_without_a_ledger_or_labels_is_a_clear_error(tmp_path, tiny_backbo
         script.prompt_labels(run)
     with pytest.raises(SystemExit):
         script.main([str(run), "--every", "0"])
+
+
+
+def test_a_run_of_another_task_version_is_refused(tmp_path, tiny_backbone_dir, monkeypatch):
+    """Its prompts would be recomputed from today's definition, which may hold other prompts."""
+    script = load_script("prompt_labels")
+    run = finished_micro_run(tmp_path / "run", tiny_backbone_dir, method="ddpo", budget=4)
+    assert script.prompt_labels(run)["prompts"]  # made under today's version: split
+    current = get_task("anomaly")
+    monkeypatch.setitem(registry._REGISTRY, "anomaly", dataclasses.replace(current, version=current.version + 1))
+    with pytest.raises(SystemExit, match=f"made under version {current.version} of task 'anomaly'; this code "
+                                         f"defines version {current.version + 1}"):
+        script.prompt_labels(run)
+    assert recorded_task_version(run) == current.version
+    # a run from before runs recorded the version (neither DONE.json nor eval.csv) counts as version 1's
+    done = json.loads((run / "DONE.json").read_text())
+    del done["task_version"]
+    (run / "DONE.json").write_text(json.dumps(done))
+    pd.read_csv(run / "eval.csv").drop(columns="task_version").to_csv(run / "eval.csv", index=False)
+    assert recorded_task_version(run) == 1

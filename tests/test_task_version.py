@@ -5,8 +5,10 @@ before the column existed still gathers (with the version unknown)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pandas as pd
+import pytest
 
 from hero_bench import tasks as registry
 from hero_bench.results import EVAL_COLUMNS, LATER_COLUMNS
@@ -38,3 +40,28 @@ def test_an_eval_csv_from_before_task_versions_still_gathers(tmp_path):
     pd.DataFrame([row]).to_csv(path, index=False)
     gathered = read_eval(str(path))
     assert len(gathered) == 1 and set(gathered.task_version) == {""}
+
+
+def test_a_run_of_an_earlier_task_version_is_not_resumed(tmp_path, monkeypatch, tiny_backbone_dir):
+    """Resuming across a change of the task's definition would train later rounds on another task."""
+    from hero_bench.errors import HeroBenchError
+    from hero_bench.presets import build_run_config
+    from hero_bench.run_hooks import CrashAt, InjectedCrash
+    from hero_bench.runner import train
+
+    cfg = build_run_config("smoke", "anomaly", "ddpo", seed=0, budget=8, backbone=str(tiny_backbone_dir),
+                           overrides=["sampler.steps=2", "eval.n_images=4", "eval.batch_size=4", "ddpo.images_per_epoch=4",
+                                      "ddpo.ppo.timesteps_per_sample=1", "ddpo.ppo.train_batch_size=4"])
+    run = tmp_path / "run"
+    with pytest.raises(InjectedCrash):
+        train(cfg, run, progress=False, hooks=[CrashAt("epoch1.after_checkpoint")])
+    current = get_task("anomaly")
+    monkeypatch.setitem(registry._REGISTRY, "anomaly", dataclasses.replace(current, version=current.version + 1))
+    with pytest.raises(HeroBenchError, match=rf"under version {current.version} of task 'anomaly', and this "
+                                             rf"code defines version {current.version + 1}"):
+        train(cfg, run, progress=False)
+    assert not (run / "DONE.json").exists()
+    monkeypatch.setitem(registry._REGISTRY, "anomaly", current)  # the same version resumes to the end
+    train(cfg, run, progress=False)
+    done = json.loads((run / "DONE.json").read_text())
+    assert done["task_version"] == current.version and done["feedback_used"] == 8
