@@ -4,11 +4,16 @@ that they do)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import yaml
 
 from conftest import finished_micro_run, micro_train_args
+from hero_bench import tasks as registry
 from hero_bench.cli import main
+from hero_bench.tasks import get_task
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -50,6 +55,19 @@ def test_changed_config_moves_the_old_run_aside_and_starts_afresh(finished, tiny
     assert (stale / "checkpoint.pt").exists() and (stale / "DONE.json").exists()
     assert yaml.safe_load((finished / "config.yaml").read_text())["budget"] == 8
     assert (finished / "DONE.json").exists()
+
+
+def test_a_run_of_an_earlier_task_version_is_moved_aside(finished, tiny_backbone_dir, capsys, monkeypatch):
+    """Same settings, but the task's prompts or criterion changed since (``Task.version``)."""
+    current = get_task("anomaly")
+    monkeypatch.setitem(registry._REGISTRY, "anomaly", dataclasses.replace(current, version=current.version + 1))
+    capsys.readouterr()
+    assert main(train_args(tiny_backbone_dir, finished) + ["--replace-stale"]) == 0
+    (stale,) = finished.parent.glob("run.replaced-*")
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"train: the settings of {finished} changed (task 'anomaly' version {current.version} -> "
+        f"{current.version + 1}); old run moved to {stale}; starting afresh")
+    assert json.loads((finished / "DONE.json").read_text())["task_version"] == current.version + 1
 
 
 def test_changed_config_without_the_flag_is_an_error(finished, tiny_backbone_dir, capsys):

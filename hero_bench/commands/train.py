@@ -41,9 +41,10 @@ on the task's prompts, transfer_success_rate etc. on held-out prompts) and DONE.
 
 Resume: rerunning the same command continues from OUT/checkpoint.pt; labels already given are
 replayed from the ledger, and the results equal those of an uninterrupted run.  A finished run
-(DONE.json present) is left alone.  A different config in an existing OUT is an error, unless
---replace-stale moves that old run aside to OUT.replaced-<UTC time> (nothing is deleted) and starts
-afresh; the workflow trains with it, so changed settings retrain a run instead of failing the job.
+(DONE.json present) is left alone.  A different config in an existing OUT is an error (so is
+resuming a run made under another version of its task), unless --replace-stale moves that old run
+aside to OUT.replaced-<UTC time> (nothing is deleted) and starts afresh; the workflow trains with it,
+so changed settings or a changed task retrain a run instead of failing the job.
 
 Faulty oracle: a call that raises, returns a non-finite score or the wrong number of results, or
 runs past --oracle-timeout is retried (--oracle-retries, waiting --oracle-backoff seconds, doubled
@@ -211,7 +212,8 @@ def replace_stale_run(cfg, run_dir) -> str:
     """Move ``run_dir`` aside when it holds a run of another config; returns what it found, as a line.
 
     "Another config" is what the runner would refuse to resume: its own check (``Run.check_config``,
-    the parsed config.yaml against ``cfg``) decides, so the two never disagree.  A config.yaml that
+    the parsed config.yaml against ``cfg``) decides, so the two never disagree; so is a run made
+    under another version of its task (``Task.version``), whose checkpoint the runner refuses.  A config.yaml that
     cannot be parsed counts as another config.  The old run is renamed to
     ``<run_dir>.replaced-<UTC time>``, never deleted: its labels and checkpoints may still be wanted.
     The check and the move hold the run folder's lock, so a run that another process is training
@@ -219,7 +221,9 @@ def replace_stale_run(cfg, run_dir) -> str:
     """
     # deferred: torch, through run_config and runner (hero-bench --help must not import it)
     from hero_bench.run_config import CONFIG_FILE
+    from hero_bench.run_records import recorded_task_version
     from hero_bench.runner import Run
+    from hero_bench.tasks import get_task
 
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).exists():
@@ -228,7 +232,11 @@ def replace_stale_run(cfg, run_dir) -> str:
         with exclusive_folder(run_dir):
             try:
                 Run(cfg, run_dir, progress=False).check_config()  # with a config.yaml present it only compares
-                return f"train: {run_dir} holds this run's config: resuming it"
+                # the same settings, but the task's definition may have changed since (Task.version)
+                made_under, current = recorded_task_version(run_dir), get_task(cfg.task).version
+                if made_under == current:
+                    return f"train: {run_dir} holds this run's config: resuming it"
+                why = f" (task {cfg.task!r} version {made_under} -> {current})"
             except ConfigError as exc:
                 differs = re.search(r"differs in: [^)]*", str(exc))
                 why = f" ({differs.group(0)})" if differs else ""
