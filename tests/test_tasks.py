@@ -200,6 +200,8 @@ def test_cli_shows_one_task_and_rejects_unknown_names(capsys):
     assert main(["tasks", "counting"]) == 0
     out = capsys.readouterr().out
     assert "two blue squares" in out and '"exact": true' in out
+    assert main(["tasks", "relation"]) == 0
+    assert f"definition version {get_task('relation').version})" in capsys.readouterr().out.splitlines()[0]
     assert main(["tasks", "countng"]) == 2
     err = capsys.readouterr().err
     assert "unknown task 'countng'" in err and "counting" in err and "Traceback" not in err

@@ -44,7 +44,8 @@ def format_table(tasks) -> str:
 
 
 def format_task(task) -> str:
-    lines = [f"{task.name} ({task.tier}, {task.category}; oracle {task.oracle_name})", f"  {task.description}"]
+    lines = [f"{task.name} ({task.tier}, {task.category}; oracle {task.oracle_name}; definition version {task.version})",
+             f"  {task.description}"]
     for split, prompts in (("train", task.train_prompts), ("eval", task.eval_prompts)):
         lines.append(f"{split} prompts:")
         for p in prompts:
