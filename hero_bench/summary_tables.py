@@ -298,9 +298,11 @@ def _provenance_table(tier: _Tier) -> list[str]:
                 continue
             r = next(g.itertuples())
             body.append([_task_label(task), _esc(method_label(method))] +
-                        [_esc(getattr(r, c) or "—") for c in ("oracle", "oracle_version", "task_version", "label_noise", "backbone")] +
+                        [_esc(getattr(r, c) or "—")
+                         for c in ("oracle", "oracle_version", "task_version", "label_noise", "backbone")] +
                         [_esc(str(r.git_sha).replace(";", ", ") or "—"), str(int(r.n_config_hashes))])
-    header = ["task", "method", "oracle", "oracle version", "task version", "label noise", "backbone", "git SHA", "config hashes"]
+    header = ["task", "method", "oracle", "oracle version", "task version", "label noise", "backbone", "git SHA",
+              "config hashes"]
     return ["### Provenance", ""] + _table(header, body) + [
         "", f"*Bootstrap: {tier.reps} resamples, seed {tier.bseed}, {tier.level}% percentile intervals.*", ""]
 

@@ -213,8 +213,8 @@ def replace_stale_run(cfg, run_dir) -> str:
 
     "Another config" is what the runner would refuse to resume: its own check (``Run.check_config``,
     the parsed config.yaml against ``cfg``) decides, so the two never disagree; so is a run made
-    under another version of its task (``Task.version``), whose checkpoint the runner refuses.  A config.yaml that
-    cannot be parsed counts as another config.  The old run is renamed to
+    under another version of its task (``Task.version``), whose checkpoint the runner refuses.  A
+    config.yaml that cannot be parsed counts as another config.  The old run is renamed to
     ``<run_dir>.replaced-<UTC time>``, never deleted: its labels and checkpoints may still be wanted.
     The check and the move hold the run folder's lock, so a run that another process is training
     is never moved from under it (that is an error, as it is for the runner).
