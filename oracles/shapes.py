@@ -396,8 +396,8 @@ TOY_TASKS: tuple[Task, ...] = (
         # triangle above a purple circle to 1/128).
         # Version 2 trains on one prompt, as each of the paper's tasks but its NSFW one does. Version 1
         # also trained on "a blue square above a blue square" (19/128 at the base-rate seed), whose
-        # training batches held 1-9% successes in the first 8 rounds on every DDPO run (tuning seeds
-        # 104-108 included) and none by the last 8 on most: per-prompt advantages are zero in a round
+        # training batches held 1-12% successes in the first 8 rounds on every DDPO run (tuning seeds
+        # 104-112 included) and none by the last 8 on most: per-prompt advantages are zero in a round
         # without a success, so only the other prompt trained the shared adapter, and it moved the
         # model away from blue squares (docs/methods.md, "Relation trains on one prompt").
         version=2,

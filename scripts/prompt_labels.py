@@ -7,8 +7,9 @@ relation's two pairs) is learned prompt by prompt, and a method can gain on one 
 other; the run's train log and its evaluation only give the mixture. The ledger holds every label
 but not the prompt, which the run drew from its (seed, epoch, "prompts") stream
 (``hero_bench.algorithms.base.training_prompt_indices``, the function the run itself used; D3PO
-draws one prompt per group), so it is recomputed here from the run's config.yaml and the task's definition: a run made under
-another version of the task (``Task.version``; DONE.json or eval.csv say which) is refused.
+draws one prompt per group), so it is recomputed here from the run's config.yaml and the task's
+definition: a run made under another version of the task (``Task.version``; DONE.json or eval.csv
+say which) is refused.
 
 For each run: per round (or per block of ``--every`` rounds), the share of the round's images of
 each prompt that the oracle judged a success (``oracle_success`` in the ledger: the truth, before
@@ -51,10 +52,10 @@ def prompt_labels(run_dir: Path) -> dict:
         raise SystemExit(f"{run_dir}: no {LEDGER_FILE} (published copies keep none; a run folder does)")
     # the project's reader: the hash chain is checked and a crash's torn tail left out
     ledger = FeedbackLedger(run_dir / LEDGER_FILE, cfg.budget, cfg.run_id)
-    task = get_task(cfg.task)
-    if recorded_task_version(run_dir) != task.version:
+    task, made_under = get_task(cfg.task), recorded_task_version(run_dir)
+    if made_under != task.version:
         # the prompts are recomputed from today's definition; another version's may differ
-        raise SystemExit(f"{run_dir}: made under version {recorded_task_version(run_dir)} of task {task.name!r}; "
+        raise SystemExit(f"{run_dir}: made under version {made_under} of task {task.name!r}; "
                          f"this code defines version {task.version}, whose training prompts may differ: run "
                          "this script from a commit of that version")
     prompts = [p.text for p in task.train_prompts]

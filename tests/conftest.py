@@ -39,11 +39,16 @@ MICRO_RUN = {
 }
 
 
+def micro_overrides(method: str) -> list[str]:
+    """The ``--set`` overrides of a micro smoke-tier run of ``method``."""
+    return ["sampler.steps=2", "eval.n_images=4", "eval.batch_size=4", *MICRO_RUN[method]]
+
+
 def micro_train_args(backbone, out, *, method: str = "hero", budget: int = 4, seed: int = 0) -> list[str]:
     """``hero-bench train`` arguments (for ``hero_bench.cli.main``) of a micro smoke-tier run."""
     args = ["train", "--tier", "smoke", "--task", "anomaly", "--method", method, "--seed", str(seed),
             "--budget", str(budget), "--backbone", str(backbone), "--out", str(out), "--quiet"]
-    for item in ["sampler.steps=2", "eval.n_images=4", "eval.batch_size=4", *MICRO_RUN[method]]:
+    for item in micro_overrides(method):
         args += ["--set", item]
     return args
 

@@ -10,12 +10,12 @@ import json
 import pandas as pd
 import pytest
 
+from conftest import finished_micro_run, micro_overrides
 from hero_bench import tasks as registry
 from hero_bench.results import EVAL_COLUMNS, LATER_COLUMNS
 from hero_bench.runs_table import read_eval_csv as read_eval
 from hero_bench.summary import summarise
 from hero_bench.tasks import get_task
-from conftest import finished_micro_run
 
 
 def test_a_run_records_its_task_definition_version(tmp_path, monkeypatch, tiny_backbone_dir):
@@ -50,8 +50,7 @@ def test_a_run_of_an_earlier_task_version_is_not_resumed(tmp_path, monkeypatch, 
     from hero_bench.runner import train
 
     cfg = build_run_config("smoke", "anomaly", "ddpo", seed=0, budget=8, backbone=str(tiny_backbone_dir),
-                           overrides=["sampler.steps=2", "eval.n_images=4", "eval.batch_size=4", "ddpo.images_per_epoch=4",
-                                      "ddpo.ppo.timesteps_per_sample=1", "ddpo.ppo.train_batch_size=4"])
+                           overrides=micro_overrides("ddpo"))
     run = tmp_path / "run"
     with pytest.raises(InjectedCrash):
         train(cfg, run, progress=False, hooks=[CrashAt("epoch1.after_checkpoint")])
