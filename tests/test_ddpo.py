@@ -53,12 +53,20 @@ def test_ddpo_smoke_run_end_to_end(tmp_path, tiny_backbone_dir, brightness_task)
     assert len(lines) == 12  # one label per image, no queries
 
 
-def _recording_ddpo(monkeypatch, cfg: DDPOConfig, reward_kind: str = "success"):
-    """A DDPO whose PPO pass only records the advantages and PPO settings it is given."""
-    calls = []
+class _Calls(list):
+    def __init__(self):
+        super().__init__()
+        self.kl_weights = []
 
-    def fake_ppo_update(backbone, traj, advantages, params, optimizer, ppo, *a, **k):
+
+def _recording_ddpo(monkeypatch, cfg: DDPOConfig, reward_kind: str = "success"):
+    """A DDPO whose PPO pass only records the advantages and PPO settings it is given (and, in
+    ``calls.kl_weights``, the per-image β of the KL to the pretrained model, None when not given)."""
+    calls = _Calls()
+
+    def fake_ppo_update(backbone, traj, advantages, params, optimizer, ppo, *a, kl_weights=None, **k):
         calls.append((advantages.numpy().copy(), ppo))
+        calls.kl_weights.append(None if kl_weights is None else kl_weights.numpy().copy())
         return {"loss": 0.0}
 
     # the PPO pass DDPO and HERO share lives in PPOMethod (algorithms/base.py)
@@ -139,8 +147,47 @@ def test_the_pull_needs_binary_labels(monkeypatch):
     assert calls[0][1].kl_to_pretrained == 0.0 and (calls[0][0] != 0).any()
 
 
+@pytest.mark.parametrize("scope", ["epoch", "prompt"])
+def test_a_prompt_without_a_success_is_pulled_back_alone_when_the_scope_is_prompt(monkeypatch, scope):
+    """Prompt "b" succeeds in the first epoch and not in the second, while "a" succeeds in both.
+    DDPO's code gives b's images of the second epoch negative advantages (its buffer remembers the
+    success) and nothing leads them back; with ``pull_scope`` "prompt" they get advantage 0 and the
+    pull's β, and a's images keep DDPO's update unchanged."""
+    m, calls = _recording_ddpo(monkeypatch, DDPOConfig(stat_buffer_size=8, stat_min_count=2, no_success_pull=0.5,
+                                                       pull_scope=scope))
+    m.update(1, _FourImages(), np.array([1.0, 0.0, 1.0, 0.0]))
+    second = m.update(2, _FourImages(), np.array([1.0, 0.0, 0.0, 0.0]))
+    (_, _), (adv2, ppo2) = calls
+    # prompt a's buffer [1, 0, 1, 0]: mean 0.5, std 0.5, whatever the scope
+    assert adv2[:2] == pytest.approx([1.0, -1.0], abs=1e-5)
+    assert ppo2 == m.cfg.ppo  # the pass's own settings are the method's: no epoch-wide KL
+    if scope == "epoch":
+        assert (adv2[2:] < 0).all() and calls.kl_weights[1] is None
+        assert second["no_success_pull"] == 0.0
+    else:
+        assert (adv2[2:] == 0).all()
+        assert calls.kl_weights[1] == pytest.approx([0.0, 0.0, 0.5, 0.5])
+        assert second["no_success_pull"] == 0.5  # the share of the epoch's images that pulled
+    # the first epoch, in which both prompts succeeded, is DDPO's own update under both scopes
+    assert calls.kl_weights[0] is None
+
+
+def test_an_epoch_without_any_success_is_pulled_alike_under_both_scopes(monkeypatch):
+    runs = {}
+    for scope in ("epoch", "prompt"):
+        m, calls = _recording_ddpo(monkeypatch, DDPOConfig(stat_buffer_size=8, stat_min_count=2, no_success_pull=0.5,
+                                                           pull_scope=scope))
+        m.update(1, _FourImages(), np.zeros(4))
+        runs[scope] = (calls[0][0], calls[0][1], calls.kl_weights[0])
+    for adv, ppo, weights in runs.values():
+        assert (adv == 0).all() and ppo.kl_to_pretrained == 0.5 and weights is None
+    assert runs["epoch"][1] == runs["prompt"][1]
+
+
 def test_ddpo_config_validation():
     with pytest.raises(ConfigError, match="no_success_pull must be >= 0"):
         DDPOConfig(no_success_pull=-0.1)
+    with pytest.raises(ConfigError, match="pull_scope must be one of epoch, prompt, got 'prompts'"):
+        DDPOConfig(pull_scope="prompts")
     with pytest.raises(ConfigError, match="images_per_epoch"):
         DDPOConfig(images_per_epoch=0)

@@ -424,3 +424,50 @@ def test_kl_to_pretrained_pulls_the_adapters_back_when_the_advantages_vanish(tin
     # 4 Adam steps of lr 1e-2 against adapter weights of size 0.05 undo a large part of the drift
     # (measured: the KL falls to about a fifth)
     assert after[0.1] < 0.5 * before
+
+
+def test_per_sample_kl_weights_are_the_scalar_penalty_when_equal_and_no_penalty_when_zero(tiny_backbone_dir):
+    """``kl_weights`` (DDPO's pull of one prompt): β for every sample trains the adapters as
+    ``kl_to_pretrained`` = β does, up to the order of a float32 mean; 0 for every sample is no
+    penalty at all, bit for bit (no pretrained forward, the same random draws); β for some samples
+    moves the adapters away from the unpenalised run."""
+    from hero_bench.diffusion.backbone import load_backbone
+    from hero_bench.diffusion.lora import add_lora
+    from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
+
+    bb = load_backbone(str(tiny_backbone_dir))
+    params = add_lora(bb.unet, seed=0)
+    start = []
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        for p in params:
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+            start.append(p.detach().clone())
+    sampler = SamplerConfig(steps=4, guidance_scale=5.0)
+    g = torch.Generator().manual_seed(2)
+    traj = sample_trajectories(bb, ["a red circle", "two blue squares", "a green triangle", "a red circle"],
+                               initial_noise(bb, 4, g), sampler, g)
+
+    def train(beta: float, weights):
+        with torch.no_grad():
+            for p, s in zip(params, start):
+                p.copy_(s)
+        cfg = PPOConfig(lr=1e-2, train_batch_size=2, inner_epochs=2, timestep_fraction=1.0, kl_to_pretrained=beta)
+        out = kernels.ppo_update(bb, traj, torch.tensor([1.0, -1.0, 0.5, -0.5]), params,
+                                 kernels.make_adamw(params, cfg.lr, 0.0), cfg, sampler,
+                                 torch.Generator().manual_seed(3), kl_weights=weights)
+        return out, [p.detach().clone() for p in params]
+
+    _, plain = train(0.0, None)
+    out_zero, zero = train(0.0, torch.zeros(4))
+    assert "kl_pretrained" not in out_zero
+    assert all(torch.equal(a, b) for a, b in zip(plain, zero))
+    _, scalar = train(0.1, None)
+    _, weighted = train(0.0, torch.full((4,), 0.1))
+    # Adam's steps are about lr = 1e-2 per weight; the two differ only in the float32 order of β·mean
+    # against mean of β·KL, so they agree far below one step
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=0) for a, b in zip(scalar, weighted))
+    assert not all(torch.equal(a, b) for a, b in zip(plain, scalar))
+    _, some = train(0.0, torch.tensor([0.0, 0.0, 0.1, 0.1]))
+    moved = lambda ws: sum(float((w - p).abs().sum()) for w, p in zip(ws, plain))  # noqa: E731
+    assert 0 < moved(some)

@@ -184,14 +184,17 @@ class PPOMethod(Method):
         return steps if self.cfg.ppo.target_kl is None else f"at most {steps}"
 
     def ppo_step(self, epoch: int, traj: Trajectory, advantages: np.ndarray,
-                 ppo: PPOConfig | None = None) -> dict[str, float]:
+                 ppo: PPOConfig | None = None, kl_weights: np.ndarray | None = None) -> dict[str, float]:
         """Clip ``advantages`` to ±ppo.adv_clip and run the PPO-clip pass over ``traj`` (its
         shuffles draw from this epoch's "ppo" stream); returns the pass's metrics.  ``ppo`` replaces
-        the method's PPO settings for this pass only (the optimizer stays the method's)."""
+        the method's PPO settings for this pass only (the optimizer stays the method's);
+        ``kl_weights`` gives each trajectory its own β of the KL to the pretrained model."""
         ppo = self.cfg.ppo if ppo is None else ppo
         advantages = clip_advantages(advantages, ppo.adv_clip)
+        weights = None if kl_weights is None else torch.from_numpy(np.asarray(kl_weights, dtype=np.float32))
         return ppo_update(self.ctx.backbone, traj, torch.from_numpy(advantages).float(), self.ctx.lora_params,
-                          self.optimizer, ppo, self.ctx.sampler, self.ctx.generator(epoch, "ppo"))
+                          self.optimizer, ppo, self.ctx.sampler, self.ctx.generator(epoch, "ppo"),
+                          kl_weights=weights)
 
 
 class Base(Method):

@@ -9,7 +9,8 @@ One epoch, top to bottom:
             ±adv_clip, then the shared PPO-clip pass (``kernels.ppo_update``, §2.3) over a
             ``timestep_fraction`` of the denoising steps of every trajectory; with
             ``no_success_pull``, an epoch in which no image succeeded instead pulls the adapters back
-            towards the pretrained model (all advantages 0, the KL term of §2.5).
+            towards the pretrained model (all advantages 0, the KL term of §2.5); with
+            ``pull_scope`` "prompt", so do the images of each prompt without a success.
 
 The only state carried across epochs besides the LoRA weights and AdamW is the stat tracker's
 per-prompt reward buffers.
@@ -24,6 +25,9 @@ import numpy as np
 from hero_bench.algorithms.base import Batch, PPOMethod, RunContext, load_optimizer_state, optimizer_state
 from hero_bench.algorithms.kernels import PerPromptStatTracker, PPOConfig, standardize
 from hero_bench.errors import ConfigError
+
+PULL_SCOPES = ("epoch", "prompt")
+"""Accepted values of ``DDPOConfig.pull_scope``."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,18 @@ class DDPOConfig:
     never shows it a success again (docs/methods.md, "Pulling back after an epoch without a
     success").  0 = off (DDPO's code)."""
 
+    pull_scope: str = "epoch"
+    """Where ``no_success_pull`` looks for "no success": ``epoch``, only an epoch in which no image
+    succeeded pulls (all of it); ``prompt``, in addition the images of every prompt none of whose
+    images succeeded in this epoch get advantage 0 and the pull, while the other prompts' images
+    keep DDPO's update.  An epoch without any success, and one in which every prompt had one, is
+    the same under both.  On a task of several prompts DDPO otherwise gives a prompt that stopped
+    succeeding nothing to learn from while the other prompts' updates move the shared adapter
+    further from it (docs/methods.md, "Pulling back a prompt without a success")."""
+
     def __post_init__(self) -> None:
+        if self.pull_scope not in PULL_SCOPES:
+            raise ConfigError(f"ddpo.pull_scope must be one of {', '.join(PULL_SCOPES)}, got {self.pull_scope!r}")
         if not self.no_success_pull >= 0:
             raise ConfigError(f"ddpo.no_success_pull must be >= 0 (0 = off), got {self.no_success_pull}")
         if self.images_per_epoch < 1:
@@ -84,25 +99,42 @@ class DDPO(PPOMethod):
             advantages = self.tracker.update(batch.texts, rewards)
         else:
             advantages = standardize(rewards)
-        pull_back = self.pulls_back(rewards)
-        if pull_back:
+        pulled = self.pulled_images(batch.texts, rewards)
+        beta = max(self.cfg.ppo.kl_to_pretrained, self.cfg.no_success_pull)
+        if pulled.all():
             # nothing to reinforce: the PPO term is silenced and only the KL to the pretrained
             # model moves the adapters (the tracker still records the zeros)
-            pull = replace(self.cfg.ppo, kl_to_pretrained=max(self.cfg.ppo.kl_to_pretrained, self.cfg.no_success_pull))
+            pull = replace(self.cfg.ppo, kl_to_pretrained=beta)
             metrics = self.ppo_step(epoch, batch.traj, np.zeros_like(advantages), pull)
+        elif pulled.any():
+            # the same, for the prompts that had no success, inside DDPO's update of the others
+            weights = np.where(pulled, beta, self.cfg.ppo.kl_to_pretrained)
+            metrics = self.ppo_step(epoch, batch.traj, np.where(pulled, 0.0, advantages), kl_weights=weights)
         else:
             metrics = self.ppo_step(epoch, batch.traj, advantages)
         if self.cfg.no_success_pull > 0:
-            metrics["no_success_pull"] = float(pull_back)
+            # the share of the epoch's images whose update was the pull (1: the whole epoch)
+            metrics["no_success_pull"] = float(np.mean(pulled))
         metrics["reward_mean"] = float(np.mean(rewards))
         if self.ctx.evaluator.config.ddpo_reward == "success":
             metrics["train_success"] = float(np.mean(rewards))
         return metrics
 
-    def pulls_back(self, rewards: np.ndarray) -> bool:
-        """Whether this epoch's update is the pull back to the pretrained model (``no_success_pull``)."""
-        return (self.cfg.no_success_pull > 0 and self.ctx.evaluator.config.ddpo_reward == "success"
-                and not np.any(np.asarray(rewards) > 0))
+    def pulled_images(self, prompts, rewards: np.ndarray) -> np.ndarray:
+        """Which images' update is the pull back to the pretrained model (``no_success_pull``): all
+        of an epoch without a success; with ``pull_scope`` "prompt" also those of every prompt
+        without a success in this epoch.  Binary labels only: with a continuous reward "no success"
+        has no meaning."""
+        rewards = np.asarray(rewards)
+        if self.cfg.no_success_pull <= 0 or self.ctx.evaluator.config.ddpo_reward != "success":
+            return np.zeros(len(rewards), dtype=bool)
+        if not np.any(rewards > 0):
+            return np.ones(len(rewards), dtype=bool)
+        if self.cfg.pull_scope == "epoch":
+            return np.zeros(len(rewards), dtype=bool)
+        texts = np.asarray(list(prompts), dtype=object)
+        succeeded = {t for t, r in zip(texts.tolist(), rewards.tolist()) if r > 0}
+        return np.array([t not in succeeded for t in texts.tolist()], dtype=bool)
 
     # checkpoint ---------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -312,6 +312,7 @@ def ppo_update(
     sampler: SamplerConfig,
     generator: torch.Generator,
     on_step: Callable[[dict], None] | None = None,
+    kl_weights: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One PPO-clip training phase on a batch of trajectories (§2.3, §4.6).
 
@@ -323,6 +324,10 @@ def ppo_update(
     (losses scaled so the step uses their mean), are clipped to ``max_grad_norm``, then AdamW steps.
     Old log-probs are the sampler's (the policy that generated the batch); new ones are recomputed
     with CFG exactly as sampled (``step_log_prob``, §1.2).
+
+    ``kl_weights`` ``[N]``, when given, replaces ``cfg.kl_to_pretrained`` by a β per trajectory: the
+    KL term of a chunk is the mean over its samples of β_i·KL_i, and a chunk whose every β is 0 costs
+    no pretrained forward (DDPO's pull of the prompts of an epoch that had no success).
     """
     device = traj.latents.device
     n, steps = traj.log_probs.shape
@@ -349,17 +354,20 @@ def ppo_update(
                     idx_d, step_d = idx.to(device), step_idx.to(device)
                     step_args = (backbone, traj.prompt_embeds[idx_d], traj.negative_embeds,
                                  traj.latents[idx_d, step_d], traj.timesteps[step_d])
-                    if cfg.kl_to_pretrained > 0:
+                    beta = None if kl_weights is None else kl_weights[idx].to(device=device, dtype=torch.float32)
+                    penalised = cfg.kl_to_pretrained > 0 if beta is None else bool((beta > 0).any())
+                    if penalised:
                         log_prob, kl = _log_prob_and_kl_to_pretrained(step_args, traj.latents[idx_d, step_d + 1],
                                                                       sampler)
                     else:
                         log_prob = step_log_prob(*step_args, traj.latents[idx_d, step_d + 1], sampler)
                     loss, info = ppo_clip_loss(log_prob, traj.log_probs[idx_d, step_d], advantages[idx_d],
                                                cfg.clip_range)
-                    if cfg.kl_to_pretrained > 0:
+                    if penalised:
                         # the logged loss stays the PPO surrogate; the penalty is logged on its own
                         meter.add(kl_pretrained=kl.mean().item())
-                        ((loss + cfg.kl_to_pretrained * kl.mean()) * scale).backward()
+                        penalty = cfg.kl_to_pretrained * kl.mean() if beta is None else (beta * kl).mean()
+                        ((loss + penalty) * scale).backward()
                     else:
                         (loss * scale).backward()
                     meter.add(loss=loss.item(), approx_kl=info["approx_kl"].item(),
