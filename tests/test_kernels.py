@@ -232,6 +232,28 @@ def test_ppo_update_trains_only_the_last_steps_when_asked(monkeypatch):
     assert sorted(seen) == list(range(n)) and all(sorted(ts) == [0, 10] for ts in seen.values())
 
 
+def test_approx_kl_is_also_logged_without_the_chains_final_step(monkeypatch):
+    """A policy whose log-prob moves at the chain's final step only (timestep 0 here: its std is
+    tiny on a real sampler): ``approx_kl`` sees the move, ``approx_kl_excl_final`` is exactly 0."""
+
+    def fn(backbone, prompt_embeds, negative_embeds, latents_t, timesteps_t, next_latents, cfg):
+        final = (torch.as_tensor(timesteps_t) == 0).float()
+        return traj_log_probs_at(next_latents) + final * (backbone.w - 0.7) * 100.0
+
+    n, steps = 6, 5
+    traj = _fake_traj(n, steps, 0.7)
+    # the stored log-prob of the step a next-latent came from: the fake policy's value at w = 0.7
+    traj_log_probs_at = lambda nxt: 0.7 * nxt.flatten(1).mean(1)  # noqa: E731
+    monkeypatch.setattr(kernels, "step_log_prob", fn)
+    w = torch.nn.Parameter(torch.tensor(0.7))
+    cfg = PPOConfig(lr=1e-2, train_batch_size=3, timestep_fraction=1.0, inner_epochs=2)
+    out = kernels.ppo_update(_FakeBackbone(w), traj, torch.tensor([1.0, -1.0] * 3), [w],
+                             kernels.make_adamw([w], cfg.lr, 0.0), cfg, SamplerConfig(steps=steps),
+                             torch.Generator().manual_seed(1))
+    assert out["approx_kl"] > 0
+    assert out["approx_kl_excl_final"] == 0.0
+
+
 def test_a_window_of_the_whole_chain_is_the_default_bit_for_bit(monkeypatch):
     monkeypatch.setattr(kernels, "step_log_prob", _fake_step_log_prob([]))
     results = []

@@ -9,7 +9,8 @@ Section references (``docs/algorithms.md``):
 - §2.2  advantages: per-prompt stat tracking (buffer, min_count, 1e-6) or batch standardisation
         (1e-8), then clipped to ±adv_clip
 - §2.3  the update pass: shuffle samples, permute each sample's timesteps, train batches, gradient
-        accumulation over chunks × trained timesteps, grad-norm clip, AdamW; approx_kl, clipfrac
+        accumulation over chunks × trained timesteps, grad-norm clip, AdamW; approx_kl (also without
+        the chain's final step: approx_kl_excl_final), clipfrac
 - §2.5  the optional KL penalty to the pretrained model, β·KL(π_θ(·|x_t) ‖ π_pre(·|x_t)) per step
 - §3.1  D3PO's per-step DPO loss in its code form (sign vector h, ratio clamp [1−ε, 1+ε])
 - §1.4  trajectory storage and timestep shuffling
@@ -372,6 +373,15 @@ def ppo_update(
                         (loss * scale).backward()
                     meter.add(loss=loss.item(), approx_kl=info["approx_kl"].item(),
                               clipfrac=info["clipfrac"].item())
+                    inner = step_idx < steps - 1
+                    if bool(inner.any()):
+                        # the chain's final step has a std 15 times smaller than the one before it
+                        # on the toy sampler (0.01), so its log-ratio, and approx_kl with it, swells
+                        # with any shift of its mean; this one shows the rest of the chain
+                        # (docs/methods.md, "What approx_kl measures")
+                        with torch.no_grad():
+                            half_sq = 0.5 * (log_prob - traj.log_probs[idx_d, step_d]) ** 2
+                        meter.add(approx_kl_excl_final=half_sq[inner.to(device)].mean().item())
                     group_kl += info["approx_kl"].item() * scale
             if cfg.target_kl is not None and group_kl > cfg.target_kl:
                 # The policy has already moved past the trust region on this batch: one more Adam
