@@ -408,10 +408,9 @@ def _kl_to_pretrained(bb, traj, cfg: SamplerConfig) -> float:
     return total / cfg.steps
 
 
-def test_kl_to_pretrained_pulls_the_adapters_back_when_the_advantages_vanish(tiny_backbone_dir):
-    """The absorbing state of a collapsed run: every label 0, so every advantage 0.  Without the
-    penalty PPO has no gradient and the adapters stay where they are; with it they move back
-    towards the pretrained model."""
+def _drifted_adapter_and_batch(tiny_backbone_dir):
+    """The tiny UNet with an adapter far from the pretrained model (B is 0 after add_lora, so every
+    weight is moved), that adapter's weights, a 4-step sampler and a batch of 4 trajectories."""
     from hero_bench.diffusion.backbone import load_backbone
     from hero_bench.diffusion.lora import add_lora
     from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
@@ -419,7 +418,7 @@ def test_kl_to_pretrained_pulls_the_adapters_back_when_the_advantages_vanish(tin
     bb = load_backbone(str(tiny_backbone_dir))
     params = add_lora(bb.unet, seed=0)
     start = []
-    with torch.no_grad():  # an adapter far from the pretrained model (B is 0 after add_lora)
+    with torch.no_grad():
         g = torch.Generator().manual_seed(1)
         for p in params:
             p.add_(0.05 * torch.randn(p.shape, generator=g))
@@ -428,6 +427,14 @@ def test_kl_to_pretrained_pulls_the_adapters_back_when_the_advantages_vanish(tin
     g = torch.Generator().manual_seed(2)
     prompts = ["a red circle", "two blue squares", "a green triangle", "a red circle"]
     traj = sample_trajectories(bb, prompts, initial_noise(bb, 4, g), sampler, g)
+    return bb, params, start, sampler, traj
+
+
+def test_kl_to_pretrained_pulls_the_adapters_back_when_the_advantages_vanish(tiny_backbone_dir):
+    """The absorbing state of a collapsed run: every label 0, so every advantage 0.  Without the
+    penalty PPO has no gradient and the adapters stay where they are; with it they move back
+    towards the pretrained model."""
+    bb, params, start, sampler, traj = _drifted_adapter_and_batch(tiny_backbone_dir)
     before = _kl_to_pretrained(bb, traj, sampler)
     assert before > 0
 
@@ -453,22 +460,7 @@ def test_per_sample_kl_weights_are_the_scalar_penalty_when_equal_and_no_penalty_
     ``kl_to_pretrained`` = β does, up to the order of a float32 mean; 0 for every sample is no
     penalty at all, bit for bit (no pretrained forward, the same random draws); β for some samples
     moves the adapters away from the unpenalised run."""
-    from hero_bench.diffusion.backbone import load_backbone
-    from hero_bench.diffusion.lora import add_lora
-    from hero_bench.diffusion.sampler import initial_noise, sample_trajectories
-
-    bb = load_backbone(str(tiny_backbone_dir))
-    params = add_lora(bb.unet, seed=0)
-    start = []
-    with torch.no_grad():
-        g = torch.Generator().manual_seed(1)
-        for p in params:
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-            start.append(p.detach().clone())
-    sampler = SamplerConfig(steps=4, guidance_scale=5.0)
-    g = torch.Generator().manual_seed(2)
-    traj = sample_trajectories(bb, ["a red circle", "two blue squares", "a green triangle", "a red circle"],
-                               initial_noise(bb, 4, g), sampler, g)
+    bb, params, start, sampler, traj = _drifted_adapter_and_batch(tiny_backbone_dir)
 
     def train(beta: float, weights):
         with torch.no_grad():
