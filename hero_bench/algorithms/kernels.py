@@ -350,20 +350,21 @@ def ppo_update(
             group_kl = 0.0
             for c in group:
                 idx = chunks[c]
+                # the chunk's β of the KL term: the same for each of its k timesteps
+                beta = None if kl_weights is None else kl_weights[idx].to(device=device, dtype=torch.float32)
+                penalised = cfg.kl_to_pretrained > 0 if beta is None else bool((beta > 0).any())
                 for j in range(k):
                     step_idx = step_perm[idx, j]
                     idx_d, step_d = idx.to(device), step_idx.to(device)
                     step_args = (backbone, traj.prompt_embeds[idx_d], traj.negative_embeds,
                                  traj.latents[idx_d, step_d], traj.timesteps[step_d])
-                    beta = None if kl_weights is None else kl_weights[idx].to(device=device, dtype=torch.float32)
-                    penalised = cfg.kl_to_pretrained > 0 if beta is None else bool((beta > 0).any())
+                    old_log_prob = traj.log_probs[idx_d, step_d]
                     if penalised:
                         log_prob, kl = _log_prob_and_kl_to_pretrained(step_args, traj.latents[idx_d, step_d + 1],
                                                                       sampler)
                     else:
                         log_prob = step_log_prob(*step_args, traj.latents[idx_d, step_d + 1], sampler)
-                    loss, info = ppo_clip_loss(log_prob, traj.log_probs[idx_d, step_d], advantages[idx_d],
-                                               cfg.clip_range)
+                    loss, info = ppo_clip_loss(log_prob, old_log_prob, advantages[idx_d], cfg.clip_range)
                     if penalised:
                         # the logged loss stays the PPO surrogate; the penalty is logged on its own
                         meter.add(kl_pretrained=kl.mean().item())
@@ -380,7 +381,7 @@ def ppo_update(
                         # with any shift of its mean; this one shows the rest of the chain
                         # (docs/methods.md, "What approx_kl measures")
                         with torch.no_grad():
-                            half_sq = 0.5 * (log_prob - traj.log_probs[idx_d, step_d]) ** 2
+                            half_sq = 0.5 * (log_prob - old_log_prob) ** 2
                         meter.add(approx_kl_excl_final=half_sq[inner.to(device)].mean().item())
                     group_kl += info["approx_kl"].item() * scale
             if cfg.target_kl is not None and group_kl > cfg.target_kl:
