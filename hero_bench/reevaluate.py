@@ -23,6 +23,7 @@ from hero_bench.io import atomic_write_text
 from hero_bench.provenance import git_sha, run_config_hash
 from hero_bench.results import EVAL_COLUMNS, TRANSFER_COLUMNS
 from hero_bench.run_config import CONFIG_FILE, TRAIN_LOG_FILE, RunConfig, load_config_file
+from hero_bench.run_records import recorded_task_version
 from hero_bench.tasks import get_task
 
 
@@ -142,6 +143,14 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
     counters = _feedback_counters(run_dir, [e for e, _ in files])
 
     task = get_task(cfg.task)
+    made_under = recorded_task_version(run_dir)
+    if made_under != task.version:
+        # today's prompts or criterion would judge a model trained for another definition, and the
+        # rows would carry today's version: such a run is evaluated from a commit of its own version
+        raise HeroBenchError(
+            f"{run_dir} was trained under version {made_under} of task {task.name!r}, and this code defines "
+            f"version {task.version} (its prompts or criterion changed); evaluate it from a commit of version "
+            f"{made_under}")
     if prompt_set == "eval" and cfg.eval.n_transfer == 0:
         raise ConfigError("--prompts eval with eval.transfer_images=0 has nothing to evaluate")
     oracle = task.oracle_factory()

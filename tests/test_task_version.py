@@ -64,3 +64,19 @@ def test_a_run_of_an_earlier_task_version_is_not_resumed(tmp_path, monkeypatch, 
     train(cfg, run, progress=False)
     done = json.loads((run / "DONE.json").read_text())
     assert done["task_version"] == current.version and done["feedback_used"] == 8
+
+
+def test_a_run_of_another_task_version_is_not_evaluated(tmp_path, monkeypatch, tiny_backbone_dir):
+    """Re-evaluating would judge the run by today's prompts or criterion and stamp today's version on
+    its rows; eval.csv is left as training wrote it."""
+    from hero_bench.errors import HeroBenchError
+    from hero_bench.reevaluate import evaluate_run
+
+    run = finished_micro_run(tmp_path / "run", tiny_backbone_dir, method="ddpo")
+    before = (run / "eval.csv").read_bytes()
+    current = get_task("anomaly")
+    monkeypatch.setitem(registry._REGISTRY, "anomaly", dataclasses.replace(current, version=current.version + 1))
+    with pytest.raises(HeroBenchError, match=rf"trained under version {current.version} of task 'anomaly', and "
+                                             rf"this code defines version {current.version + 1}"):
+        evaluate_run(run, progress=False)
+    assert (run / "eval.csv").read_bytes() == before
