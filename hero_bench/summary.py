@@ -345,6 +345,7 @@ def summarise(
     ``all-tasks`` aggregate over the tasks every trained method has (stratified bootstrap).
     """
     budgets = _checked_budgets(df, budgets, threshold, gain, reps, alpha)
+    _warn_unrecorded_task_version(df)
     boot = dict(reps=int(reps), alpha=float(alpha), seed=int(seed))
     rows: list[dict] = []
     for tier, tdf in df.groupby("tier", sort=True):
@@ -357,6 +358,24 @@ def summarise(
         out[c] = out[c].astype("Int64")
     _warn_mixed_provenance(out)
     return out
+
+
+def _warn_unrecorded_task_version(df: pd.DataFrame) -> None:
+    """An eval.csv from before runs recorded ``task_version`` was made under version 1 of its task
+    (``run_records.recorded_task_version``) but leaves the column empty, which the summary's joined
+    provenance drops; so runs of a later version beside it would pass unnoticed."""
+    if "task_version" not in df.columns:
+        return
+    versions = df["task_version"].fillna("").astype(str).str.strip()
+    for (tier, task), v in versions.groupby([df["tier"], df["task"]]):
+        recorded = set(v[v != ""])
+        if (v == "").any() and recorded - {"1"}:
+            warnings.warn(
+                f"tier {tier} task {task}: runs disagree on task_version (some eval.csv files predate the "
+                f"column, so version 1; others record {', '.join(sorted(recorded))}); their success rates "
+                "may not be comparable",
+                stacklevel=3,
+            )
 
 
 def _warn_mixed_provenance(summary: pd.DataFrame) -> None:

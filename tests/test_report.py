@@ -13,6 +13,7 @@ without the transfer columns at all.
 
 from __future__ import annotations
 
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -315,6 +316,21 @@ def test_mixed_oracle_versions_warn(runs):
     mixed.loc[(mixed.task == "anomaly") & (mixed.method == "ddpo"), "oracle_version"] = "2.0"
     with pytest.warns(UserWarning, match="anomaly: runs disagree on oracle_version"):
         report.summarise(mixed[mixed.task == "anomaly"], budgets=BUDGETS, reps=10)
+
+
+def test_runs_of_a_later_task_version_beside_unrecorded_ones_warn(runs):
+    """An empty task_version (an eval.csv older than the column) means version 1."""
+    anomaly = runs[runs.task == "anomaly"].copy()
+    anomaly["task_version"] = ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report.summarise(anomaly, budgets=BUDGETS, reps=10)  # all unrecorded: one version
+        anomaly.loc[anomaly.method == "ddpo", "task_version"] = "1"
+        report.summarise(anomaly, budgets=BUDGETS, reps=10)  # unrecorded beside 1: the same
+    anomaly.loc[anomaly.method == "ddpo", "task_version"] = "2"
+    with pytest.warns(UserWarning, match=r"anomaly: runs disagree on task_version \(some eval.csv files predate "
+                                         r"the column, so version 1; others record 2\)"):
+        report.summarise(anomaly, budgets=BUDGETS, reps=10)
 
 
 # ------------------------------------------------------------------------------------- markdown
