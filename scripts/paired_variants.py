@@ -4,7 +4,7 @@ non-inferiority margin: the decision rule of workflows/config/tune-warmup8.yaml 
 
     python scripts/paired_variants.py RESULTS_TUNE_DIR [RESULTS_TUNE_DIR ...] --reference METHOD=VARIANT ... \\
         --candidate METHOD=VARIANT ... [--margin 0.05] [--tasks TASK ...] [--collapse-below X] \\
-        [--fall-by Y] [--superior-adopts]
+        [--fall-by Y] [--superior-adopts] [--require-gain] [--same-unless COLUMN]
 
 Each ``RESULTS_TUNE_DIR`` holds ``<tier>/<task>/<method>/<variant>/seed<k>/`` run folders (a sweep's
 ``results/tune`` or its published copy's ``runs``); several folders pool their runs, e.g. a sweep
@@ -25,7 +25,15 @@ lies more than Y below its own best evaluation (over a long curve, a run can ris
 again without ever collapsing); the condition is then that fewer candidate runs are unstable
 (collapsed or fallen). With ``--superior-adopts`` a candidate whose AUC difference has its lower end
 above 0 is adopted whatever its stability (better over the whole curve, where a fall already costs
-AUC). A Markdown table goes to stdout.
+AUC). With ``--require-gain`` the second condition is a mean difference above 0 instead of a calmer
+or steadier candidate (the rule of tune-prompt-pull-*.yaml, with ``--superior-adopts``).
+
+``--same-unless COLUMN`` is for a candidate that changes training only in rounds whose train-log
+COLUMN is non-zero (``ddpo.pull_scope: prompt`` and ``no_success_pull``): a candidate run without a
+reference run of its (task, seed) whose COLUMN is 0 (or empty) in every round of its train log is
+the reference's run bit for bit, so it stands in for that reference run (difference 0). The pairs
+cell counts them. A candidate run that did act needs its reference run. A Markdown table goes to
+stdout.
 
 This is a non-inferiority rule, meant for a change that fixes a failure (a warmup against the
 first round's jump) rather than for ranking rates: ``hero-bench sweep-table`` ranks those, and a
@@ -69,11 +77,36 @@ def first_round_kl(run_dir: Path) -> float | None:
     return float(rows[0]["approx_kl"])
 
 
+def never_acted(run_dir: Path, column: str) -> bool:
+    """Whether ``column`` of the run's train log is 0 or empty in every round (a train log without
+    the column never acted either; a missing train log is an error)."""
+    path = run_dir / "train_log.csv"
+    if not path.is_file():
+        raise SystemExit(f"{run_dir}: no train_log.csv to tell whether {column} ever acted")
+    with open(path, newline="") as fh:
+        return all(float(row.get(column) or 0) == 0 for row in csv.DictReader(fh))
+
+
+def standing_in(runs: pd.DataFrame, paths: list[Path], reference: str, candidate: str,
+                column: str) -> tuple[pd.DataFrame, list[Path]]:
+    """The candidate's runs that never acted (``never_acted``) on a (task, seed) the reference did
+    not run, relabelled as the reference's runs, and their run folders."""
+    have_reference = {(r.task, r.seed) for r in runs.itertuples() if r.variant == reference}
+    folders = {(p.parents[3].name, int(p.parent.name.removeprefix("seed"))): p.parent
+               for p in paths if p.parent.parent.name == candidate}
+    keep = [i for i, r in runs.iterrows() if r.variant == candidate and (r.task, r.seed) not in have_reference
+            and never_acted(folders[(r.task, r.seed)], column)]
+    stand_ins = runs.loc[keep]
+    return stand_ins.assign(variant=reference), [folders[(r.task, r.seed)] for r in stand_ins.itertuples()]
+
+
 def compare(roots: Path | list[Path], method: str, reference: str, candidate: str, margin: float,
             tasks: list[str] | None = None, collapse_below: float | None = None,
-            fall_by: float | None = None, superior_adopts: bool = False) -> dict:
-    """One method's row: pairs, AUC difference with its interval, first-round kl medians, collapsed
-    runs (with ``collapse_below``), fallen runs (with ``fall_by``), verdict."""
+            fall_by: float | None = None, superior_adopts: bool = False, require_gain: bool = False,
+            same_unless: str | None = None) -> dict:
+    """One method's row: pairs (``stand_ins`` of them by ``same_unless``), AUC difference with its
+    interval, first-round kl medians, collapsed runs (with ``collapse_below``), fallen runs (with
+    ``fall_by``), verdict."""
     roots = [roots] if isinstance(roots, Path) else list(roots)
     root = ", ".join(str(r) for r in roots)
     paths = sorted(p for r in roots for p in r.glob(f"*/*/{method}/*/seed*/eval.csv"))
@@ -93,6 +126,12 @@ def compare(roots: Path | list[Path], method: str, reference: str, candidate: st
                              "give each (task, variant, seed) once")
         seen[key] = p
     runs = read_runs(paths)
+    folders = {v: [p.parent for p in paths if p.parent.parent.name == v] for v in (reference, candidate)}
+    stand_ins = 0
+    if same_unless is not None:
+        extra, extra_folders = standing_in(runs, paths, reference, candidate, same_unless)
+        runs, stand_ins = pd.concat([runs, extra], ignore_index=True), len(extra)
+        folders[reference] += extra_folders  # their first round is the reference's too
     missing = sorted({reference, candidate} - set(runs.variant))
     if missing:
         raise SystemExit(f"{root}: no finished run of {method} variant(s) {', '.join(missing)}")
@@ -100,11 +139,12 @@ def compare(roots: Path | list[Path], method: str, reference: str, candidate: st
     ci = mean_t_ci((paired[candidate] - paired[reference]).to_numpy())
     kl = {}
     for variant in (reference, candidate):
-        values = [k for p in paths if p.parent.parent.name == variant
-                  if (k := first_round_kl(p.parent)) is not None]
+        values = [k for folder in folders[variant] if (k := first_round_kl(folder)) is not None]
         kl[variant] = statistics.median(values) if values else None
     collapsed = fallen = unstable = {reference: None, candidate: None}
-    if collapse_below is None and fall_by is None:
+    if require_gain:
+        steadier = bool(ci.estimate > 0)
+    elif collapse_below is None and fall_by is None:
         steadier = kl[reference] is None or kl[candidate] is None or kl[candidate] < kl[reference]
     else:  # counted on the paired runs only, the ones the AUC difference compares
         def per_pair(column: str):
@@ -123,6 +163,7 @@ def compare(roots: Path | list[Path], method: str, reference: str, candidate: st
         steadier = unstable[candidate] < unstable[reference]
     adopted = (bool(ci.low > -margin) and steadier) or (superior_adopts and bool(ci.low > 0))
     return {"method": method, "reference": reference, "candidate": candidate, "pairs": len(paired),
+            "stand_ins": stand_ins, "require_gain": require_gain,
             "auc_reference": float(paired[reference].mean()), "auc_candidate": float(paired[candidate].mean()),
             "diff": ci.estimate, "low": ci.low, "high": ci.high,
             "kl_reference": kl[reference], "kl_candidate": kl[candidate],
@@ -138,7 +179,7 @@ def _kl(value: float | None) -> str:
 
 
 def render(rows: list[dict], margin: float, collapse_below: float | None = None,
-           fall_by: float | None = None, superior_adopts: bool = False) -> str:
+           fall_by: float | None = None, superior_adopts: bool = False, require_gain: bool = False) -> str:
     extra_heads, extra_keys = [], []
     if collapse_below is not None:
         extra_heads.append(f"collapsed (last success < {collapse_below:g}), reference → candidate")
@@ -149,7 +190,9 @@ def render(rows: list[dict], margin: float, collapse_below: float | None = None,
         if collapse_below is not None:
             extra_heads.append("unstable (either), reference → candidate")
             extra_keys.append("unstable")
-    if fall_by is not None:
+    if require_gain:
+        stability = "mean above 0"
+    elif fall_by is not None:
         stability = "fewer unstable"
     else:
         stability = "fewer collapsed" if collapse_below is not None else "calmer first round"
@@ -160,7 +203,8 @@ def render(rows: list[dict], margin: float, collapse_below: float | None = None,
              "|---|---|---|---|---|---|---|---|" + "---|" * len(extra_keys) + "---|"]
     for r in rows:
         extra = "".join(f" {r[k + '_reference']} → {r[k + '_candidate']} of {r['pairs']} |" for k in extra_keys)
-        lines.append(f"| {r['method']} | {r['reference']} | {r['candidate']} | {r['pairs']} | {r['auc_reference']:.3f} "
+        pairs = f"{r['pairs']}" + (f" ({r['stand_ins']} stand-ins)" if r.get("stand_ins") else "")
+        lines.append(f"| {r['method']} | {r['reference']} | {r['candidate']} | {pairs} | {r['auc_reference']:.3f} "
                      f"| {r['auc_candidate']:.3f} | {r['diff']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] "
                      f"| {_kl(r['kl_reference'])} → {_kl(r['kl_candidate'])} |{extra} "
                      f"{'**yes**' if r['adopted'] else 'no'} |")
@@ -186,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--superior-adopts", action="store_true",
                         help="adopt a candidate whose AUC difference has its lower end above 0, "
                              "whatever its stability")
+    parser.add_argument("--require-gain", action="store_true",
+                        help="the second condition is a mean AUC difference above 0, not a calmer or "
+                             "steadier candidate")
+    parser.add_argument("--same-unless", default=None, metavar="COLUMN",
+                        help="a candidate run without its reference run whose train-log COLUMN is 0 in "
+                             "every round is the reference's run and stands in for it (e.g. no_success_pull)")
     args = parser.parse_args(argv)
     if args.margin < 0:
         parser.error(f"--margin must be >= 0, got {args.margin}")
@@ -199,9 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     if unmatched:
         parser.error(f"methods given only a reference or only a candidate: {', '.join(unmatched)}")
     rows = [compare(args.roots, m, references[m], candidates[m], args.margin, args.tasks, args.collapse_below,
-                    args.fall_by, args.superior_adopts)
+                    args.fall_by, args.superior_adopts, args.require_gain, args.same_unless)
             for m in sorted(references)]
-    print(render(rows, args.margin, args.collapse_below, args.fall_by, args.superior_adopts), end="")
+    print(render(rows, args.margin, args.collapse_below, args.fall_by, args.superior_adopts, args.require_gain),
+          end="")
     return 0
 
 

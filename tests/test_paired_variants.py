@@ -166,3 +166,43 @@ def test_superior_adopts_a_better_candidate_that_is_not_steadier(tmp_path):
     worse = tmp_path / "worse"
     _grid(worse, candidate_shift=-0.2, candidate_kl=0.01)
     assert not script.compare(worse, "ddpo", "ref", "cand", margin=0.05, superior_adopts=True)["adopted"]
+
+
+def _pull_log(root, task, variant, seed, pulls):
+    """The run's train log with a no_success_pull column holding ``pulls`` (one value per round)."""
+    folder = root / "toy" / task / "ddpo" / variant / f"seed{seed}"
+    rows = "".join(f"{i + 1},0.01,{p}\n" for i, p in enumerate(pulls))
+    (folder / "train_log.csv").write_text("epoch,approx_kl,no_success_pull\n" + rows)
+
+
+def test_a_candidate_run_that_never_acted_stands_in_for_its_reference(tmp_path, capsys):
+    script = load_script("paired_variants")
+    _grid(tmp_path, candidate_shift=0.0)  # 3 pairs, differences -0.005, 0, +0.005
+    for task, seed in (("c", 1), ("c", 2)):  # candidate runs without a reference run
+        _run(tmp_path, task, "ddpo", "cand", seed, [0.3, 0.5, 0.6])
+    _pull_log(tmp_path, "c", "cand", 1, [0, 0, ""])  # never pulled: the reference's run
+    _pull_log(tmp_path, "c", "cand", 2, [0, 0.4, 0])  # pulled in round 2: needs its own reference
+    assert script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05)["pairs"] == 3
+    row = script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05, same_unless="no_success_pull")
+    assert (row["pairs"], row["stand_ins"]) == (4, 1)
+    assert row["auc_reference"] == pytest.approx(row["auc_candidate"]) and row["diff"] == pytest.approx(0)
+    # a reference run of its own wins over a stand-in
+    _run(tmp_path, "c", "ddpo", "ref", 1, [0.3, 0.1, 0.1])
+    row = script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05, same_unless="no_success_pull")
+    assert (row["pairs"], row["stand_ins"]) == (4, 0) and row["diff"] == pytest.approx(0.2 / 4)
+    assert script.main([str(tmp_path), "--reference", "ddpo=ref", "--candidate", "ddpo=cand",
+                        "--same-unless", "no_success_pull"]) == 0
+    assert "| 4 |" in capsys.readouterr().out
+
+
+def test_require_gain_asks_for_a_positive_mean_difference(tmp_path, capsys):
+    script = load_script("paired_variants")
+    _grid(tmp_path, candidate_shift=-0.01, candidate_kl=0.01)  # within the margin, calmer, a little worse
+    assert script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05)["adopted"]
+    row = script.compare(tmp_path, "ddpo", "ref", "cand", margin=0.05, require_gain=True)
+    assert row["diff"] < 0 and not row["adopted"]
+    better = tmp_path / "better"
+    _grid(better, candidate_shift=0.01, candidate_kl=3.0)  # a little better, not calmer
+    assert script.compare(better, "ddpo", "ref", "cand", margin=0.05, require_gain=True)["adopted"]
+    assert script.main([str(better), "--reference", "ddpo=ref", "--candidate", "ddpo=cand", "--require-gain"]) == 0
+    assert "mean above 0" in capsys.readouterr().out
