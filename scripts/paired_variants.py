@@ -87,17 +87,13 @@ def never_acted(run_dir: Path, column: str) -> bool:
         return all(float(row.get(column) or 0) == 0 for row in csv.DictReader(fh))
 
 
-def standing_in(runs: pd.DataFrame, paths: list[Path], reference: str, candidate: str,
-                column: str) -> tuple[pd.DataFrame, list[Path]]:
+def standing_in(runs: pd.DataFrame, reference: str, candidate: str, column: str) -> pd.DataFrame:
     """The candidate's runs that never acted (``never_acted``) on a (task, seed) the reference did
-    not run, relabelled as the reference's runs, and their run folders."""
+    not run, relabelled as the reference's runs (``runs`` has each run's ``folder``)."""
     have_reference = {(r.task, r.seed) for r in runs.itertuples() if r.variant == reference}
-    folders = {(p.parents[3].name, int(p.parent.name.removeprefix("seed"))): p.parent
-               for p in paths if p.parent.parent.name == candidate}
-    keep = [i for i, r in runs.iterrows() if r.variant == candidate and (r.task, r.seed) not in have_reference
-            and never_acted(folders[(r.task, r.seed)], column)]
-    stand_ins = runs.loc[keep]
-    return stand_ins.assign(variant=reference), [folders[(r.task, r.seed)] for r in stand_ins.itertuples()]
+    keep = [r.Index for r in runs.itertuples() if r.variant == candidate
+            and (r.task, r.seed) not in have_reference and never_acted(r.folder, column)]
+    return runs.loc[keep].assign(variant=reference)
 
 
 def compare(roots: Path | list[Path], method: str, reference: str, candidate: str, margin: float,
@@ -125,13 +121,12 @@ def compare(roots: Path | list[Path], method: str, reference: str, candidate: st
             raise SystemExit(f"the same run is in two folders: {seen[key].parent} and {p.parent}; "
                              "give each (task, variant, seed) once")
         seen[key] = p
-    runs = read_runs(paths)
-    folders = {v: [p.parent for p in paths if p.parent.parent.name == v] for v in (reference, candidate)}
+    runs = read_runs(paths).assign(folder=[p.parent for p in paths])  # one row per path, in order
     stand_ins = 0
     if same_unless is not None:
-        extra, extra_folders = standing_in(runs, paths, reference, candidate, same_unless)
+        extra = standing_in(runs, reference, candidate, same_unless)
+        # a stand-in's first round is the reference's too, so it joins the kl median below
         runs, stand_ins = pd.concat([runs, extra], ignore_index=True), len(extra)
-        folders[reference] += extra_folders  # their first round is the reference's too
     missing = sorted({reference, candidate} - set(runs.variant))
     if missing:
         raise SystemExit(f"{root}: no finished run of {method} variant(s) {', '.join(missing)}")
@@ -139,7 +134,7 @@ def compare(roots: Path | list[Path], method: str, reference: str, candidate: st
     ci = mean_t_ci((paired[candidate] - paired[reference]).to_numpy())
     kl = {}
     for variant in (reference, candidate):
-        values = [k for folder in folders[variant] if (k := first_round_kl(folder)) is not None]
+        values = [k for folder in runs.folder[runs.variant == variant] if (k := first_round_kl(folder)) is not None]
         kl[variant] = statistics.median(values) if values else None
     collapsed = fallen = unstable = {reference: None, candidate: None}
     if require_gain:
