@@ -70,8 +70,30 @@ def run_config_hash(cfg) -> str:
     return config_hash(relevant_config(cfg))
 
 
+CPUINFO = Path("/proc/cpuinfo")
+"""Where Linux names the processor (``cpu_model``)."""
+
+
+def cpu_model(cpuinfo: Path | None = None) -> str:
+    """The processor's model name ("AMD EPYC 9B14", "Intel(R) Xeon(R) Processor"), or
+    ``platform.processor()``'s answer where there is no ``/proc/cpuinfo``, or "unknown"."""
+    try:
+        for line in (cpuinfo or CPUINFO).read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model Name") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def environment() -> dict[str, str]:
-    """Versions of the pieces that determine the numbers."""
+    """Versions of the pieces that determine the numbers, and the processor they ran on.
+
+    The processor is part of it because runs are bitwise only on one CPU: torch picks its kernels
+    by the instruction set it finds (``cpu_capability``: "AVX2", "AVX512", ...), and kernels that
+    sum in another order round differently; over a thousand labels of training that moves a success
+    rate by several images (docs/methods.md, the paragraph "Runs are not bitwise across CPUs")."""
     # deferred: diffusers, peft, torch (gather imports this module, through run_records, without them)
     import diffusers
     import peft
@@ -84,4 +106,6 @@ def environment() -> dict[str, str]:
         "peft": peft.__version__,
         "numpy": np.__version__,
         "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+import hero_bench.provenance as provenance
 import hero_bench.runner as runner_module
 from hero_bench.cli import main
 from hero_bench.presets import build_run_config
@@ -20,6 +21,7 @@ MICRO = ["sampler.steps=2", "eval.n_images=4", "eval.batch_size=4", "hero.images
          "hero.triplet_passes=2", "hero.ppo.timesteps_per_sample=1", "hero.ppo.train_batch_size=4"]
 # the columns that name the run rather than the evaluation
 RUN_COLUMNS = {"method", "seed", "config_hash"}
+REAL_CPU = provenance.cpu_model()
 
 
 def micro(backbone_dir, method, seed, extra=()):
@@ -75,6 +77,17 @@ def test_other_evaluation_settings_are_another_entry(tmp_path, tiny_backbone_dir
     train(micro(tiny_backbone_dir, "base", 0, ["eval.every_epochs=3"]), tmp_path / "d", progress=False,
           pretrained_eval_cache=cache)
     assert len(evaluations) == 3 and len(list(cache.glob("*.json"))) == 3
+
+
+def test_an_entry_made_on_another_cpu_is_not_read(tmp_path, tiny_backbone_dir, evaluations, monkeypatch):
+    # runs are bitwise on one processor only, so a cache copied from another machine must not answer
+    cache = tmp_path / "cache"
+    train(micro(tiny_backbone_dir, "base", 0), tmp_path / "a", progress=False, pretrained_eval_cache=cache)
+    monkeypatch.setattr(provenance, "cpu_model", lambda: "Another Processor 9000")
+    train(micro(tiny_backbone_dir, "base", 1), tmp_path / "b", progress=False, pretrained_eval_cache=cache)
+    assert len(evaluations) == 2 and len(list(cache.glob("*.json"))) == 2
+    cpus = {json.loads(p.read_text())["fields"]["environment"]["cpu"] for p in cache.glob("*.json")}
+    assert cpus == {REAL_CPU, "Another Processor 9000"}
 
 
 def test_an_unreadable_or_foreign_entry_is_computed_again(tmp_path, tiny_backbone_dir, evaluations):

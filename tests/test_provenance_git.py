@@ -1,4 +1,4 @@
-"""hero_bench.provenance.git_sha: the commit a run records, and what it records when git is slow."""
+"""hero_bench.provenance: what a run records of where it came from, the commit (and what it records when git is slow) and the processor."""
 
 from __future__ import annotations
 
@@ -61,3 +61,16 @@ def test_the_environment_override_wins(fake_git, monkeypatch):
     answers, calls = fake_git
     monkeypatch.setenv("HERO_BENCH_GIT_SHA", "deadbeef")
     assert provenance.git_sha() == "deadbeef" and not calls
+
+
+def test_the_processor_is_read_from_cpuinfo(tmp_path):
+    from hero_bench.provenance import cpu_model, environment
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\n\nprocessor\t: 1\n"
+                    "model name\t: AMD EPYC 9B14\n")
+    assert cpu_model(info) == "AMD EPYC 9B14"
+    # no cpuinfo (macOS, Windows): whatever the platform module says, never an empty string
+    assert cpu_model(tmp_path / "missing") != ""
+    env = environment()
+    assert env["cpu"] and env["cpu_capability"]
