@@ -10,7 +10,7 @@ epoch-0 numbers; the default workflow computed one 64-image evaluation twelve ti
 ``PretrainedEvalCache`` stores that result in a folder, one JSON file per key, and hands it to the
 runs that ask again.  The key is a sha256 over everything the numbers depend on:
 - the backbone's weights as loaded (every tensor of the UNet but the LoRA layers, the text encoder
-  and the VAE), its dtype and device;
+  and the VAE), its dtype and device, and its scheduler's configuration;
 - the task (tier, name, prompts and their metadata) and the oracle (name, version);
 - the evaluation and sampler settings (``EvalConfig`` but its schedule, ``SamplerConfig``);
 - the software: the versions and platform of ``provenance.environment`` and a sha256 of the source
@@ -65,6 +65,14 @@ def backbone_weights_sha256(backbone) -> str:
     return tensors_sha256(named)
 
 
+def scheduler_settings(scheduler) -> dict[str, Any]:
+    """The scheduler's configuration as JSON values (lists, not tuples), so that it compares equal
+    to the copy read back from an entry.  It lives in the model folder beside the weights, and a
+    setting such as ``clip_sample`` changes every image (hero_bench/toyworld/model_card_notes.md,
+    "Why deterministic sampling failed")."""
+    return json.loads(json.dumps(dict(scheduler.config), sort_keys=True, default=str))
+
+
 def adapters_are_zero(unet) -> bool:
     """True when every LoRA B matrix is exactly zero: each adapted layer then adds exactly 0.0."""
     b_matrices = [p for name, p in unet.named_parameters() if "lora_B" in name]
@@ -104,6 +112,7 @@ def key_fields(backbone, task, oracle, sampler_cfg, eval_cfg, tier: str) -> dict
         "oracle_version": str(getattr(oracle, "version", "")),
         "evaluation": evaluation,
         "sampler": to_dict(sampler_cfg),
+        "scheduler": scheduler_settings(backbone.scheduler),
         "environment": environment(),
         "source_sha256": source_sha256((type(oracle).__module__,)),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 import torch
@@ -88,6 +89,21 @@ def test_an_entry_made_on_another_cpu_is_not_read(tmp_path, tiny_backbone_dir, e
     assert len(evaluations) == 2 and len(list(cache.glob("*.json"))) == 2
     cpus = {json.loads(p.read_text())["fields"]["environment"]["cpu"] for p in cache.glob("*.json")}
     assert cpus == {REAL_CPU, "Another Processor 9000"}
+
+
+def test_another_scheduler_configuration_is_another_entry(tmp_path, tiny_backbone_dir, evaluations):
+    # the scheduler's settings live beside the weights: clip_sample changes every image, not the weights
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_backbone_dir, edited)
+    config_file = edited / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_file.read_text())
+    config["clip_sample"] = not config.get("clip_sample", True)
+    config_file.write_text(json.dumps(config))
+    cache = tmp_path / "cache"
+    train(micro(tiny_backbone_dir, "base", 0), tmp_path / "a", progress=False, pretrained_eval_cache=cache)
+    train(micro(edited, "base", 0), tmp_path / "b", progress=False, pretrained_eval_cache=cache)
+    train(micro(edited, "base", 1), tmp_path / "c", progress=False, pretrained_eval_cache=cache)
+    assert len(evaluations) == 2 and len(list(cache.glob("*.json"))) == 2
 
 
 def test_an_unreadable_or_foreign_entry_is_computed_again(tmp_path, tiny_backbone_dir, evaluations):
