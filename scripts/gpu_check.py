@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from hero_bench.methods import get_method, trained_method_names
+from hero_bench.provenance import cpu_model
 
 METHODS = tuple(trained_method_names())
 SIZES = ("full", "reduced")
@@ -311,7 +312,7 @@ def device_name(device: str) -> str:
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return f"cpu ({cpu_model()}, {os.cpu_count()} cores)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,13 +64,11 @@ def test_the_environment_override_wins(fake_git, monkeypatch):
 
 
 def test_the_processor_is_read_from_cpuinfo(tmp_path):
-    from hero_bench.provenance import cpu_model, environment
-
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\n\nprocessor\t: 1\n"
                     "model name\t: AMD EPYC 9B14\n")
-    assert cpu_model(info) == "AMD EPYC 9B14"
+    assert provenance.cpu_model(info) == "AMD EPYC 9B14"
     # no cpuinfo (macOS, Windows): whatever the platform module says, never an empty string
-    assert cpu_model(tmp_path / "missing") != ""
-    env = environment()
+    assert provenance.cpu_model(tmp_path / "missing") != ""
+    env = provenance.environment()
     assert env["cpu"] and env["cpu_capability"]
