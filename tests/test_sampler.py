@@ -134,6 +134,26 @@ def test_replayed_log_probs_give_unit_ratios_with_lora_and_cfg(tiny_backbone_dir
     assert all(p.grad is None for name, p in bb.unet.named_parameters() if ".lora_" not in name)
 
 
+def test_use_clipped_model_output_reaches_sampling_and_replay(tiny_backbone_dir):
+    from diffusers import DDIMScheduler
+
+    bb = load_backbone(str(tiny_backbone_dir))  # private copy: its scheduler is replaced
+    # a tight clip, so that x̂0 is clipped at every step (the tiny model's scheduler does not clip)
+    bb.scheduler = DDIMScheduler.from_config(bb.scheduler.config, clip_sample=True, clip_sample_range=0.05)
+    plain_cfg = SamplerConfig(steps=3, eta=0.5)
+    cfg = SamplerConfig(steps=3, eta=0.5, use_clipped_model_output=True)
+    plain, traj = sample(bb, 2, plain_cfg), sample(bb, 2, cfg)
+    assert torch.equal(plain.z_T, traj.z_T)  # the same draws; only the steps differ
+    assert not torch.allclose(plain.latents[:, -1], traj.latents[:, -1], rtol=1e-3, atol=1e-3)
+    rows, k = torch.arange(len(traj)), 1
+    args = (bb, traj.prompt_embeds, traj.negative_embeds, traj.latents[:, k], traj.timesteps[k].expand(len(traj)),
+            traj.latents[:, k + 1])
+    # the replay re-derives ε̂ as the sampler did: unit ratios (the same batch and kernels as above)
+    torch.testing.assert_close(step_log_prob(*args, cfg), traj.log_probs[rows, k], rtol=0, atol=1e-5)
+    # a replay that keeps the unclipped ε̂ scores the step as another Gaussian's
+    assert not torch.allclose(step_log_prob(*args, plain_cfg), traj.log_probs[rows, k], rtol=0, atol=1e-3)
+
+
 def test_guidance_changes_the_prediction(tiny_backbone):
     traj_w5 = sample(tiny_backbone, 2, SamplerConfig(steps=2, guidance_scale=5.0))
     traj_w1 = sample(tiny_backbone, 2, SamplerConfig(steps=2, guidance_scale=1.0))

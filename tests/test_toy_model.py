@@ -254,6 +254,23 @@ def test_merge_rates_replaces_the_measured_tasks_and_keeps_the_others():
     assert merge_rates({**existing, "backbone": "models/a"}, {**update, "backbone": "./models/a/"})
 
 
+def test_a_sampler_setting_added_later_compares_at_its_default():
+    """A base_rates.json written before a SamplerConfig field existed was measured at that field's
+    default: it compares equal to a measurement at the default, and unequal to one that changes it."""
+    from hero_bench.errors import ConfigError
+    from hero_bench.toyworld.base_rates import compare_rates, merge_rates
+
+    old = _rates(a=20)  # its sampler names only "steps"
+    now = {**_rates(a=22), "sampler": {"steps": 20, "use_clipped_model_output": False}}
+    assert compare_rates(old, now)[0]["inside"]
+    assert merge_rates(old, now)["tasks"][0]["successes"] == 22
+    rederived = {**now, "sampler": {"steps": 20, "use_clipped_model_output": True}}
+    with pytest.raises(ConfigError, match="different sampler"):
+        compare_rates(old, rederived)
+    with pytest.raises(ConfigError, match="different sampler"):
+        merge_rates(old, rederived)
+
+
 def test_base_rates_use_the_benchmarks_eval_protocol(tiny_toy_dir):
     """base_rates must reproduce evaluate_model's epoch-0 numbers: the transfer column on the
     held-out prompts and the primary metric on the training prompts (same seeds and oracle)."""

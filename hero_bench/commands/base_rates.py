@@ -65,6 +65,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--guidance", type=float, default=None, help="override the toy sampler's guidance scale")
     parser.add_argument("--steps", type=int, default=None, help="override the toy sampler's DDIM steps")
     parser.add_argument("--eta", type=float, default=None, help="override the toy sampler's DDIM eta")
+    parser.add_argument("--use-clipped-model-output", action="store_true",
+                        help="re-derive the noise prediction from the clipped x0 in every DDIM step (diffusers' "
+                             "use_clipped_model_output=True); sampling below eta 1 needs it with a scheduler that "
+                             "clips x0, as the shipped ShapesWorld model's does")
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="write the rates as JSON here (atomically), e.g. the model's base_rates.json")
     parser.add_argument("--update", default=None, metavar="FILE",
@@ -136,6 +140,8 @@ def run(args) -> int:
 
     overrides = {k: v for k, v in (("guidance_scale", args.guidance), ("steps", args.steps), ("eta", args.eta))
                  if v is not None}
+    if args.use_clipped_model_output:
+        overrides["use_clipped_model_output"] = True
     rates = measure_all(args.backbone, n=args.n, seed=args.seed, tasks=args.task, sampler_overrides=overrides,
                         figures=args.figures, progress=not args.no_progress)
     if existing is not None:

@@ -47,6 +47,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--repeats", type=int, default=8, help="samplings per initial noise (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial and per-step noise (default 0)")
     parser.add_argument("--eta", type=float, default=None, help="override the tier's DDIM eta")
+    parser.add_argument("--use-clipped-model-output", action="store_true",
+                        help="re-derive the noise prediction from the clipped x0 in every DDIM step (diffusers' "
+                             "use_clipped_model_output=True); sampling below eta 1 needs it with a scheduler that "
+                             "clips x0, as the shipped ShapesWorld model's does")
     parser.add_argument("--guidance", type=float, default=None, help="override the tier's guidance scale")
     parser.add_argument("--steps", type=int, default=None, help="override the tier's DDIM steps")
     parser.add_argument("--backbone", default=None, metavar="PATH_OR_ID", help="override the tier's backbone")
@@ -68,6 +72,8 @@ def run(args) -> int:
     cfg = build_run_config(args.tier, task=args.task, backbone=args.backbone, device=args.device)
     changes = {k: v for k, v in (("eta", args.eta), ("guidance_scale", args.guidance), ("steps", args.steps))
                if v is not None}
+    if args.use_clipped_model_output:
+        changes["use_clipped_model_output"] = True
     try:
         sampler = dataclasses.replace(cfg.sampler, **changes)
     except (TypeError, ValueError) as exc:

@@ -47,7 +47,7 @@ def _alphas(scheduler, timestep, batch: int, device: torch.device) -> tuple[torc
     return alphas_cumprod[t], alpha_prev
 
 
-def _predicted_x0_and_eps(scheduler, model_output, sample, alpha_t):
+def _predicted_x0_and_eps(scheduler, model_output, sample, alpha_t, use_clipped_model_output=False):
     beta_t = 1 - alpha_t
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
@@ -66,6 +66,13 @@ def _predicted_x0_and_eps(scheduler, model_output, sample, alpha_t):
     elif scheduler.config.clip_sample:
         limit = scheduler.config.clip_sample_range
         x0 = x0.clamp(-limit, limit)
+    else:
+        return x0, eps
+    if use_clipped_model_output:
+        # ε̂ that, with the clipped (or thresholded) x̂0, adds up to x_t again.  Without it the step's
+        # mean combines a clipped x̂0 with the unclipped ε̂; fresh noise hides the mismatch at η = 1,
+        # but at η < 1 it compounds over the steps (docs/methods.md, "Sampling below η = 1").
+        eps = (sample - alpha_t.sqrt() * x0) / beta_t.sqrt()
     return x0, eps
 
 
@@ -75,16 +82,19 @@ def ddim_step_mean_std(
     timestep: int | torch.Tensor,
     sample: torch.Tensor,
     eta: float = 1.0,
+    use_clipped_model_output: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The Gaussian of one DDIM step from ``sample``: its mean ``[B, ...]`` and std (broadcastable),
-    in float32 and differentiable through ``model_output``."""
+    in float32 and differentiable through ``model_output``.  ``use_clipped_model_output`` as in
+    diffusers' ``DDIMScheduler.step``: when the scheduler clips (or thresholds) x̂0, re-derive ε̂
+    from the clipped x̂0."""
     batch = sample.shape[0]
     device = sample.device
     model_output = model_output.float()
     sample = sample.float()
     alpha_t, alpha_prev = (_broadcast(a, sample) for a in _alphas(scheduler, timestep, batch, device))
 
-    x0, eps = _predicted_x0_and_eps(scheduler, model_output, sample, alpha_t)
+    x0, eps = _predicted_x0_and_eps(scheduler, model_output, sample, alpha_t, use_clipped_model_output)
     variance = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)
     std = eta * variance.sqrt()
     # clamp: guards eta > 1 where the direction coefficient would go negative
@@ -115,6 +125,7 @@ def ddim_step_with_logprob(
     prev_sample: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     variance_noise: torch.Tensor | None = None,
+    use_clipped_model_output: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM step from ``sample`` at ``timestep``; returns ``(prev_sample, log_prob[B])`` in float32.
 
@@ -122,9 +133,10 @@ def ddim_step_with_logprob(
     gradients flow only through the mean).  Not given: a new sample, with noise from
     ``variance_noise`` when given, otherwise drawn from ``generator`` (on the generator's device, so
     a CPU generator gives the same draws on any device).  ``timestep`` is a scalar or a tensor ``[B]``.
+    ``use_clipped_model_output``: see ``ddim_step_mean_std``.
     """
     device = sample.device
-    mean, std = ddim_step_mean_std(scheduler, model_output, timestep, sample, eta)
+    mean, std = ddim_step_mean_std(scheduler, model_output, timestep, sample, eta, use_clipped_model_output)
 
     if prev_sample is None:
         if eta > 0:

@@ -39,6 +39,12 @@ class SamplerConfig:
     """Images per UNet forward (a memory limit only: it does not change the random draws)."""
     negative_prompt: str = ""
     """Prompt of the unconditional branch of classifier-free guidance."""
+    use_clipped_model_output: bool = False
+    """When the backbone's scheduler clips x̂0 (``clip_sample``; the shipped ShapesWorld model does),
+    re-derive ε̂ from the clipped x̂0 in every step, as diffusers' ``DDIMScheduler.step(...,
+    use_clipped_model_output=True)``.  False (diffusers' default) keeps the unclipped ε̂, which is
+    harmless at η = 1 but breaks deterministic sampling (docs/methods.md, "Sampling below η = 1").
+    No effect on a scheduler that does not clip (Stable Diffusion 1.5)."""
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -222,7 +228,8 @@ def sample_trajectories(
         noise = None
         if cfg.eta > 0:  # one draw for the whole batch: chunking never changes the random sequence
             noise = torch.randn(x.shape, generator=generator, device=generator.device)
-        x, log_prob = ddim_step_with_logprob(backbone.scheduler, eps, t, x, cfg.eta, variance_noise=noise)
+        x, log_prob = ddim_step_with_logprob(backbone.scheduler, eps, t, x, cfg.eta, variance_noise=noise,
+                                             use_clipped_model_output=cfg.use_clipped_model_output)
         latents[:, i + 1] = x
         log_probs[:, i] = log_prob
 
@@ -257,7 +264,7 @@ def step_distribution(
     eps = guided_noise_prediction(
         backbone, latents_t, timesteps_t, prompt_embeds, negative_embeds, cfg.guidance_scale
     )
-    return ddim_step_mean_std(backbone.scheduler, eps, timesteps_t, latents_t, cfg.eta)
+    return ddim_step_mean_std(backbone.scheduler, eps, timesteps_t, latents_t, cfg.eta, cfg.use_clipped_model_output)
 
 
 def step_log_prob(

@@ -160,6 +160,18 @@ def rates_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _protocol_value(rates: dict[str, Any], key: str) -> Any:
+    """``rates[key]``; the sampler with the settings added to ``SamplerConfig`` since the file was
+    written filled in at their defaults, which is what that measurement ran with."""
+    value = rates.get(key)
+    if key == "sampler" and isinstance(value, dict):
+        # deferred: the sampler imports torch (the toy modules import without it)
+        from hero_bench.diffusion.sampler import SamplerConfig
+
+        return {**dataclasses.asdict(SamplerConfig()), **value}
+    return value
+
+
 def compare_rates(reference: dict[str, Any], rates: dict[str, Any]) -> list[dict[str, Any]]:
     """Per task of ``rates``: is its success rate inside the reference's 95% interval?
 
@@ -168,7 +180,7 @@ def compare_rates(reference: dict[str, Any], rates: dict[str, Any]) -> list[dict
     sampler); a mismatch raises ConfigError because the numbers would not be comparable.
     """
     for key in ("n", "eval_seed", "sampler"):
-        if reference.get(key) != rates.get(key):
+        if _protocol_value(reference, key) != _protocol_value(rates, key):
             raise ConfigError(f"cannot compare base rates measured with different {key}: "
                               f"reference {reference.get(key)!r}, this run {rates.get(key)!r}")
     by_task = {r["task"]: r for r in reference["tasks"]}
@@ -190,7 +202,7 @@ def merge_rates(existing: dict[str, Any], update: dict[str, Any]) -> dict[str, A
     task again.  Both must come from the same protocol (n, eval seed, sampler, backbone); a
     mismatch raises ConfigError because one file would then mix incomparable rates."""
     for key in ("n", "eval_seed", "sampler", "backbone"):
-        a, b = existing.get(key), update.get(key)
+        a, b = _protocol_value(existing, key), _protocol_value(update, key)
         same = (Path(a).resolve() == Path(b).resolve()) if key == "backbone" and a and b else a == b
         if not same:
             raise ConfigError(f"cannot update base rates measured with a different {key}: the file has "
