@@ -42,8 +42,8 @@ class SamplerConfig:
     use_clipped_model_output: bool = False
     """When the backbone's scheduler clips x̂0 (``clip_sample``; the shipped ShapesWorld model does),
     re-derive ε̂ from the clipped x̂0 in every step, as diffusers' ``DDIMScheduler.step(...,
-    use_clipped_model_output=True)``.  False (diffusers' default) keeps the unclipped ε̂, which is
-    harmless at η = 1 but breaks deterministic sampling (docs/methods.md, "Sampling below η = 1").
+    use_clipped_model_output=True)``.  False (diffusers' default) keeps the unclipped ε̂, which matters
+    less at η = 1 (fresh noise replaces most of it) but breaks deterministic sampling (docs/methods.md, "Sampling below η = 1").
     No effect on a scheduler that does not clip (Stable Diffusion 1.5)."""
 
     def __post_init__(self) -> None:
