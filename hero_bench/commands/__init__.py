@@ -16,3 +16,10 @@ def set_threads(threads: int | None) -> None:
     import torch  # deferred: `hero-bench --help` and the light commands must not import torch
 
     torch.set_num_threads(threads)
+
+
+CLIPPED_MODEL_OUTPUT_HELP = (
+    "re-derive the noise prediction from the clipped x0 in every DDIM step (diffusers' "
+    "use_clipped_model_output=True); sampling below eta 1 needs it with a scheduler that clips x0, as the "
+    "shipped ShapesWorld model's does")
+"""Help of ``--use-clipped-model-output``, which base-rates and noise-influence share."""

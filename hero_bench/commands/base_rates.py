@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hero_bench.commands import set_threads
+from hero_bench.commands import CLIPPED_MODEL_OUTPUT_HELP, set_threads
 from hero_bench.errors import ConfigError
 from hero_bench.io import atomic_write_json
 from hero_bench.tasks import get_task, list_tasks
@@ -66,9 +66,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the toy sampler's DDIM steps")
     parser.add_argument("--eta", type=float, default=None, help="override the toy sampler's DDIM eta")
     parser.add_argument("--use-clipped-model-output", action="store_true",
-                        help="re-derive the noise prediction from the clipped x0 in every DDIM step (diffusers' "
-                             "use_clipped_model_output=True); sampling below eta 1 needs it with a scheduler that "
-                             "clips x0, as the shipped ShapesWorld model's does")
+                        help=CLIPPED_MODEL_OUTPUT_HELP)
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="write the rates as JSON here (atomically), e.g. the model's base_rates.json")
     parser.add_argument("--update", default=None, metavar="FILE",

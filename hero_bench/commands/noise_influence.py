@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from hero_bench.commands import set_threads
+from hero_bench.commands import CLIPPED_MODEL_OUTPUT_HELP, set_threads
 from hero_bench.errors import ConfigError
 from hero_bench.io import atomic_write_json
 from hero_bench.noise_influence import check_branch_steps, check_design, measure_decision_curve, measure_noise_influence
@@ -48,9 +48,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial and per-step noise (default 0)")
     parser.add_argument("--eta", type=float, default=None, help="override the tier's DDIM eta")
     parser.add_argument("--use-clipped-model-output", action="store_true",
-                        help="re-derive the noise prediction from the clipped x0 in every DDIM step (diffusers' "
-                             "use_clipped_model_output=True); sampling below eta 1 needs it with a scheduler that "
-                             "clips x0, as the shipped ShapesWorld model's does")
+                        help=CLIPPED_MODEL_OUTPUT_HELP)
     parser.add_argument("--guidance", type=float, default=None, help="override the tier's guidance scale")
     parser.add_argument("--steps", type=int, default=None, help="override the tier's DDIM steps")
     parser.add_argument("--backbone", default=None, metavar="PATH_OR_ID", help="override the tier's backbone")
