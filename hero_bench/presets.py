@@ -18,7 +18,8 @@ published values; a tier preset only says what differs for its backbone and budg
   20 steps, 1,152 feedback for HERO, 5,000 for D3PO).
 
 ``build_run_config`` = preset, then the CLI's explicit flags, then ``--set key=value`` overrides
-(strict: an unknown key is an error naming the accepted keys).
+(strict: an unknown key is an error naming the accepted keys). An item ``regime=NAME`` stands for
+a named regime's settings (``hero_bench.regimes.REGIMES``: the toy tier's noise-influence regimes).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from hero_bench.diffusion.sampler import SamplerConfig
 from hero_bench.errors import ConfigError
 from hero_bench.evaluate import EvalConfig
 from hero_bench.methods import get_method
+from hero_bench.regimes import expand_regimes
 from hero_bench.run_config import TIERS, RunConfig, load_config_file
 from hero_bench.tasks import get_task_of_tier
 from oracles.paper_prompts import IMAGES_PER_EPOCH, budget_for
@@ -222,8 +224,9 @@ def build_run_config(
         cfg = replace(cfg, **changes)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
+    overrides = expand_regimes(tier, overrides)
     if overrides:
-        cfg = apply_overrides(RunConfig, cfg, list(overrides))
+        cfg = apply_overrides(RunConfig, cfg, overrides)
     return cfg
 
 
@@ -237,6 +240,7 @@ def run_config_from_file(path: str | Path, overrides: Sequence[str] = ()) -> Run
     """
     cfg = load_config_file(path, "--config")
     get_task_of_tier(cfg.task, cfg.tier)  # a config.yaml edited by hand may name a task of another tier
+    overrides = expand_regimes(cfg.tier, overrides)
     if overrides:
-        cfg = apply_overrides(RunConfig, cfg, list(overrides))
+        cfg = apply_overrides(RunConfig, cfg, overrides)
     return cfg

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hero_bench.cli import main
-from hero_bench.noise_influence import icc1, measure_noise_influence
+from hero_bench.noise_influence import binary_matrix, icc1, icc1_interval, measure_noise_influence
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,6 +26,31 @@ def test_icc1_extremes():
     # the group decides nothing: identical groups -> MSB = 0 -> −1/(k−1)
     assert icc1(np.array([[1, 0, 1, 0], [1, 0, 1, 0]])) == pytest.approx(-1 / 3)
     assert math.isnan(icc1(np.zeros((3, 4))))
+
+
+def test_icc1_interval_brackets_the_estimate_and_narrows_with_more_noises():
+    rng = np.random.default_rng(0)
+
+    def table(groups):  # each noise has its own success probability: a true ICC near 0.5
+        p = rng.choice([0.1, 0.9], size=groups)
+        return (rng.random((groups, 8)) < p[:, None]).astype(float)
+
+    small, large = table(16), table(256)
+    for x in (small, large):
+        low, high = icc1_interval(x, reps=500, seed=1)
+        assert low <= icc1(x) <= high
+    width = [np.subtract(*icc1_interval(x, reps=500, seed=1)[::-1]) for x in (small, large)]
+    assert width[1] < width[0] / 2  # 16 times the groups: about a quarter of the width
+    # groups that all agree: every resample gives 1
+    assert icc1_interval(np.array([[1, 1], [0, 0], [1, 1], [0, 0]]), reps=200) == (1.0, 1.0)
+
+
+def test_binary_matrix_gives_the_icc_of_the_table_it_summarises():
+    rng = np.random.default_rng(3)
+    x = (rng.random((12, 8)) < rng.random(12)[:, None]).astype(float)
+    rebuilt = binary_matrix(x.mean(axis=1).round(4), 8)
+    assert rebuilt.sum(axis=1).tolist() == x.sum(axis=1).tolist()
+    assert icc1(rebuilt) == pytest.approx(icc1(x), abs=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(1, 4), (4, 1), (8,)])
@@ -71,6 +96,7 @@ def test_cli_writes_json_and_rejects_bad_input(tiny_backbone_dir, tmp_path, caps
     assert main([*args, "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["task"] == "counting" and result["sampler"]["steps"] == 2
+    assert len(result["icc_success_ci95"]) == 2
     assert "ICC(1)" in capsys.readouterr().out
     assert main([*args, "--repeats", "1"]) == 2
     assert "repeats must be at least 2" in capsys.readouterr().err

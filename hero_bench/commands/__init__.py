@@ -4,6 +4,7 @@ what they share."""
 from __future__ import annotations
 
 from hero_bench.errors import ConfigError
+from hero_bench.regimes import REGIMES
 
 
 def set_threads(threads: int | None) -> None:
@@ -23,3 +24,13 @@ CLIPPED_MODEL_OUTPUT_HELP = (
     "use_clipped_model_output=True); sampling below eta 1 needs it with a scheduler that clips x0, as the "
     "shipped ShapesWorld model's does")
 """Help of ``--use-clipped-model-output``, which base-rates and noise-influence share."""
+
+
+def add_regime_argument(parser, tier_word: str = "the tier's") -> None:
+    """``--regime NAME``: a named regime's settings on top of the preset (hero_bench/regimes.py)."""
+    names = sorted({name for regimes in REGIMES.values() for name in regimes})
+    parser.add_argument("--regime", default=None, metavar="NAME",
+                        help=f"take a named regime's settings on top of {tier_word} preset (toy: {', '.join(names)}; "
+                             "step-noise is the preset itself, initial-noise samples near-deterministically so "
+                             "that the initial noise decides most outcomes; docs/methods.md, \"Noise-influence "
+                             "regimes\"); the same as --set regime=NAME first")

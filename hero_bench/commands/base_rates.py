@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
-from hero_bench.commands import CLIPPED_MODEL_OUTPUT_HELP, set_threads
+from hero_bench.commands import CLIPPED_MODEL_OUTPUT_HELP, add_regime_argument, set_threads
 from hero_bench.errors import ConfigError
 from hero_bench.io import atomic_write_json
+from hero_bench.regimes import REGIME_KEY
 from hero_bench.tasks import get_task, list_tasks
 from hero_bench.toyworld.base_rates import (
     ACCEPTED_RANGE,
@@ -64,7 +66,8 @@ def add_arguments(parser) -> None:
                         help="only this toy task (repeatable; default: every toy task)")
     parser.add_argument("--guidance", type=float, default=None, help="override the toy sampler's guidance scale")
     parser.add_argument("--steps", type=int, default=None, help="override the toy sampler's DDIM steps")
-    parser.add_argument("--eta", type=float, default=None, help="override the toy sampler's DDIM eta")
+    add_regime_argument(parser, "the toy")
+    parser.add_argument("--eta", type=float, default=None, help="override the toy sampler's DDIM eta (and --regime's)")
     parser.add_argument("--use-clipped-model-output", action="store_true",
                         help=CLIPPED_MODEL_OUTPUT_HELP)
     parser.add_argument("--json", default=None, metavar="FILE",
@@ -136,8 +139,9 @@ def run(args) -> int:
     if args.model_card and notes_file and not Path(notes_file).is_file():
         raise ConfigError(f"--card-notes {notes_file}: no such file (give a Markdown file, or '' for no notes)")
 
-    overrides = {k: v for k, v in (("guidance_scale", args.guidance), ("steps", args.steps), ("eta", args.eta))
-                 if v is not None}
+    overrides = _regime_sampler(args.regime) if args.regime else {}
+    overrides |= {k: v for k, v in (("guidance_scale", args.guidance), ("steps", args.steps), ("eta", args.eta))
+                  if v is not None}
     if args.use_clipped_model_output:
         overrides["use_clipped_model_output"] = True
     rates = measure_all(args.backbone, n=args.n, seed=args.seed, tasks=args.task, sampler_overrides=overrides,
@@ -171,3 +175,14 @@ def run(args) -> int:
             return 1
         print("every task inside the reference's 95% interval")
     return 0
+
+
+def _regime_sampler(name: str) -> dict:
+    """The sampler settings by which the toy regime ``name`` differs from the toy preset."""
+    # deferred: presets imports torch (hero-bench --help imports this module)
+    from hero_bench.presets import build_run_config
+
+    preset = build_run_config("toy").sampler
+    regime = build_run_config("toy", overrides=[f"{REGIME_KEY}={name}"]).sampler
+    return {f.name: getattr(regime, f.name) for f in dataclasses.fields(regime)
+            if getattr(regime, f.name) != getattr(preset, f.name)}

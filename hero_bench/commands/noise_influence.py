@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from hero_bench.commands import CLIPPED_MODEL_OUTPUT_HELP, set_threads
+from hero_bench.commands import CLIPPED_MODEL_OUTPUT_HELP, add_regime_argument, set_threads
 from hero_bench.errors import ConfigError
 from hero_bench.io import atomic_write_json
 from hero_bench.noise_influence import check_branch_steps, check_design, measure_decision_curve, measure_noise_influence
+from hero_bench.regimes import REGIME_KEY
 from hero_bench.tasks import get_task
 
 HELP = "measure how much the initial noise z_T decides an image's success (HERO's noise-guidance premise)"
@@ -46,7 +47,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--noises", type=int, default=16, help="initial noises (default 16)")
     parser.add_argument("--repeats", type=int, default=8, help="samplings per initial noise (default 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial and per-step noise (default 0)")
-    parser.add_argument("--eta", type=float, default=None, help="override the tier's DDIM eta")
+    add_regime_argument(parser)
+    parser.add_argument("--eta", type=float, default=None, help="override the tier's DDIM eta (and --regime's)")
     parser.add_argument("--use-clipped-model-output", action="store_true",
                         help=CLIPPED_MODEL_OUTPUT_HELP)
     parser.add_argument("--guidance", type=float, default=None, help="override the tier's guidance scale")
@@ -67,7 +69,8 @@ def run(args) -> int:
     from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
     from hero_bench.presets import build_run_config
 
-    cfg = build_run_config(args.tier, task=args.task, backbone=args.backbone, device=args.device)
+    regime = [f"{REGIME_KEY}={args.regime}"] if args.regime else []
+    cfg = build_run_config(args.tier, task=args.task, backbone=args.backbone, device=args.device, overrides=regime)
     changes = {k: v for k, v in (("eta", args.eta), ("guidance_scale", args.guidance), ("steps", args.steps))
                if v is not None}
     if args.use_clipped_model_output:
@@ -90,7 +93,9 @@ def run(args) -> int:
     print(f"noise-influence: task {task.name}, prompt {result['prompt']!r}; DDIM {s['steps']} steps, "
           f"eta {s['eta']}, guidance {s['guidance_scale']}; {args.noises} noises x {args.repeats} repeats")
     print(f"  success rate {result['success_rate']:.3f}")
-    print(f"  ICC(1) of success {result['icc_success']:.3f}, of the oracle score {result['icc_score']:.3f} "
+    low, high = result["icc_success_ci95"]
+    print(f"  ICC(1) of success {result['icc_success']:.3f} [95% bootstrap over noises {low:.3f}, {high:.3f}], "
+          f"of the oracle score {result['icc_score']:.3f} "
           f"(0: z_T does not matter, 1: z_T decides)")
     return 0
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import yaml
 
-from hero_bench.commands import set_threads
+from hero_bench.commands import add_regime_argument, set_threads
 from hero_bench.errors import ConfigError, HeroBenchError
 from hero_bench.feedback import OracleCallPolicy
 from hero_bench.io import FolderBusyError, exclusive_folder
 from hero_bench.methods import accepted_names
+from hero_bench.regimes import REGIME_KEY
 
 HELP = "finetune with HERO, DDPO or D3PO under a feedback budget (resumes an interrupted run)"
 DESCRIPTION = """\
@@ -93,6 +94,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field, e.g. hero.ppo.lr=1e-4, sampler.steps=10, eval.n_images=64, "
                              "evaluator.flip_prob=0.1 (repeatable; unknown keys are errors)")
+    add_regime_argument(parser)
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch CPU threads (default: torch's choice, one per core); on a shared or "
                              "oversubscribed machine 1 is often many times faster. Results are bitwise "
@@ -168,15 +170,16 @@ def resolve_config(args):
     # deferred: torch, through presets (hero-bench --help must not import it)
     from hero_bench.presets import build_run_config, run_config_from_file
 
+    overrides = ([f"{REGIME_KEY}={args.regime}"] if args.regime else []) + list(args.overrides)
     if args.config is not None:
         given = [f"--{name}" for name in SETTING_FLAGS if getattr(args, name) is not None]
         if given:
             raise ConfigError(f"--config takes every setting from {args.config}; {', '.join(given)} cannot be given "
                               "with it; accepted: --set KEY=VALUE on top of the file (e.g. --set seed=3)")
-        return run_config_from_file(args.config, args.overrides)
+        return run_config_from_file(args.config, overrides)
     return build_run_config(args.tier or "toy", task=args.task, method=args.method or "hero",
                             seed=0 if args.seed is None else args.seed, budget=args.budget,
-                            backbone=args.backbone, device=args.device, dtype=args.dtype, overrides=args.overrides)
+                            backbone=args.backbone, device=args.device, dtype=args.dtype, overrides=overrides)
 
 
 def train_with_a_person(cfg, args, policy):
