@@ -93,6 +93,38 @@ def test_dpo_loss_is_log2_when_policy_equals_reference():
 # -- advantages -------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("advantage", [1.0, -1.0])
+def test_ppo_clip_loss_stays_finite_when_the_log_ratio_overflows_exp(advantage):
+    # DDIM near eta 0: a per-step std of 5e-4 turns a small weight change into log-ratios of
+    # hundreds; exp overflows float32 above ~88.7 and its backward made the gradient NaN
+    log_prob = torch.tensor([200.0, 0.0005, -300.0], requires_grad=True)
+    loss, info = ppo_clip_loss(log_prob, torch.zeros(3), torch.full((3,), advantage), clip_range=1e-3)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(log_prob.grad).all()
+    # the sample inside the clip range keeps its gradient -A·ρ/3; the overflowing one has none
+    assert log_prob.grad[1].item() == pytest.approx(-advantage * math.exp(0.0005) / 3, rel=1e-5)
+    assert log_prob.grad[0].item() == 0.0
+
+
+def test_dpo_step_loss_stays_finite_when_the_log_ratio_overflows_exp():
+    log_prob = torch.tensor([[200.0, -1e-4]], requires_grad=True)
+    loss, _ = dpo_step_loss(log_prob, torch.zeros(1, 2), torch.tensor([[1.0, -1.0]]), beta=0.1, clamp_eps=0.1)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(log_prob.grad).all()
+    assert log_prob.grad[0, 0].item() == 0.0 and log_prob.grad[0, 1].item() != 0.0
+
+
+def test_a_non_finite_gradient_is_dropped_not_stepped():
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([weight], lr=0.1)
+    weight.grad = torch.tensor([1.0, float("nan"), 0.0])
+    assert math.isnan(kernels._optimizer_step([weight], optimizer, max_grad_norm=1.0))
+    assert weight.grad is None and torch.equal(weight.detach(), torch.ones(3))
+    weight.grad = torch.tensor([1.0, 0.0, 0.0])  # a finite one still steps
+    assert kernels._optimizer_step([weight], optimizer, max_grad_norm=1.0) == pytest.approx(1.0)
+    assert weight.detach()[0].item() < 1.0
+
+
 def test_standardize_and_clip():
     a = standardize(np.array([1.0, 2.0, 3.0]))
     # float64: a few roundings (~1e-16 relative) against rel 1e-7

@@ -154,13 +154,25 @@ def add_warmup(optimizer: torch.optim.Optimizer,
 # --------------------------------------------------------------------------------------------
 
 
+LOG_RATIO_MAX = 80.0
+"""Log-ratios are capped here before ``exp`` (float32 overflows above about 88.7). Below the cap
+nothing changes, bit for bit; above it the ratio lies far outside any clip range, where the clipped
+term has no gradient, and without the cap ``exp`` gives inf and its backward 0·inf = NaN, which the
+optimizer step would write into every weight. Log-ratios this large occur when the sampler's per-step
+std is tiny (DDIM η near 0: docs/methods.md, "Noise-influence regimes")."""
+
+
+def _ratio(log_ratio: torch.Tensor) -> torch.Tensor:
+    return torch.exp(torch.clamp(log_ratio, max=LOG_RATIO_MAX))
+
+
 def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
                   clip_range: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO-clip surrogate (§2.1), averaged over the batch; also approx_kl and clipfrac (§2.3).
 
     L = mean max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)) with ρ = exp(log p − log p_old).
     """
-    ratio = torch.exp(log_prob - old_log_prob)
+    ratio = _ratio(log_prob - old_log_prob)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
     loss = torch.maximum(unclipped, clipped).mean()
@@ -181,11 +193,11 @@ def dpo_step_loss(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, signs: tor
     h = (+1, −1) when image 0 is preferred, (−1, +1) when image 1 is, (0, 0) for a tie (constant
     log 2, no gradient).  The clamp is a trust region: outside [1−ε, 1+ε] the ratio has no gradient.
     """
-    ratio = torch.clamp(torch.exp(log_prob - ref_log_prob), 1.0 - clamp_eps, 1.0 + clamp_eps)
+    ratio = torch.clamp(_ratio(log_prob - ref_log_prob), 1.0 - clamp_eps, 1.0 + clamp_eps)
     logits = beta * (signs * torch.log(ratio)).sum(dim=1)
     loss = -F.logsigmoid(logits).mean()
     with torch.no_grad():
-        raw = torch.exp(log_prob - ref_log_prob)
+        raw = _ratio(log_prob - ref_log_prob)
         info = {
             # fraction of pairs whose implicit reward already ranks the preferred image higher
             "pair_accuracy": torch.mean((logits > 0).float()),
@@ -282,8 +294,12 @@ def _accumulation_groups(n_chunks: int, grad_accum: int) -> list[range]:
 
 
 def _optimizer_step(params, optimizer, max_grad_norm: float) -> float:
+    """Clip the gradient's norm and step; a non-finite gradient is dropped instead of stepped (the
+    step would turn every weight into NaN for the rest of the run) and its NaN/inf norm is returned,
+    so that train_log.csv shows it (grad_norm)."""
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
+    if torch.isfinite(grad_norm):
+        optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(grad_norm)
 
