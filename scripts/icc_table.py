@@ -8,7 +8,8 @@ Each cell: ICC(1) [95% percentile bootstrap over the initial noises, 2,000 resam
 repeats of one training prompt (named in the table). A file written before the command recorded
 the interval is given it from its per-noise success rates (`binary_matrix`: for a 0/1 outcome the
 rates determine ICC(1) and every resample of it), with the measurement's own seed, as the command
-computes it. The last column counts the tasks at ICC >= 0.3, the issue's bar for a regime in which
+computes it. The regime column names the toy regime (hero_bench/regimes.py) that samples so. The
+last column counts the tasks at ICC >= 0.3, the issue's bar for a regime in which
 the initial noise largely decides the outcome.
 """
 
@@ -21,6 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from hero_bench.noise_influence import binary_matrix, icc1_interval
+from hero_bench.presets import build_run_config
+from hero_bench.regimes import REGIMES
 
 DECIDES = 0.3
 
@@ -29,6 +32,15 @@ def interval(result: dict) -> tuple[float, float]:
     if "icc_success_ci95" in result:
         return tuple(result["icc_success_ci95"])
     return icc1_interval(binary_matrix(result["success_per_noise"], result["repeats"]), seed=result["seed"])
+
+
+def regime_names() -> dict[tuple, str]:
+    """(eta, re-derived, steps, guidance) -> the toy regime sampling that way."""
+    names = {}
+    for name in REGIMES["toy"]:
+        s = build_run_config("toy", overrides=[f"regime={name}"]).sampler
+        names[(float(s.eta), bool(s.use_clipped_model_output), s.steps, s.guidance_scale)] = name
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
           + " per cell; [95% percentile bootstrap over the noises, 2,000 resamples]. Made by "
           "`python scripts/icc_table.py FILES`; each file by `hero-bench noise-influence --tier toy --task TASK "
           "--eta ETA [--use-clipped-model-output] --noises 32 --repeats 8 --seed 0 --json FILE`.\n")
-    print("| η | ε̂ from clipped x̂0 | " + " | ".join(tasks) + f" | tasks at ICC ≥ {DECIDES} |")
-    print("|---|---|" + "---|" * len(tasks) + "---|")
+    regimes = regime_names()
+    print("| η | ε̂ from clipped x̂0 | regime | " + " | ".join(tasks) + f" | tasks at ICC ≥ {DECIDES} |")
+    print("|---|---|---|" + "---|" * len(tasks) + "---|")
     for key in sorted(cells, key=lambda k: (-k[0], k[1])):
         eta, rederived, steps, guidance = key
         row, decided = [], 0
@@ -68,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             low, high = interval(r)
             decided += r["icc_success"] >= DECIDES
             row.append(f"{r['icc_success']:.2f} [{low:.2f}, {high:.2f}]")
-        print(f"| {eta:g} | {'yes' if rederived else 'no'} | " + " | ".join(row)
+        print(f"| {eta:g} | {'yes' if rederived else 'no'} | {regimes.get(key, '')} | " + " | ".join(row)
               + f" | {decided} of {len(cells[key])} |")
     print("\nSampler: " + "; ".join(sorted({f"{k[2]} DDIM steps, guidance {k[3]:g}" for k in cells})) + ".")
     return 0
