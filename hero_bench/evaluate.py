@@ -129,9 +129,11 @@ class JudgedImages:
 
 @torch.no_grad()
 def sample_and_judge(backbone, prompts: Sequence[Any], oracle, sampler_cfg, eval_cfg: EvalConfig,
-                     n_images: int | None = None) -> JudgedImages:
+                     n_images: int | None = None, z_T: torch.Tensor | None = None) -> JudgedImages:
     """Sample ``n_images`` (default ``eval_cfg.n_images``) images cycling through ``prompts`` from the
     fixed evaluation noise, with the backbone's current weights, and judge each with ``oracle``.
+    ``z_T`` replaces the initial noises (``[n, C, H, W]``; the per-step noise stays the evaluation
+    stream's): a method's own noise distribution, e.g. HERO's π_HERO at the end of training.
 
     This is the protocol itself; ``evaluate_prompts`` summarises it for eval.csv, and the base-rate
     measurement (``hero_bench.toyworld.base_rates``) keeps the images and per-image verdicts."""
@@ -141,7 +143,10 @@ def sample_and_judge(backbone, prompts: Sequence[Any], oracle, sampler_cfg, eval
     prompts = cycle_prompts(prompts, n)
     noise_gen = torch.Generator(device="cpu").manual_seed(derive_seed(eval_cfg.seed, 0, "eval-noise"))
     step_gen = torch.Generator(device="cpu").manual_seed(derive_seed(eval_cfg.seed, 0, "eval-sampler"))
-    z_T = initial_noise(backbone, n, noise_gen)
+    if z_T is None:
+        z_T = initial_noise(backbone, n, noise_gen)
+    elif z_T.shape[0] != n:
+        raise ConfigError(f"{z_T.shape[0]} initial noises given for an evaluation of {n} images")
     cfg = dataclasses.replace(sampler_cfg, batch_size=eval_cfg.batch_size)
     traj = sample_trajectories(backbone, [p.text for p in prompts], z_T, cfg, step_gen)
     results = []
@@ -152,9 +157,9 @@ def sample_and_judge(backbone, prompts: Sequence[Any], oracle, sampler_cfg, eval
 
 
 def evaluate_prompts(backbone, prompts: Sequence[Any], oracle, sampler_cfg, eval_cfg: EvalConfig,
-                     n_images: int | None = None) -> dict[str, float]:
+                     n_images: int | None = None, z_T: torch.Tensor | None = None) -> dict[str, float]:
     """``sample_and_judge``, summarised: ``success_rate``, ``mean_score``, ``n_eval`` and ``diversity``."""
-    judged = sample_and_judge(backbone, prompts, oracle, sampler_cfg, eval_cfg, n_images)
+    judged = sample_and_judge(backbone, prompts, oracle, sampler_cfg, eval_cfg, n_images, z_T)
     return {
         "success_rate": float(judged.success.astype(np.float64).mean()),
         "mean_score": float(judged.scores.mean()),

@@ -3,7 +3,8 @@
 ``hero-bench evaluate RUN_DIR`` loads the run's config.yaml, applies ``eval.*`` overrides only,
 and evaluates every saved adapter (``lora/epoch_XXXX.safetensors``) with the evaluation protocol of
 ``hero_bench.evaluate``, the one the runner uses during training; the feedback counters of each
-row come from the run's train_log.csv.
+row come from the run's train_log.csv. ``hero-bench evaluate RUN_DIR --method-noise`` evaluates a
+HERO run's final model twice, from N(0, I) and from its own π_HERO (``evaluate_method_noise``).
 """
 
 from __future__ import annotations
@@ -14,16 +15,20 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
+from hero_bench.algorithms.hero import guided_noise
 from hero_bench.config import apply_overrides
 from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
-from hero_bench.diffusion.lora import add_lora, load_lora
+from hero_bench.diffusion.lora import add_lora, load_lora, load_lora_state_dict
 from hero_bench.errors import ConfigError, HeroBenchError
 from hero_bench.evaluate import eval_row, evaluate_model, evaluate_prompts, rows_to_csv
 from hero_bench.io import atomic_write_text
 from hero_bench.provenance import git_sha, run_config_hash
 from hero_bench.results import EVAL_COLUMNS, TRANSFER_COLUMNS
-from hero_bench.run_config import CONFIG_FILE, TRAIN_LOG_FILE, RunConfig, load_config_file
+from hero_bench.run_config import CHECKPOINT_FILE, CONFIG_FILE, TRAIN_LOG_FILE, RunConfig, load_config_file
 from hero_bench.run_records import recorded_task_version
+from hero_bench.seeding import derive_seed
 from hero_bench.tasks import get_task
 
 
@@ -169,4 +174,64 @@ def evaluate_run(run_dir: str | Path, overrides: Sequence[str] = (), out: str | 
         columns = (*EVAL_COLUMNS, "prompt_set")
         rows = [{**r, "prompt_set": prompt_set} for r in rows]
     atomic_write_text(target, rows_to_csv(rows, columns))
+    return target
+
+
+METHOD_NOISE_FILE = "eval_method_noise.csv"
+"""Where ``evaluate_method_noise`` writes: two rows, the final model from N(0, I) and from the
+method's own initial-noise distribution, told apart by an ``initial_noise`` column."""
+
+
+def evaluate_method_noise(run_dir: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None,
+                          device: str | None = None, progress: bool = True) -> Path:
+    """A HERO run's final model, evaluated twice on the task's own prompts: from N(0, I), the
+    benchmark's evaluation (the same images as eval.csv's last row), and from π_HERO as training left
+    it (docs/algorithms.md §4.5: the best image's and the last round's good images' noises, perturbed
+    by ε), so that what HERO's sampler buys is told apart from what its weights learned. Both use the
+    evaluation's per-step noise; π_HERO's draws come from a stream of their own, seeded by
+    ``eval.seed`` only. Reads the run's checkpoint.pt (its final weights and HERO's state), whose
+    config hash must be the run's. Returns the CSV path (default RUN_DIR/eval_method_noise.csv).
+    """
+    run_dir = Path(run_dir)
+    cfg = _run_config(run_dir, overrides, device)
+    if cfg.method != "hero":
+        raise ConfigError(f"{run_dir} is a {cfg.method} run; only HERO samples from a noise distribution of its own "
+                          "(π_HERO), so --method-noise accepts HERO runs only")
+    if not cfg.hero.noise_guidance:
+        raise ConfigError(f"{run_dir} trained with hero.noise_guidance=false: its sampler draws from N(0, I), which "
+                          "the run's own evaluation (eval.csv) already measures")
+    path = run_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        raise HeroBenchError(f"{path} is missing: the π_HERO of the end of training lives in the run's checkpoint")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    trained = run_config_hash(load_config_file(run_dir / CONFIG_FILE))
+    if ckpt.get("config_hash") != trained:
+        raise HeroBenchError(f"{path} was written by another run (config hash {ckpt.get('config_hash')} vs {trained})")
+    state = ckpt["method"]
+    if state.get("best_noise") is None:
+        raise HeroBenchError(f"{run_dir} has no best image yet, so no π_HERO to sample from")
+    task = get_task(cfg.task)
+    if recorded_task_version(run_dir) != task.version:
+        raise HeroBenchError(f"{run_dir} was trained under another version of task {task.name!r}; evaluate it from "
+                             "a commit of that version")
+    oracle = task.oracle_factory()
+    backbone = load_backbone(resolve_backbone(cfg.backbone), cfg.device, cfg.dtype)
+    add_lora(backbone.unet, cfg.lora)
+    load_lora_state_dict(backbone.unet, ckpt["lora"])
+    generator = torch.Generator(device="cpu").manual_seed(derive_seed(cfg.eval.seed, 0, "eval-method-noise"))
+    method_noise = guided_noise(state["best_noise"], state["good_noises"], cfg.eval.n_images, cfg.hero.best_ratio,
+                                cfg.hero.noise_scale, generator).to(backbone.device)
+    chash, sha = run_config_hash(cfg), git_sha()
+    counters = (ckpt["feedback_used"], ckpt["queries"], ckpt["images_generated"])
+    rows = []
+    for label, z_T in (("gaussian", None), ("method", method_noise)):
+        result = {**evaluate_prompts(backbone, task.train_prompts, oracle, cfg.sampler, cfg.eval, z_T=z_T),
+                  **dict.fromkeys(TRANSFER_COLUMNS)}
+        rows.append({**eval_row(cfg, ckpt["epoch"], *counters, result, oracle, task.version, chash, sha),
+                     "initial_noise": label})
+        if progress:
+            print(f"epoch {ckpt['epoch']}, initial noise from {'N(0, I)' if label == 'gaussian' else 'π_HERO'}: "
+                  f"success {result['success_rate']:.3f} (n={result['n_eval']}, the task's prompts)", flush=True)
+    target = Path(out) if out is not None else run_dir / METHOD_NOISE_FILE
+    atomic_write_text(target, rows_to_csv(rows, (*EVAL_COLUMNS, "initial_noise")))
     return target

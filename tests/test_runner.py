@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import shutil
 
 import pytest
 import torch
@@ -391,3 +393,45 @@ def test_console_progress_says_what_the_run_does(capsys):
             "2 label(s) left unspent), 2 optimizer step(s) per epoch") in err
     assert "epoch 1: feedback 4/10 loss=0.5 eval=0.250 (1.0s)" in err
     assert console.bar is None  # closed
+
+
+def test_method_noise_evaluates_the_final_model_from_both_noise_distributions(hero_run, tmp_path, monkeypatch,
+                                                                               capsys):
+    import hero_bench.reevaluate as ev
+
+    seen = []
+    real = ev.evaluate_prompts
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("z_T"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ev, "evaluate_prompts", spy)
+    out = tmp_path / "mn.csv"
+    assert main(["evaluate", str(hero_run), "--method-noise", "--out", str(out), "--quiet"]) == 0
+    rows = list(csv.DictReader(open(out, newline="")))
+    assert [r["initial_noise"] for r in rows] == ["gaussian", "method"]
+    last = list(csv.DictReader(open(hero_run / "eval.csv", newline="")))[-1]
+    # from N(0, I) it is the run's own last evaluation, image for image
+    for key in ("epoch", "feedback_used", "success_rate", "mean_score", "n_eval"):
+        assert rows[0][key] == last[key]
+    assert rows[1]["n_eval"] == last["n_eval"]
+    # the second evaluation samples from π_HERO: the checkpoint's best noise, perturbed by ε
+    assert seen[0] is None and seen[1] is not None
+    state = torch.load(hero_run / "checkpoint.pt", weights_only=True)["method"]
+    cfg = from_dict(RunConfig, yaml.safe_load((hero_run / "config.yaml").read_text()))
+    n_best = int(cfg.hero.best_ratio * cfg.eval.n_images) if len(state["good_noises"]) else cfg.eval.n_images
+    eps = cfg.hero.noise_scale
+    near_best = seen[1][:n_best].cpu() - math.sqrt(1 - eps**2) * state["best_noise"]
+    assert near_best.std().item() == pytest.approx(eps, rel=0.3)
+
+
+def test_method_noise_refuses_runs_without_a_noise_distribution_of_their_own(hero_run, tmp_path, capsys):
+    ddpo = tmp_path / "ddpo"
+    shutil.copytree(hero_run, ddpo)
+    text = (ddpo / "config.yaml").read_text().replace("method: hero", "method: ddpo")
+    (ddpo / "config.yaml").write_text(text)
+    assert main(["evaluate", str(ddpo), "--method-noise"]) == 2
+    assert "only HERO samples from a noise distribution of its own" in capsys.readouterr().err
+    assert main(["evaluate", str(hero_run), "--method-noise", "--prompts", "train"]) == 2
+    assert "takes neither --prompts nor --epochs" in capsys.readouterr().err

@@ -27,6 +27,7 @@ examples:
   hero-bench evaluate runs/counting/hero/seed0
   hero-bench evaluate runs/counting/hero/seed0 --set eval.n_images=1024 --out /tmp/eval-1024.csv
   hero-bench evaluate runs/counting/hero/seed0 --prompts train --epochs 0,last
+  hero-bench evaluate runs/counting/hero/seed0 --method-noise   # from N(0, I) and from pi_HERO
 """
 
 
@@ -44,6 +45,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--epochs", default=None, metavar="LIST",
                         help="only these saved checkpoints, comma-separated epoch numbers or 'last' (default: "
                              "all); not with a rewrite of eval.csv, which always holds every checkpoint")
+    parser.add_argument("--method-noise", action="store_true",
+                        help="HERO runs: evaluate the final model twice on the task's own prompts, from N(0, I) "
+                             "and from pi_HERO as training left it (the best and good images' noises), into "
+                             "RUN_DIR/eval_method_noise.csv (column initial_noise: gaussian | method); what the "
+                             "sampler buys against what the weights learned. Reads RUN_DIR/checkpoint.pt")
     parser.add_argument("--device", default=None, help="evaluate on this device instead of the run's")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="torch CPU threads (default: torch's choice, one per core); on a shared or "
@@ -55,8 +61,17 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     set_threads(args.threads)
     # deferred: torch, through reevaluate (hero-bench --help must not import it)
-    from hero_bench.reevaluate import evaluate_run
+    from hero_bench.reevaluate import evaluate_method_noise, evaluate_run
 
+    if args.method_noise:
+        if args.prompts != "both" or args.epochs is not None:
+            raise ConfigError("--method-noise evaluates the final model on the task's own prompts; it takes "
+                              "neither --prompts nor --epochs")
+        path = evaluate_method_noise(args.run_dir, overrides=args.overrides, out=args.out, device=args.device,
+                                     progress=not args.quiet)
+        if not args.quiet:
+            print(f"wrote {path}")
+        return 0
     epochs = None
     if args.epochs is not None:
         epochs = [e.strip() for e in args.epochs.split(",") if e.strip()]
