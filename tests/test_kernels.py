@@ -264,6 +264,26 @@ def test_ppo_update_trains_only_the_last_steps_when_asked(monkeypatch):
     assert sorted(seen) == list(range(n)) and all(sorted(ts) == [0, 10] for ts in seen.values())
 
 
+def test_ppo_update_leaves_the_final_step_out_when_asked(monkeypatch):
+    n, steps = 6, 5
+    seen: dict[bool, dict[int, list[int]]] = {}
+    for final in (True, False):
+        calls = []
+        monkeypatch.setattr(kernels, "step_log_prob", _fake_step_log_prob(calls))
+        traj = _fake_traj(n, steps, 0.7)  # step index i has timestep (steps - 1 - i) * 10: the final step is t = 0
+        w = torch.nn.Parameter(torch.tensor(0.7))
+        cfg = PPOConfig(lr=1e-2, train_batch_size=3, timestep_fraction=1.0, last_steps=2, train_final_step=final)
+        kernels.ppo_update(_FakeBackbone(w), traj, torch.ones(n), [w], kernels.make_adamw([w], cfg.lr, 0.0), cfg,
+                           SamplerConfig(steps=steps), torch.Generator().manual_seed(1))
+        seen[final] = {}
+        for samples, ts in calls:
+            for s, t in zip(samples, ts):
+                seen[final].setdefault(s, []).append(t)
+    assert all(sorted(ts) == [0, 10] for ts in seen[True].values())
+    # the window of the last two trainable steps now ends one step before the chain does
+    assert sorted(seen[False]) == list(range(n)) and all(sorted(ts) == [10, 20] for ts in seen[False].values())
+
+
 def test_approx_kl_is_also_logged_without_the_chains_final_step(monkeypatch):
     """A policy whose log-prob moves at the chain's final step only (timestep 0 here: its std is
     tiny on a real sampler): ``approx_kl`` sees the move, ``approx_kl_excl_final`` is exactly 0."""

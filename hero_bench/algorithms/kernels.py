@@ -66,8 +66,8 @@ class PPOConfig:
     """Passes over each epoch's trajectories (each pass reshuffles samples and timesteps)."""
     timestep_fraction: float = 1.0
     """Fraction of each trajectory's trainable denoising steps trained per pass,
-    int(trainable × fraction), where trainable = last_steps or all steps (ignored when
-    timesteps_per_sample is set)."""
+    int(trainable × fraction), where trainable = last_steps or all steps, less the final one when
+    train_final_step is False (ignored when timesteps_per_sample is set)."""
     timesteps_per_sample: int | None = None
     """K: number of randomly chosen denoising steps trained per trajectory per pass (HERO: 5);
     None = use timestep_fraction."""
@@ -78,6 +78,13 @@ class PPOConfig:
     training them is part of what collapsed anomaly; at lr 5e-3 the window changes nothing
     (docs/methods.md, "Training only the steps that decide the outcome"). The toy preset's DDPO
     trains all of its last 10 steps (selected by the whole-curve sweep, tune-curve.yaml)."""
+    train_final_step: bool = True
+    """Train the chain's final denoising step with the others (both papers' code). Its std is the
+    chain's smallest (toy sampler: 0.01 at DDIM η 1, 0.0005 at η 0.05), so its log-ratio swells
+    with any shift of its mean: at η 0.05 it alone carried approx_kl of hundreds to tens of
+    thousands per round while the other steps stayed below 0.01, and through PPO's unclipped branch
+    (a negative advantage, a rising ratio) it drove every update. False ends the trainable steps one
+    before the chain does (docs/methods.md, "Noise-influence regimes")."""
     target_kl: float | None = None
     """Early stop of the update phase: once an accumulation group's mean approx_kl (measured
     before its step, against the sampling policy) exceeds this value, that group is not stepped
@@ -334,7 +341,7 @@ def ppo_update(
     """One PPO-clip training phase on a batch of trajectories (§2.3, §4.6).
 
     For each inner epoch: shuffle the samples, permute each sample's trainable timesteps (all, or
-    the last ``last_steps``) independently, cut the shuffled samples into ``train_batch_size``
+    the last ``last_steps``; without the chain's final one when ``train_final_step`` is False) independently, cut the shuffled samples into ``train_batch_size``
     chunks, and for every chunk train the first K permuted timesteps of each sample
     (K = timesteps_per_sample or int(trainable × fraction)), each with
     its own backward pass.  Gradients accumulate over ``grad_accum_steps`` chunks × K timesteps
@@ -348,10 +355,14 @@ def ppo_update(
     """
     device = traj.latents.device
     n, steps = traj.log_probs.shape
-    # the trainable window is the chain's last `window` steps; with last_steps=None it is the whole
-    # chain and the random draws below are exactly those of the code before the option existed
-    window = steps if cfg.last_steps is None else min(steps, cfg.last_steps)
-    first = steps - window
+    # the trainable window is the last `window` steps before `end` (the chain's end, or one step
+    # before it); with last_steps=None and the final step trained it is the whole chain and the
+    # random draws below are exactly those of the code before either option existed
+    end = steps if cfg.train_final_step else steps - 1
+    if end < 1:
+        raise ConfigError("ppo.train_final_step=false leaves no step to train in a chain of one step")
+    window = end if cfg.last_steps is None else min(end, cfg.last_steps)
+    first = end - window
     k = trained_timesteps(window, cfg.timestep_fraction, cfg.timesteps_per_sample)
     advantages = advantages.to(device=device, dtype=torch.float32)
     meter = _Meter()
