@@ -657,3 +657,16 @@ def test_gpu_slot_without_gpus_runs_the_command(tmp_path):
     proc = slot(tmp_path, env_extra={"PATH": "/usr/bin:/bin", "HERO_GPU_DEVICES": "0"})
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0 and out.strip() == "" and "no GPU" in err
+
+
+def test_a_regime_item_reaches_train_and_an_unknown_one_stops_the_workflow(tmp_path):
+    pytest.importorskip("hero_bench.regimes")
+    out = dry_run(tmp_path / "ablations", "--configfile", CONFIG_DIR / "toy-ablations.yaml")
+    commands = [re.sub(r"\s+", " ", block) for block in out.split("rule tune_train:")[1:]]
+    assert len(commands) == 108
+    assert any("--set regime=initial-noise --set hero.noise_guidance=false" in c for c in commands)
+    assert any("--set regime=step-noise" in c for c in commands)
+    proc = snakemake("--dry-run", "--directory", tmp_path / "bad", "--configfile", CONFIG_DIR / "toy.yaml",
+                     "--config", "set={hero: [regime=deterministic]}", check=False)
+    assert proc.returncode != 0
+    assert "unknown regime 'deterministic' for the toy tier; accepted: step-noise, initial-noise" in proc.stdout
