@@ -341,8 +341,8 @@ def ppo_update(
     """One PPO-clip training phase on a batch of trajectories (§2.3, §4.6).
 
     For each inner epoch: shuffle the samples, permute each sample's trainable timesteps (all, or
-    the last ``last_steps``; without the chain's final one when ``train_final_step`` is False) independently, cut the shuffled samples into ``train_batch_size``
-    chunks, and for every chunk train the first K permuted timesteps of each sample
+    the last ``last_steps``; without the chain's final one when ``train_final_step`` is False)
+    independently, cut the shuffled samples into ``train_batch_size`` chunks, and for every chunk train the first K permuted timesteps of each sample
     (K = timesteps_per_sample or int(trainable × fraction)), each with
     its own backward pass.  Gradients accumulate over ``grad_accum_steps`` chunks × K timesteps
     (losses scaled so the step uses their mean), are clipped to ``max_grad_norm``, then AdamW steps.
