@@ -342,9 +342,9 @@ def ppo_update(
 
     For each inner epoch: shuffle the samples, permute each sample's trainable timesteps (all, or
     the last ``last_steps``; without the chain's final one when ``train_final_step`` is False)
-    independently, cut the shuffled samples into ``train_batch_size`` chunks, and for every chunk train the first K permuted timesteps of each sample
-    (K = timesteps_per_sample or int(trainable × fraction)), each with
-    its own backward pass.  Gradients accumulate over ``grad_accum_steps`` chunks × K timesteps
+    independently, cut the shuffled samples into ``train_batch_size`` chunks, and for every chunk
+    train the first K permuted timesteps of each sample (K = timesteps_per_sample or
+    int(trainable × fraction)), each with its own backward pass.  Gradients accumulate over ``grad_accum_steps`` chunks × K timesteps
     (losses scaled so the step uses their mean), are clipped to ``max_grad_norm``, then AdamW steps.
     Old log-probs are the sampler's (the policy that generated the batch); new ones are recomputed
     with CFG exactly as sampled (``step_log_prob``, §1.2).
