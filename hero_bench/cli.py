@@ -28,6 +28,7 @@ COMMANDS = {
     "compare": "compare",
     "sweep-table": "sweep_table",
     "noise-influence": "noise_influence",
+    "regime-comparison": "regime_comparison",
     "agreement": "agreement",
 }
 

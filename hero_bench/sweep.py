@@ -46,16 +46,22 @@ def _path_pattern() -> re.Pattern:
                       r"/seed(?P<seed>[0-9]+)/eval\.csv$")
 
 
+def parse_run_path(path: str | Path) -> dict:
+    """task, method, variant and seed (int) of a sweep run's eval.csv path; a SweepError otherwise."""
+    m = _path_pattern().search(Path(path).as_posix())
+    if m is None:
+        raise SweepError(f"{str(path)!r} is not a sweep run's eval.csv; expected "
+                         f".../<task>/<method>/<variant>/seed<k>/eval.csv")
+    return {**m.groupdict(), "seed": int(m["seed"])}
+
+
 def read_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
     """One row per run: task, method, variant, seed, budget, auc, base, final and best success
     (``best``: the highest evaluation of the run, for telling a run that fell back from one that
     never rose)."""
-    rows, pattern = [], _path_pattern()
+    rows = []
     for path in paths:
-        m = pattern.search(Path(path).as_posix())
-        if m is None:
-            raise SweepError(f"{str(path)!r} is not a sweep run's eval.csv; expected "
-                             f".../<task>/<method>/<variant>/seed<k>/eval.csv")
+        key = parse_run_path(path)
         df = pd.read_csv(path)
         if df.empty or "feedback_used" not in df or "success_rate" not in df:
             raise SweepError(f"{str(path)!r} holds no evaluation rows with feedback_used and success_rate")
@@ -64,7 +70,7 @@ def read_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
         if budget <= 0:
             raise SweepError(f"{str(path)!r}: the run spent no feedback (base runs are not swept)")
         rows.append({
-            **m.groupdict(), "seed": int(m["seed"]), "budget": budget,
+            **key, "budget": budget,
             "auc": normalized_auc(df.feedback_used, df.success_rate, budget),
             "base": float(df.success_rate.iloc[0]), "final": float(df.success_rate.iloc[-1]),
             "best": float(df.success_rate.max()),

@@ -104,6 +104,23 @@ def test_cli_writes_json_and_rejects_bad_input(tiny_backbone_dir, tmp_path, caps
     assert "train prompts" in capsys.readouterr().err
 
 
+def test_cli_records_the_regime_it_measured(tiny_backbone_dir, tmp_path, monkeypatch):
+    """`regime-comparison` reads the regime from the JSON: recorded with --regime alone, not when a
+    sampler option changed what was measured, and None without --regime."""
+    from hero_bench.regimes import REGIMES
+
+    monkeypatch.setitem(REGIMES, "smoke", {"test-regime": ("sampler.eta=0.5",)})
+    base = ["noise-influence", "--tier", "smoke", "--task", "counting", "--backbone", str(tiny_backbone_dir),
+            "--noises", "2", "--repeats", "2"]
+    for extra, expected in ((["--regime", "test-regime"], "test-regime"),
+                            (["--regime", "test-regime", "--steps", "2"], None), (["--steps", "2"], None)):
+        out = tmp_path / "ni.json"
+        assert main([*base, *extra, "--json", str(out)]) == 0
+        result = json.loads(out.read_text())
+        assert result["regime"] == expected, extra
+    assert result["sampler"]["eta"] == 1.0
+
+
 def test_a_continued_chain_is_the_rest_of_the_chain(tiny_backbone):
     """sample_trajectories(start_step=k) from a chain's state after k steps, with the generator where the
     chain's own was after k steps, reproduces the chain's remaining states and image bit for bit."""

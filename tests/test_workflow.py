@@ -670,3 +670,24 @@ def test_a_regime_item_reaches_train_and_an_unknown_one_stops_the_workflow(tmp_p
                      "--config", "set={hero: [regime=deterministic]}", check=False)
     assert proc.returncode != 0
     assert "unknown regime 'deterministic' for the toy tier; accepted: step-noise, initial-noise" in proc.stdout
+
+
+def test_the_ablations_end_in_the_regime_comparison_and_a_bad_one_stops_the_workflow(tmp_path):
+    """toy-ablations.yaml measures each (task, regime)'s ICC and ends in hero-bench regime-comparison
+    over every run; a regime_comparison variant that the sweep does not run stops the workflow."""
+    pytest.importorskip("hero_bench.regimes")
+    out = re.sub(r"\s+", " ", dry_run(tmp_path / "ablations", "--configfile", CONFIG_DIR / "toy-ablations.yaml"))
+    for task in ("safety", "preference"):
+        for regime in ("initial-noise", "step-noise"):
+            assert (f"hero-bench noise-influence --tier toy --task {task} --regime {regime} --noises 32 --repeats 8"
+                    in out)
+    command = out.split("hero-bench regime-comparison")[1].split(">")[0]
+    assert "--variant initial-noise=zT --variant step-noise=step --budget 512" in command
+    assert command.count("/eval.csv") == 108 and command.count("noise_influence/") == 4
+    # pi_HERO against N(0, I) for every HERO run but those without noise guidance: 9 variants x 2 tasks x 3 seeds
+    assert command.count("eval_method_noise.csv") == 54 and "zT_no_guidance/seed0/eval_method_noise" not in command
+    assert out.count("--method-noise --out results/tune/toy/") == 54
+    proc = snakemake("--dry-run", "--directory", tmp_path / "bad", "--configfile", CONFIG_DIR / "toy-ablations.yaml",
+                     "--config", "regime_comparison={variants: {initial-noise: zT_beta0}}", check=False)
+    assert proc.returncode != 0
+    assert "regime_comparison.variants.initial-noise = 'zT_beta0' is not a sweep variant of ddpo" in proc.stdout

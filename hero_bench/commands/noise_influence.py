@@ -89,6 +89,8 @@ def run(args) -> int:
         return _decision_curve(args, cfg, task, sampler, backbone, branch_steps)
     result = measure_noise_influence(backbone, task, sampler, n_noises=args.noises, repeats=args.repeats,
                                      seed=args.seed, prompt_index=args.prompt_index)
+    # the regime's name only when its settings are what was measured (`regime-comparison` reads it)
+    result["regime"] = args.regime if args.regime and not changes else None
     s = _record(result, cfg.backbone, args.json)
     print(f"noise-influence: task {task.name}, prompt {result['prompt']!r}; DDIM {s['steps']} steps, "
           f"eta {s['eta']}, guidance {s['guidance_scale']}; {args.noises} noises x {args.repeats} repeats")

@@ -145,6 +145,7 @@ def check_config(config):
                 f"config: per_task.{task} is ignored: task {task!r} is not in tasks {config['tasks']}"
             )
     _check_run_configs(config)
+    _check_regime_comparison(config)
     if config["tier"] == "paper" and config["device"] != "cuda":
         logger.warning(
             "config: tier 'paper' with device 'cpu' runs Stable Diffusion v1.5 on the CPU "
@@ -173,6 +174,63 @@ def _check_run_configs(config):
                                      device=config["device"], overrides=override_items(task, method, variant))
                 except HeroBenchError as exc:
                     raise ValueError(f"invalid workflow config: the {run} runs: {exc}") from None
+
+
+def _check_regime_comparison(config):
+    """regime_comparison needs a sweep, HERO and another method, regimes the tier has and variants
+    the sweep runs for every method it compares."""
+    rc = config.get("regime_comparison")
+    if not rc:
+        return
+    if not config.get("sweep"):
+        raise ValueError("invalid workflow config: regime_comparison compares a sweep's variants; the config has no sweep")
+    compared = [m for m in ("hero", "ddpo", "d3po") if m in config["methods"]]
+    if "hero" not in compared or len(compared) < 2:
+        raise ValueError(f"invalid workflow config: regime_comparison needs hero and ddpo or d3po in methods, "
+                         f"got {config['methods']}")
+    try:
+        from hero_bench.regimes import regime_items
+        from hero_bench.errors import HeroBenchError
+    except ImportError:
+        logger.warning("config: hero_bench is not importable here; regime names are not checked")
+        regime_items = None
+    for regime, variant in rc["variants"].items():
+        if regime_items is not None:
+            try:
+                regime_items(config["tier"], regime)
+            except HeroBenchError as exc:
+                raise ValueError(f"invalid workflow config: regime_comparison.variants: {exc}") from None
+        for method in compared:
+            if variant not in config["sweep"].get(method, {}):
+                raise ValueError(f"invalid workflow config: regime_comparison.variants.{regime} = {variant!r} is not "
+                                 f"a sweep variant of {method}; its variants: {', '.join(config['sweep'].get(method, {}))}")
+
+
+def noise_influence_jsons():
+    """The ICC measurement of every (task, regime) of regime_comparison."""
+    return [f"results/tune/{config['tier']}/noise_influence/{task}_{regime}.json"
+            for task in config["tasks"] for regime in config["regime_comparison"]["variants"]]
+
+
+def method_noise_csvs():
+    """eval_method_noise.csv of every HERO sweep run that samples from pi_HERO (not the variants that
+    turn the noise guidance off: their sampler is N(0, I), which eval.csv already measures)."""
+    off = "hero.noise_guidance=false"
+    common = [str(i).replace(" ", "") for i in config.get("set", {}).get("all", []) + config.get("set", {}).get("hero", [])]
+    return [
+        f"results/tune/{config['tier']}/{task}/hero/{variant}/seed{seed}/eval_method_noise.csv"
+        for task in config["tasks"]
+        for variant, items in config["sweep"].get("hero", {}).items()
+        if off not in common + [str(i).replace(" ", "") for i in items]
+        for seed in config["seeds"]
+    ]
+
+
+def regime_comparison_args():
+    rc = config["regime_comparison"]
+    items = [f"--variant {shlex.quote(f'{regime}={variant}')}" for regime, variant in rc["variants"].items()]
+    items.append(f"--budget {int(rc.get('budget') or config['budget'])}")
+    return " ".join(items)
 
 
 # ---- per-job resources, by tier (override with --set-resources / --set-threads or a profile) --
@@ -228,7 +286,10 @@ def all_eval_train_csvs():
 
 def final_outputs():
     if config.get("sweep"):
-        return ["results/tune/sweep.md", "results/tune/sweep.csv", "results/tune/sweep_selection.csv"]
+        outputs = ["results/tune/sweep.md", "results/tune/sweep.csv", "results/tune/sweep_selection.csv"]
+        if config.get("regime_comparison"):
+            outputs += ["results/tune/regime_comparison.md", "results/tune/hero_gain_vs_icc.png"]
+        return outputs
     outputs = [
         "results/summary/runs.csv",
         "results/summary/summary.csv",
