@@ -146,12 +146,15 @@ def compare(curves: pd.DataFrame, icc: Mapping[tuple[str, str], IccRecord], vari
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
-def ratios(curves: pd.DataFrame, variants: Mapping[str, str], reps: int = 2000, seed: int = 0) -> pd.DataFrame:
+def ratios(curves: pd.DataFrame, variants: Mapping[str, str], budget: int, reps: int = 2000,
+           seed: int = 0) -> pd.DataFrame:
     """Per (task, regime): the feedback HERO needs to reach D3PO's final success and D3PO's over it
-    (``stats.feedback_ratio``), with a 95% percentile interval from resampling each method's seeds
-    with replacement. A resample in which HERO never reaches the target gives an upper bound of the
-    ratio; ``censored_share`` says how many did (and the point estimate is one when ``reached`` is
-    False)."""
+    (``stats.feedback_ratio``) on the evaluations at or below ``budget`` labels (so that runs trained
+    further count as stopped there: equal feedback), with a 95% percentile interval from resampling
+    each method's seeds with replacement. A resample in which HERO never reaches the target gives an
+    upper bound of the ratio; ``censored_share`` says how many did (and the point estimate is one
+    when ``reached`` is False)."""
+    curves = curves[curves.feedback_used <= budget]
     rng = np.random.default_rng(seed)
     rows = []
     for task in sorted(set(curves.task)):

@@ -69,7 +69,7 @@ def test_hero_against_each_method_paired_by_seed(sweep):
 
 def test_feedback_hero_needs_to_reach_d3po_final(sweep):
     paths, _ = sweep
-    table = ratios(read_curves(paths), VARIANTS, reps=200).set_index("regime")
+    table = ratios(read_curves(paths), VARIANTS, 512, reps=200).set_index("regime")
     zt = table.loc["initial-noise"]
     # D3PO's final 0.6 after 512 labels; HERO's IQM reaches it at 256: twice as feedback-efficient
     assert zt.d3po_final == pytest.approx(0.6) and zt.d3po_feedback == 512
@@ -78,6 +78,11 @@ def test_feedback_hero_needs_to_reach_d3po_final(sweep):
     step = table.loc["step-noise"]
     # HERO never reaches D3PO's final 0.5 here: censored at its last evaluation, the ratio an upper bound
     assert not step.reached and step.hero_feedback == 512 and step.censored_share > 0.5
+    # runs trained further count as stopped at the budget: at 384 labels D3PO's final is its 0.5 there,
+    # which HERO reaches at 128: a ratio of 3
+    early = ratios(read_curves(paths), VARIANTS, 384, reps=50).set_index("regime").loc["initial-noise"]
+    assert early.d3po_final == pytest.approx(0.5) and early.d3po_feedback == 384
+    assert early.hero_feedback == 128 and early.ratio == pytest.approx(3.0)
 
 
 def test_gains_over_the_pretrained_model_per_variant(sweep):

@@ -64,7 +64,7 @@ def run(args) -> int:
     if args.bootstrap_reps < 1:
         raise rc.RegimeComparisonError(f"--bootstrap-reps must be >= 1, got {args.bootstrap_reps}")
     comparison = rc.compare(curves, icc, variants, budget)
-    ratio = rc.ratios(curves, variants, reps=args.bootstrap_reps, seed=args.bootstrap_seed)
+    ratio = rc.ratios(curves, variants, budget, reps=args.bootstrap_reps, seed=args.bootstrap_seed)
     gain = rc.gains(curves, budget)
     method_noise = rc.method_noise_table(rc.read_method_noise(args.method_noise)) if args.method_noise else None
     out = Path(args.out_dir)
