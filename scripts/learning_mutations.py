@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 MUTATIONS: dict[str, list[tuple[str, str, str]]] = {
     "sign-flip": [
         ("hero_bench/algorithms/kernels.py",
-         "    ratio = torch.exp(log_prob - old_log_prob)\n",
-         "    ratio = torch.exp(log_prob - old_log_prob)\n    advantages = -advantages  # MUTATION\n"),
+         "    ratio = _ratio(log_prob - old_log_prob)\n",
+         "    ratio = _ratio(log_prob - old_log_prob)\n    advantages = -advantages  # MUTATION\n"),
         ("hero_bench/algorithms/kernels.py",
          "signs = torch.tensor([1.0, -1.0], device=device)",
          "signs = torch.tensor([-1.0, 1.0], device=device)"),
@@ -48,8 +48,8 @@ MUTATIONS: dict[str, list[tuple[str, str, str]]] = {
     ],
     "skip-step": [
         ("hero_bench/algorithms/kernels.py",
-         "    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)\n    optimizer.step()\n",
-         "    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)\n    pass  # MUTATION\n"),
+         "    if torch.isfinite(grad_norm):\n        optimizer.step()\n",
+         "    if torch.isfinite(grad_norm):\n        pass  # MUTATION\n"),
     ],
 }
 
