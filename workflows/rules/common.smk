@@ -229,6 +229,7 @@ def method_noise_csvs():
 def regime_comparison_args():
     rc = config["regime_comparison"]
     items = [f"--variant {shlex.quote(f'{regime}={variant}')}" for regime, variant in rc["variants"].items()]
+    # runs with a smaller per_task budget count with their last evaluation (stats.success_at)
     items.append(f"--budget {int(rc.get('budget') or config['budget'])}")
     return " ".join(items)
 

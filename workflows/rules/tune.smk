@@ -59,6 +59,10 @@ rule noise_influence:
         backbone=train_backbone_input,
     output:
         "results/tune/{tier}/noise_influence/{task}_{regime}.json",
+    wildcard_constraints:
+        # task names take underscores, regime names do not: the last "_" splits the file name
+        task="[a-z][a-z0-9_]*",
+        regime="[a-z][a-z0-9-]*",
     log:
         "results/logs/noise_influence/{tier}/{task}_{regime}.log",
     params:
