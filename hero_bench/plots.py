@@ -23,7 +23,9 @@ SUCCESS_LABEL = "success on the task's prompts"
 (the summary's ``success`` rows; the held-out ``transfer`` rows are tabulated, not plotted)."""
 
 
-def _figure(nrows: int, ncols: int, width: float, height: float):
+def figure_grid(nrows: int, ncols: int, width: float, height: float):
+    """A Figure (Agg canvas, constrained layout) of nrows × ncols axes, each width × height inches;
+    returns (fig, axes[nrows, ncols])."""
     # deferred: matplotlib (0.3 s; only drawing a figure needs it)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -66,7 +68,7 @@ def plot_curves(summary: pd.DataFrame, out_png: str | os.PathLike) -> None:
     multi_tier = len({p[0] for p in panels}) > 1
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = _figure(nrows, ncols, 4.2, 3.2)
+    fig, axes = figure_grid(nrows, ncols, 4.2, 3.2)
     held = False
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
@@ -121,7 +123,7 @@ def plot_final(summary: pd.DataFrame, out_png: str | os.PathLike) -> None:
     succ = _success(summary)
     tiers = sorted(set(succ.tier))
     fig_width = max(4.5, 1.2 * max(len(set(succ[succ.tier == t].task)) for t in tiers) + 1.5)
-    fig, axes = _figure(len(tiers), 1, fig_width, 3.4)
+    fig, axes = figure_grid(len(tiers), 1, fig_width, 3.4)
     methods = sorted(set(succ.method), key=method_sort_key)
     colors = _colors(methods)
     for ax, tier in zip(axes[:, 0], tiers):

@@ -29,6 +29,7 @@ import pandas as pd
 
 from hero_bench.errors import HeroBenchError
 from hero_bench.io import atomic_save_figure
+from hero_bench.plots import figure_grid
 from hero_bench.stats import feedback_ratio, mean_t_ci, success_at
 from hero_bench.sweep import parse_run_path
 
@@ -301,14 +302,9 @@ def render_markdown(comparison: pd.DataFrame, ratio: pd.DataFrame, gain: pd.Data
 def plot(comparison: pd.DataFrame, out_png: str | os.PathLike) -> None:
     """One panel per other method: HERO's gain over it (y, with its t interval) against the regime's
     ICC(1) (x, with its bootstrap interval); one marker per regime, each point named by its task."""
-    # deferred: matplotlib (only drawing a figure needs it)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     others = [o for o in OTHERS if o in set(comparison.other)]
-    fig = Figure(figsize=(4.4 * len(others), 3.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(others), squeeze=False)[0]
+    fig, grid = figure_grid(1, len(others), 4.4, 3.6)
+    axes = grid[0]
     regimes = list(dict.fromkeys(comparison.regime))
     markers = dict(zip(regimes, "os^Dv<>"))
     for ax, other in zip(axes, others):
