@@ -212,16 +212,24 @@ def noise_influence_jsons():
             for task in config["tasks"] for regime in config["regime_comparison"]["variants"]]
 
 
+def _samples_from_pi_hero(task, variant):
+    """Whether a HERO sweep run keeps its noise guidance, read from the run's resolved config (the
+    preset, `set`, regimes and the variant's items, as `hero-bench train` builds it)."""
+    from hero_bench.presets import build_run_config
+
+    cfg = build_run_config(config["tier"], task, "hero", seed=config["seeds"][0], budget=run_budget(task, "hero"),
+                           device=config["device"], overrides=override_items(task, "hero", variant))
+    return cfg.hero.noise_guidance
+
+
 def method_noise_csvs():
     """eval_method_noise.csv of every HERO sweep run that samples from pi_HERO (not the variants that
     turn the noise guidance off: their sampler is N(0, I), which eval.csv already measures)."""
-    off = "hero.noise_guidance=false"
-    common = [str(i).replace(" ", "") for i in config.get("set", {}).get("all", []) + config.get("set", {}).get("hero", [])]
     return [
         f"results/tune/{config['tier']}/{task}/hero/{variant}/seed{seed}/eval_method_noise.csv"
         for task in config["tasks"]
-        for variant, items in config["sweep"].get("hero", {}).items()
-        if off not in common + [str(i).replace(" ", "") for i in items]
+        for variant in config["sweep"].get("hero", {})
+        if _samples_from_pi_hero(task, variant)
         for seed in config["seeds"]
     ]
 
