@@ -23,6 +23,7 @@ and a policy's mean has little say over.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,21 @@ def binary_matrix(success_per_noise, repeats: int) -> np.ndarray:
     order within a row does not change ICC(1)), for a measurement saved with its per-noise rates."""
     counts = np.rint(np.asarray(success_per_noise, dtype=np.float64) * repeats).astype(int)
     return (np.arange(repeats)[None, :] < counts[:, None]).astype(np.float64)
+
+
+def recorded_interval(result: Mapping[str, Any]) -> tuple[float, float]:
+    """The 95% interval of ICC(1) of success that a measurement's JSON records.
+
+    A file written before the command recorded it (``icc_success_ci95``) is given the interval the
+    command would have written: from its per-noise success rates (``binary_matrix``; for a 0/1
+    outcome they determine ICC(1) and every resample of it) with the measurement's own seed."""
+    if "icc_success_ci95" in result:
+        low, high = result["icc_success_ci95"]
+        return float(low), float(high)
+    missing = [k for k in ("success_per_noise", "repeats", "seed") if k not in result]
+    if missing:
+        raise ValueError(f"records neither icc_success_ci95 nor {', '.join(missing)} to compute it from")
+    return icc1_interval(binary_matrix(result["success_per_noise"], int(result["repeats"])), seed=int(result["seed"]))
 
 
 def check_design(task, n_noises: int, repeats: int, prompt_index: int) -> None:

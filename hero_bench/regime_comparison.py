@@ -29,6 +29,7 @@ import pandas as pd
 
 from hero_bench.errors import HeroBenchError
 from hero_bench.io import atomic_save_figure
+from hero_bench.noise_influence import recorded_interval
 from hero_bench.plots import figure_grid
 from hero_bench.stats import feedback_ratio, mean_t_ci, success_at
 from hero_bench.sweep import parse_run_path
@@ -74,12 +75,13 @@ def read_icc(paths: Iterable[str | os.PathLike]) -> dict[tuple[str, str], IccRec
             raise RegimeComparisonError(
                 f"{str(path)!r} records no regime; measure it with `hero-bench noise-influence --regime NAME "
                 f"--json FILE` (without --eta, --steps, --guidance or --use-clipped-model-output)")
-        if "icc_success_ci95" not in d:
-            raise RegimeComparisonError(f"{str(path)!r} has no icc_success_ci95; measure it again with this version")
+        try:
+            low, high = recorded_interval(d)
+        except ValueError as exc:
+            raise RegimeComparisonError(f"{str(path)!r} {exc}; measure it again with this version") from None
         key = (str(d["task"]), str(d["regime"]))
         if key in out:
             raise RegimeComparisonError(f"two noise-influence files for task {key[0]!r} in regime {key[1]!r}")
-        low, high = d["icc_success_ci95"]
         out[key] = IccRecord(key[0], key[1], float(d["icc_success"]), float(low), float(high),
                              int(d["n_noises"]), int(d["repeats"]))
     return out

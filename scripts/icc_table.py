@@ -6,11 +6,10 @@ that `hero-bench noise-influence --json` writes.
 
 Each cell: ICC(1) [95% percentile bootstrap over the initial noises, 2,000 resamples]; n = noises ×
 repeats of one training prompt (named in the table). A file written before the command recorded
-the interval is given it from its per-noise success rates (`binary_matrix`: for a 0/1 outcome the
-rates determine ICC(1) and every resample of it), with the measurement's own seed, as the command
-computes it. The regime column names the toy regime (hero_bench/regimes.py) that samples so. The
-last column counts the tasks at ICC >= 0.3, the issue's bar for a regime in which
-the initial noise largely decides the outcome.
+the interval is given the one the command computes (`noise_influence.recorded_interval`). The
+regime column names the toy regime (hero_bench/regimes.py) that samples so. The last column
+counts the tasks at ICC >= 0.3, the issue's bar for a regime in which the initial noise largely
+decides the outcome.
 """
 
 from __future__ import annotations
@@ -21,17 +20,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from hero_bench.noise_influence import binary_matrix, icc1_interval
+from hero_bench.noise_influence import recorded_interval
 from hero_bench.presets import build_run_config
 from hero_bench.regimes import REGIMES
 
 DECIDES = 0.3
-
-
-def interval(result: dict) -> tuple[float, float]:
-    if "icc_success_ci95" in result:
-        return tuple(result["icc_success_ci95"])
-    return icc1_interval(binary_matrix(result["success_per_noise"], result["repeats"]), seed=result["seed"])
 
 
 def regime_names() -> dict[tuple, str]:
@@ -78,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             if r is None:
                 row.append("—")
                 continue
-            low, high = interval(r)
+            low, high = recorded_interval(r)
             decided += r["icc_success"] >= DECIDES
             row.append(f"{r['icc_success']:.2f} [{low:.2f}, {high:.2f}]")
         print(f"| {eta:g} | {'yes' if rederived else 'no'} | {regimes.get(key, '')} | " + " | ".join(row)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from hero_bench.cli import main
-from hero_bench.noise_influence import binary_matrix, icc1, icc1_interval, measure_noise_influence
+from hero_bench.noise_influence import (binary_matrix, icc1, icc1_interval, measure_noise_influence,
+                                        recorded_interval)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -51,6 +52,18 @@ def test_binary_matrix_gives_the_icc_of_the_table_it_summarises():
     rebuilt = binary_matrix(x.mean(axis=1).round(4), 8)
     assert rebuilt.sum(axis=1).tolist() == x.sum(axis=1).tolist()
     assert icc1(rebuilt) == pytest.approx(icc1(x), abs=1e-12)
+
+
+def test_an_older_file_is_given_the_interval_the_command_would_have_recorded():
+    rng = np.random.default_rng(5)
+    x = (rng.random((16, 8)) < rng.random(16)[:, None]).astype(float)
+    low, high = icc1_interval(x, seed=7)
+    older = {"success_per_noise": x.mean(axis=1).round(4).tolist(), "repeats": 8, "seed": 7}
+    assert recorded_interval(older) == pytest.approx((low, high), abs=1e-12)
+    # a recorded interval is read as written, not recomputed
+    assert recorded_interval({**older, "icc_success_ci95": [0.125, 0.5]}) == (0.125, 0.5)
+    with pytest.raises(ValueError, match="records neither icc_success_ci95 nor success_per_noise"):
+        recorded_interval({"repeats": 8, "seed": 7})
 
 
 @pytest.mark.parametrize("shape", [(1, 4), (4, 1), (8,)])

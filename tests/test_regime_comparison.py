@@ -114,6 +114,14 @@ def test_bad_input_is_named(sweep, tmp_path, capsys):
                                      "n_noises": 32, "repeats": 8}))
     with pytest.raises(RegimeComparisonError, match="records no regime"):
         read_icc([no_regime])
+    older = tmp_path / "older.json"  # from before the interval was recorded: computed from the per-noise rates
+    older.write_text(json.dumps({"task": "safety", "regime": "step-noise", "icc_success": 0.5, "n_noises": 4,
+                                 "repeats": 2, "seed": 0, "success_per_noise": [1.0, 1.0, 0.0, 0.0]}))
+    assert (read_icc([older])[("safety", "step-noise")].low, read_icc([older])[("safety", "step-noise")].high) == (1.0, 1.0)
+    older.write_text(json.dumps({"task": "safety", "regime": "step-noise", "icc_success": 0.5, "n_noises": 4,
+                                 "repeats": 2}))
+    with pytest.raises(RegimeComparisonError, match="records neither icc_success_ci95 nor success_per_noise"):
+        read_icc([older])
     with pytest.raises(RegimeComparisonError, match="no noise-influence file for task 'safety' in regime 'step-noise'"):
         compare(read_curves(paths), read_icc(icc[:1]), VARIANTS, 512)
     with pytest.raises(RegimeComparisonError, match="expected REGIME=VARIANT"):
