@@ -32,7 +32,7 @@ from hero_bench.io import atomic_save_figure
 from hero_bench.noise_influence import recorded_interval
 from hero_bench.plots import figure_grid
 from hero_bench.stats import feedback_ratio, mean_t_ci, success_at
-from hero_bench.sweep import parse_run_path
+from hero_bench.sweep import SweepError, parse_run_path
 
 CANDIDATE = "hero"
 """The method whose gain is measured."""
@@ -213,8 +213,10 @@ def read_method_noise(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
             raise RegimeComparisonError(f"{str(path)!r}: expected the rows initial_noise = gaussian and method, "
                                         f"got {sorted(by_noise)}")
         g, m = by_noise["gaussian"], by_noise["method"]
-        run = Path(path).parent  # .../<task>/hero/<variant>/seed<k>
-        variant = run.parent.name if run.parent.name != g.method else ""
+        try:
+            variant = parse_run_path(path, Path(path).name)["variant"]
+        except SweepError:  # a run of the main grid, .../<task>/hero/seed<k>/: no variant
+            variant = ""
         rows.append({"task": g.task, "variant": variant, "seed": int(g.seed), "feedback_used": int(g.feedback_used),
                      "gaussian": float(g.success_rate), "method": float(m.success_rate)})
     return pd.DataFrame(rows, columns=["task", "variant", "seed", "feedback_used", "gaussian", "method"])

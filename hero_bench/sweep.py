@@ -38,20 +38,21 @@ class SweepError(HeroBenchError, ValueError):
     """An eval.csv that is not part of a sweep layout, or an empty sweep."""
 
 
-def _path_pattern() -> re.Pattern:
-    """``<task>/<method>/<variant>/seed<k>/eval.csv`` where the method is one that trains (the
+def _path_pattern(filename: str) -> re.Pattern:
+    """``<task>/<method>/<variant>/seed<k>/<filename>`` where the method is one that trains (the
     method table's, hero_bench/methods.py: base has no settings to sweep)."""
     methods = "|".join(map(re.escape, trained_method_names()))
     return re.compile(rf"(?P<task>[a-z][a-z0-9_]*)/(?P<method>{methods})/(?P<variant>[A-Za-z0-9_.+-]+)"
-                      r"/seed(?P<seed>[0-9]+)/eval\.csv$")
+                      rf"/seed(?P<seed>[0-9]+)/{re.escape(filename)}$")
 
 
-def parse_run_path(path: str | Path) -> dict:
-    """task, method, variant and seed (int) of a sweep run's eval.csv path; a SweepError otherwise."""
-    m = _path_pattern().search(Path(path).as_posix())
+def parse_run_path(path: str | Path, filename: str = "eval.csv") -> dict:
+    """task, method, variant and seed (int) of the path of a sweep run's file ``filename``; a
+    SweepError otherwise."""
+    m = _path_pattern(filename).search(Path(path).as_posix())
     if m is None:
-        raise SweepError(f"{str(path)!r} is not a sweep run's eval.csv; expected "
-                         f".../<task>/<method>/<variant>/seed<k>/eval.csv")
+        raise SweepError(f"{str(path)!r} is not a sweep run's {filename}; expected "
+                         f".../<task>/<method>/<variant>/seed<k>/{filename}")
     return {**m.groupdict(), "seed": int(m["seed"])}
 
 

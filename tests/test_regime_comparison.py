@@ -145,6 +145,7 @@ def test_an_unpaired_seed_is_not_compared(tmp_path):
 
 
 def _method_noise(root, variant, seed, gaussian, method, task="safety"):
+    """A HERO run's eval_method_noise.csv in a sweep (variant) or, with variant "", the main grid's layout."""
     path = root / "toy" / task / "hero" / variant / f"seed{seed}" / "eval_method_noise.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"task": task, "method": "hero", "seed": seed, "feedback_used": 512,
@@ -157,6 +158,8 @@ def test_the_method_noise_section_pairs_each_runs_two_evaluations(sweep, tmp_pat
     files = [_method_noise(tmp_path, "zT", s, g, m) for s, g, m in ((0, 0.4, 0.6), (1, 0.5, 0.8), (2, 0.45, 0.55))]
     table = method_noise_table(read_method_noise(files)).iloc[0]
     assert table.variant == "zT" and table.n_seeds == 3
+    main_grid = _method_noise(tmp_path / "runs", "", 0, 0.4, 0.6)
+    assert read_method_noise([main_grid, files[0]]).variant.tolist() == ["", "zT"]
     assert table.gaussian == pytest.approx(0.45) and table.method == pytest.approx(0.65)
     assert table["diff"] == pytest.approx(0.2) and table.diff_low < 0.2 < table.diff_high
     out = tmp_path / "out"
