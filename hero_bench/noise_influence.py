@@ -99,12 +99,29 @@ def check_design(task, n_noises: int, repeats: int, prompt_index: int) -> None:
                           f"{n} train prompts (0..{n - 1})")
 
 
-def measure_noise_influence(backbone, task, sampler_cfg, n_noises: int = 16, repeats: int = 8,
-                            seed: int = 0, prompt_index: int = 0) -> dict[str, Any]:
-    """Sample ``n_noises`` × ``repeats`` images of one train prompt of ``task`` and measure ICC(1).
+@dataclasses.dataclass(frozen=True)
+class NoiseGroups:
+    """``n_noises`` initial noises of one prompt, each sampled ``repeats`` times, and the oracle's
+    verdicts as ``[noise, repeat]`` arrays."""
+
+    prompt: Any
+    """The task's training prompt sampled (its text and metadata)."""
+    images: np.ndarray
+    """uint8 ``[n_noises * repeats, H, W, C]``, the repeats of one noise next to each other."""
+    success: np.ndarray
+    """0/1 ``[n_noises, repeats]``."""
+    score: np.ndarray
+    """The oracle's continuous score, ``[n_noises, repeats]``."""
+
+
+def sample_noise_groups(backbone, task, sampler_cfg, n_noises: int = 16, repeats: int = 8, seed: int = 0,
+                        prompt_index: int = 0, start_step: int = 0) -> NoiseGroups:
+    """Sample ``n_noises`` × ``repeats`` images of one train prompt of ``task`` and judge them.
 
     Every z_T is repeated ``repeats`` times in one batch; the per-step noise comes from one
-    generator, so the repeats of a z_T differ only in the noise added along the way.
+    generator, so the repeats of a z_T differ only in the noise added along the way. With
+    ``start_step`` k > 0, z_T is fed in at the sampler's step k instead of its first (the
+    sampler's ``start_step``; a probe of where in the chain pure noise is still read as signal).
     """
     # deferred: torch, the sampler (icc1 and check_design run without them)
     import torch
@@ -118,13 +135,21 @@ def measure_noise_influence(backbone, task, sampler_cfg, n_noises: int = 16, rep
     z_T = initial_noise(backbone, n_noises, noise_gen).repeat_interleave(repeats, dim=0)
     n = n_noises * repeats
     with torch.no_grad():
-        traj = sample_trajectories(backbone, [prompt.text] * n, z_T, sampler_cfg, step_gen)
+        traj = sample_trajectories(backbone, [prompt.text] * n, z_T, sampler_cfg, step_gen, start_step=start_step)
     results = list(task.oracle_factory()(traj.images, [prompt.text] * n, [prompt.metadata] * n))
     success = np.array([float(r.success) for r in results]).reshape(n_noises, repeats)
     score = np.array([float(r.score) for r in results]).reshape(n_noises, repeats)
+    return NoiseGroups(prompt, np.asarray(traj.images), success, score)
+
+
+def measure_noise_influence(backbone, task, sampler_cfg, n_noises: int = 16, repeats: int = 8,
+                            seed: int = 0, prompt_index: int = 0) -> dict[str, Any]:
+    """ICC(1) of success and of score over the initial noises of ``sample_noise_groups``."""
+    groups = sample_noise_groups(backbone, task, sampler_cfg, n_noises, repeats, seed, prompt_index)
+    success = groups.success
     return {
         "task": task.name,
-        "prompt": prompt.text,
+        "prompt": groups.prompt.text,
         "n_noises": n_noises,
         "repeats": repeats,
         "seed": seed,
@@ -133,7 +158,7 @@ def measure_noise_influence(backbone, task, sampler_cfg, n_noises: int = 16, rep
         "icc_success": icc1(success),
         # resampling the initial noises: n_noises = 32 leaves about ±0.15 at ICC 0.3-0.5
         "icc_success_ci95": list(icc1_interval(success, seed=seed)),
-        "icc_score": icc1(score),
+        "icc_score": icc1(groups.score),
         "success_per_noise": success.mean(axis=1).round(4).tolist(),
     }
 

@@ -6,7 +6,7 @@ Diffusion's chains start where ᾱ ≈ 0.005, and pure noise fed in there is rea
 low frequencies. This probe feeds z_T ~ N(0, I) in at the grid's step ``START`` instead (t = 699 at
 step 6: ᾱ 0.006; t = 599 at step 8: ᾱ 0.024), runs the rest of the chain at the given η, and
 measures ICC(1) of success over 32 initial noises × 8 repeats of the task's first training prompt,
-as `hero-bench noise-influence` does (the same seeds: noises from seed 0, per-step noise from 1).
+with `hero-bench noise-influence`'s sampling (`noise_influence.sample_noise_groups`, seed 0).
 
     python scripts/start_step_probe.py safety 8 --png grid.png   # ICC, success; 8 noises x 8 repeats grid
 
@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from hero_bench.diffusion.backbone import load_backbone, resolve_backbone
-    from hero_bench.diffusion.sampler import initial_noise, sample_trajectories, set_timesteps
-    from hero_bench.noise_influence import icc1, icc1_interval
+    from hero_bench.diffusion.sampler import set_timesteps
+    from hero_bench.noise_influence import icc1, icc1_interval, sample_noise_groups
     from hero_bench.presets import build_run_config
     from hero_bench.tasks import get_task
 
@@ -45,26 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.start < len(grid):
         parser.error(f"start must lie in 0..{len(grid) - 1}")
     t = int(grid[args.start])
-    task = get_task(args.task)
     sampler = dataclasses.replace(cfg.sampler, eta=args.eta)
-    noises, repeats = 32, 8
-    prompt = task.train_prompts[0]
-    z_T = initial_noise(backbone, noises, torch.Generator().manual_seed(0)).repeat_interleave(repeats, dim=0)
-    n = noises * repeats
-    with torch.no_grad():
-        traj = sample_trajectories(backbone, [prompt.text] * n, z_T, sampler, torch.Generator().manual_seed(1),
-                                   start_step=args.start)
-    results = list(task.oracle_factory()(traj.images, [prompt.text] * n, [prompt.metadata] * n))
-    success = np.array([float(r.success) for r in results]).reshape(noises, repeats)
+    repeats = 8
+    groups = sample_noise_groups(backbone, get_task(args.task), sampler, n_noises=32, repeats=repeats, seed=0,
+                                 start_step=args.start)
+    success = groups.success
     low, high = icc1_interval(success)
-    print(json.dumps({"task": args.task, "prompt": prompt.text, "start_step": args.start, "t": t,
+    print(json.dumps({"task": args.task, "prompt": groups.prompt.text, "start_step": args.start, "t": t,
                       "alpha_bar": float(backbone.scheduler.alphas_cumprod[t]), "eta": args.eta,
                       "success_rate": float(success.mean()), "icc_success": icc1(success),
                       "icc_success_ci95": [low, high]}))
     if args.png:
         from PIL import Image
 
-        images = np.asarray(traj.images[: 8 * repeats])
+        images = groups.images[: 8 * repeats]
         _, h, w, c = images.shape
         tiles = images.reshape(8, repeats, h, w, c).transpose(0, 2, 1, 3, 4).reshape(8 * h, repeats * w, c)
         Image.fromarray(tiles).resize((repeats * w * 4, 8 * h * 4), Image.NEAREST).save(args.png)

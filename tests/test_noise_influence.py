@@ -89,6 +89,28 @@ def test_eta_zero_makes_every_repeat_of_a_noise_identical(tiny_backbone):
     assert stochastic["icc_score"] < 0.9
 
 
+def test_noise_groups_feed_z_T_in_at_the_start_step(tiny_backbone):
+    """sample_noise_groups(start_step=k) is sample_trajectories(start_step=k) on the repeated noises
+    with the measurement's seeds (noises from ``seed``, per-step noise from ``seed + 1``)."""
+    import torch
+
+    from hero_bench.diffusion.sampler import SamplerConfig, initial_noise, sample_trajectories
+    from hero_bench.noise_influence import sample_noise_groups
+    from hero_bench.tasks import get_task
+
+    task = get_task("anomaly")
+    cfg = SamplerConfig(steps=4, eta=1.0, guidance_scale=2.0, batch_size=16)
+    groups = sample_noise_groups(tiny_backbone, task, cfg, n_noises=2, repeats=2, seed=5, start_step=2)
+    z_T = initial_noise(tiny_backbone, 2, torch.Generator().manual_seed(5)).repeat_interleave(2, dim=0)
+    with torch.no_grad():
+        expected = sample_trajectories(tiny_backbone, [task.train_prompts[0].text] * 4, z_T, cfg,
+                                       torch.Generator().manual_seed(6), start_step=2)
+    assert np.array_equal(groups.images, expected.images)
+    assert groups.success.shape == groups.score.shape == (2, 2)
+    full = sample_noise_groups(tiny_backbone, task, cfg, n_noises=2, repeats=2, seed=5)
+    assert not np.array_equal(full.images, groups.images)
+
+
 def test_design_checks_name_the_problem():
     from hero_bench.errors import ConfigError
     from hero_bench.noise_influence import check_design
