@@ -42,6 +42,8 @@ REFERENCE = "d3po"
 
 COMPARISON_COLUMNS = ("task", "regime", "variant", "icc", "icc_low", "icc_high", "other", "budget", "n_seeds",
                       "hero_success", "other_success", "diff", "diff_low", "diff_high")
+PERSON_COLUMNS = ("task", "person", "variant", "method", "budget", "n_seeds", "success", "gain", "gain_low",
+                  "gain_high", "change", "change_low", "change_high", "hero_minus", "hero_minus_low", "hero_minus_high")
 RATIO_COLUMNS = ("task", "regime", "variant", "n_hero", "n_d3po", "d3po_final", "d3po_feedback",
                  "hero_feedback", "reached", "ratio", "ratio_low", "ratio_high", "censored_share")
 
@@ -201,6 +203,61 @@ def gains(curves: pd.DataFrame, budget: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _at(runs: Mapping[int, tuple[np.ndarray, np.ndarray]], budget: int, what: str) -> dict[int, float]:
+    """seed -> success at ``budget`` labels (the last evaluation at or below it) of a cell's runs."""
+    out = {seed: float(success_at(fb, sr, budget)) for seed, (fb, sr) in runs.items()}
+    if any(math.isnan(v) for v in out.values()):
+        raise RegimeComparisonError(f"{what}: a run has no evaluation at or below {budget} labels")
+    return out
+
+
+def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[int, float, float, float]:
+    """n, mean and t interval of a − b over the seeds both have (NaN when they share none)."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return 0, math.nan, math.nan, math.nan
+    ci = mean_t_ci([a[s] - b[s] for s in seeds])
+    return len(seeds), ci.estimate, ci.low, ci.high
+
+
+def person_table(curves: pd.DataFrame, person: Mapping[str, str], budget: int) -> pd.DataFrame:
+    """How an imperfect person erodes each method: per (task, person, method) with runs.
+
+    ``person`` maps a label to the variant every method runs with that person (toy-ablations.yaml:
+    ``oracle: zT``, ``flip0.1: zT_flip0.1``, ...); the first entry is the reference, the oracle's
+    own labels. Per cell, at ``budget`` labels: the success (mean over seeds), its gain over the same
+    runs at 0 labels, its change from the same method and seed with the reference person, and
+    HERO's success minus this method's with the same person; each a paired mean over seeds with its
+    t interval. Pairing across persons holds because only the labels differ between those runs: the
+    seed fixes the sampling noise, the evaluation noise and the pretrained model."""
+    if not person:
+        raise RegimeComparisonError("no person given; expected LABEL=VARIANT items, the first the reference")
+    labels = list(person)
+    rows = []
+    for task in sorted(set(curves.task)):
+        for label in labels:
+            variant = person[label]
+            hero = _at(_runs(curves, task, CANDIDATE, variant), budget, f"{task}/{CANDIDATE}/{variant}")
+            for method in (CANDIDATE, *OTHERS):
+                runs = _runs(curves, task, method, variant)
+                if not runs:
+                    continue
+                at = _at(runs, budget, f"{task}/{method}/{variant}")
+                base = _at(runs, 0, f"{task}/{method}/{variant}")
+                n, gain, gain_low, gain_high = _paired(at, base)
+                ref = _at(_runs(curves, task, method, person[labels[0]]), budget, f"{task}/{method}/{person[labels[0]]}")
+                change = (_paired(at, ref) if label != labels[0] else (n, math.nan, math.nan, math.nan))[1:]
+                vs_hero = (_paired(hero, at) if method != CANDIDATE else (n, math.nan, math.nan, math.nan))[1:]
+                rows.append({"task": task, "person": label, "variant": variant, "method": method, "budget": budget,
+                             "n_seeds": n, "success": float(np.mean(list(at.values()))), "gain": gain,
+                             "gain_low": gain_low, "gain_high": gain_high, "change": change[0],
+                             "change_low": change[1], "change_high": change[2], "hero_minus": vs_hero[0],
+                             "hero_minus_low": vs_hero[1], "hero_minus_high": vs_hero[2]})
+    if not rows:
+        raise RegimeComparisonError("no task has runs of the person variants " + ", ".join(person.values()))
+    return pd.DataFrame(rows, columns=list(PERSON_COLUMNS))
+
+
 def read_method_noise(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """One row per HERO run from its eval_method_noise.csv (`hero-bench evaluate RUN --method-noise`):
     task, variant, seed, feedback_used and the final model's success from N(0, I) (``gaussian``) and
@@ -254,9 +311,31 @@ def _interval(mean: float, low: float, high: float, digits: int = 2) -> str:
     return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
+def person_markdown(table: pd.DataFrame) -> list[str]:
+    """The imperfect-person section's Markdown lines."""
+    reference = table.person.iloc[0]
+    budget = int(table.budget.iloc[0])
+    lines = ["## An imperfect person", "",
+             f"Each method at {budget} labels when the labels come from a person who errs (the variant's evaluator "
+             f"settings) against the oracle's own labels ({reference}): success (mean over seeds), gain over the "
+             f"pretrained model, the change from the same method and seed with {reference}, and HERO's success minus "
+             f"the method's with the same person; each paired by seed, mean [95% t].", "",
+             f"| task | person (variant) | method | n | success | gain | change from {reference} | HERO − method |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def cell(mean, low, high):
+        return "—" if math.isnan(mean) else _interval(mean, low, high)
+
+    for r in table.itertuples():
+        lines.append(f"| {r.task} | {r.person} ({r.variant}) | {r.method.upper()} | {r.n_seeds} | {r.success:.3f} | "
+                     f"{cell(r.gain, r.gain_low, r.gain_high)} | {cell(r.change, r.change_low, r.change_high)} | "
+                     f"{cell(r.hero_minus, r.hero_minus_low, r.hero_minus_high)} |")
+    return lines
+
+
 def render_markdown(comparison: pd.DataFrame, ratio: pd.DataFrame, gain: pd.DataFrame, command: str,
-                    method_noise: pd.DataFrame | None = None) -> str:
-    """The tables as Markdown, with how they were made (the method-noise table when given)."""
+                    method_noise: pd.DataFrame | None = None, person: pd.DataFrame | None = None) -> str:
+    """The tables as Markdown, with how they were made (the method-noise and person tables when given)."""
     budget = int(comparison.budget.iloc[0])
     lines = ["# Where HERO wins: noise-influence regimes", "",
              f"HERO's success on the task's own prompts (fresh evaluation noise) minus DDPO's and D3PO's at "
@@ -299,6 +378,8 @@ def render_markdown(comparison: pd.DataFrame, ratio: pd.DataFrame, gain: pd.Data
                   "--method-noise`): from N(0, I), the benchmark's evaluation, and from π_HERO as training left it; "
                   "the two share prompts and per-step noise, so their difference is paired within each run.", ""]
         lines += method_noise_markdown(method_noise)
+    if person is not None and len(person):
+        lines += [""] + person_markdown(person)
     lines += ["", f"Made by `{command}`.", ""]
     return "\n".join(lines)
 
@@ -333,12 +414,44 @@ def plot(comparison: pd.DataFrame, out_png: str | os.PathLike) -> None:
     atomic_save_figure(fig, out_png, dpi=120)
 
 
-def parse_variants(items: Sequence[str]) -> dict[str, str]:
-    """``["initial-noise=zT", ...]`` -> {regime: variant}; a RegimeComparisonError names a bad item."""
+def plot_person(table: pd.DataFrame, out_png: str | os.PathLike) -> None:
+    """One panel per task: each method's gain over the pretrained model (t interval) at each person,
+    the reference first, so the slope of a line is how fast that method erodes."""
+    tasks = list(dict.fromkeys(table.task))
+    labels = list(dict.fromkeys(table.person))
+    fig, grid = figure_grid(1, len(tasks), 4.2, 3.4)
+    methods = [m for m in (CANDIDATE, *OTHERS) if m in set(table.method)]
+    for ax, task in zip(grid[0], tasks):
+        for k, method in enumerate(methods):
+            g = table[(table.task == task) & (table.method == method)]
+            # a small sideways shift per method keeps the error bars apart
+            x = np.array([labels.index(p) for p in g.person], dtype=float) + (k - (len(methods) - 1) / 2) * 0.08
+            y = g.gain.to_numpy(float)
+            lo, hi = g.gain_low.to_numpy(float), g.gain_high.to_numpy(float)
+            yerr = np.vstack([np.where(np.isfinite(lo), y - lo, 0), np.where(np.isfinite(hi), hi - y, 0)])
+            ax.errorbar(x, y, yerr=yerr, fmt="o-", ms=5, capsize=3, label=method.upper())
+        ax.axhline(0, color="0.4", lw=0.8, ls="--")
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlabel("who labels")
+        ax.set_ylabel(f"gain over pretrained at {int(table.budget.iloc[0])} labels")
+        ax.set_title(task, fontsize=10)
+        ax.grid(alpha=0.3)
+    grid[0][0].legend(fontsize=8)
+    n = ", ".join(sorted({str(v) for v in table.n_seeds}))
+    fig.suptitle(f"An imperfect person (n = {n} seeds per point; 95% t intervals)", fontsize=10)
+    atomic_save_figure(fig, out_png, dpi=120)
+
+
+def parse_variants(items: Sequence[str], option: str = "--variant", key: str = "REGIME",
+                   example: str = "initial-noise=zT") -> dict[str, str]:
+    """``["initial-noise=zT", ...]`` -> {regime: variant}, in the order given (``--person`` items
+    too: {label: variant}); a RegimeComparisonError names a bad or repeated item."""
     out: dict[str, str] = {}
     for item in items:
-        regime, sep, variant = item.partition("=")
-        if not sep or not regime.strip() or not variant.strip():
-            raise RegimeComparisonError(f"--variant {item!r}: expected REGIME=VARIANT, e.g. initial-noise=zT")
-        out[regime.strip()] = variant.strip()
+        name, sep, variant = item.partition("=")
+        if not sep or not name.strip() or not variant.strip():
+            raise RegimeComparisonError(f"{option} {item!r}: expected {key}=VARIANT, e.g. {example}")
+        if name.strip() in out:
+            raise RegimeComparisonError(f"{option} {item!r}: {name.strip()!r} is named twice")
+        out[name.strip()] = variant.strip()
     return out

@@ -11,7 +11,7 @@ import pytest
 
 from hero_bench.cli import main
 from hero_bench.regime_comparison import (RegimeComparisonError, compare, gains, method_noise_table, parse_variants,
-                                          ratios, read_curves, read_icc, read_method_noise)
+                                          person_table, ratios, read_curves, read_icc, read_method_noise)
 
 VARIANTS = {"initial-noise": "zT", "step-noise": "step"}
 
@@ -171,3 +171,44 @@ def test_the_method_noise_section_pairs_each_runs_two_evaluations(sweep, tmp_pat
     pd.DataFrame({"task": ["safety"], "initial_noise": ["gaussian"]}).to_csv(bad, index=False)
     with pytest.raises(RegimeComparisonError, match="expected the rows initial_noise = gaussian and method"):
         read_method_noise([bad])
+
+
+PERSON = {"oracle": "zT", "flip0.2": "zT_flip0.2"}
+
+
+def test_an_imperfect_person_erodes_each_method_paired_by_seed(sweep, tmp_path):
+    """With labels flipped, HERO falls 0.2 below its oracle-labelled runs on every seed and D3PO 0.1:
+    the paired change and HERO's lead have no spread; DDPO has no flipped runs and no row."""
+    paths, icc = sweep
+    for seed, shift in enumerate([0.0, 0.02, -0.02]):
+        paths.append(_run(tmp_path, "hero", "zT_flip0.2", seed, [round(c + shift, 4) for c in [0.3, 0.4, 0.4, 0.4, 0.5]]))
+        paths.append(_run(tmp_path, "d3po", "zT_flip0.2", seed, [round(c + shift, 4) for c in [0.3, 0.4, 0.4, 0.5, 0.5]]))
+    table = person_table(read_curves(paths), PERSON, budget=512).set_index(["person", "method"])
+    assert list(table.index) == [("oracle", "hero"), ("oracle", "ddpo"), ("oracle", "d3po"),
+                                 ("flip0.2", "hero"), ("flip0.2", "d3po")]
+    hero = table.loc[("flip0.2", "hero")]
+    assert hero.n_seeds == 3 and hero.success == pytest.approx(0.5) and hero.gain == pytest.approx(0.2)
+    assert (hero.change, hero.change_low, hero.change_high) == pytest.approx((-0.2, -0.2, -0.2))
+    assert np.isnan(hero.hero_minus)
+    d3po = table.loc[("flip0.2", "d3po")]
+    assert d3po.change == pytest.approx(-0.1) and d3po.hero_minus == pytest.approx(0.0, abs=1e-12)
+    oracle = table.loc[("oracle", "d3po")]  # the reference: no change of its own; HERO leads by 0.1
+    assert np.isnan(oracle.change) and oracle.hero_minus == pytest.approx(0.1)
+    with pytest.raises(RegimeComparisonError, match="no task has runs of the person variants"):
+        person_table(read_curves(paths), {"oracle": "missing"}, 512)
+
+
+def test_cli_writes_the_person_section_and_figure(sweep, tmp_path):
+    paths, icc = sweep
+    for seed in range(3):
+        paths.append(_run(tmp_path, "hero", "zT_flip0.2", seed, [0.3, 0.4, 0.4, 0.4, 0.5]))
+    out = tmp_path / "out"
+    assert main(["regime-comparison", "--variant", "initial-noise=zT", "--icc", str(icc[0]), "--person", "oracle=zT",
+                 "--person", "flip0.2=zT_flip0.2", "--out-dir", str(out), "--bootstrap-reps", "20",
+                 *map(str, paths)]) == 0
+    md = (out / "regime_comparison.md").read_text()
+    assert "## An imperfect person" in md and "| safety | flip0.2 (zT_flip0.2) | HERO | 3 | 0.500 |" in md
+    assert len(pd.read_csv(out / "regime_person.csv")) == 4
+    assert (out / "person_erosion.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(RegimeComparisonError, match="'oracle' is named twice"):
+        parse_variants(["oracle=zT", "oracle=zT_flip0.1"], "--person", "LABEL", "oracle=zT")

@@ -682,7 +682,9 @@ def test_the_ablations_end_in_the_regime_comparison_and_a_bad_one_stops_the_work
             assert (f"hero-bench noise-influence --tier toy --task {task} --regime {regime} --noises 32 --repeats 8"
                     in out)
     command = out.split("hero-bench regime-comparison")[1].split(">")[0]
-    assert "--variant initial-noise=zT --variant step-noise=step --budget 512" in command
+    assert ("--variant initial-noise=zT --variant step-noise=step --person oracle=zT --person flip0.1=zT_flip0.1 "
+            "--person flip0.2=zT_flip0.2 --budget 512") in command
+    assert "results/tune/person_erosion.png" in out
     assert command.count("/eval.csv") == 108 and command.count("noise_influence/") == 4
     # pi_HERO against N(0, I) for every HERO run but those without noise guidance: 9 variants x 2 tasks x 3 seeds
     assert command.count("eval_method_noise.csv") == 54 and "zT_no_guidance/seed0/eval_method_noise" not in command
@@ -691,3 +693,8 @@ def test_the_ablations_end_in_the_regime_comparison_and_a_bad_one_stops_the_work
                      "--config", "regime_comparison={variants: {initial-noise: zT_beta0}}", check=False)
     assert proc.returncode != 0
     assert "regime_comparison.variants.initial-noise = 'zT_beta0' is not a sweep variant of ddpo" in proc.stdout
+    proc = snakemake("--dry-run", "--directory", tmp_path / "bad", "--configfile", CONFIG_DIR / "toy-ablations.yaml",
+                     "--config", "regime_comparison={variants: {initial-noise: zT}, person: {oracle: zT, tired: zT_beta0}}",
+                     check=False)
+    assert proc.returncode != 0
+    assert "regime_comparison.person.tired = 'zT_beta0' is not a sweep variant of ddpo" in proc.stdout

@@ -21,12 +21,17 @@ as the workflow's tune rules write them; workflows/config/toy-ablations.yaml) an
   - every variant's gain over the pretrained model at the budget (the ablations, the imperfect
     person);
   - with --method-noise, HERO's final model from N(0, I) against from its own pi_HERO;
+  - with --person, an imperfect person: each method's success, gain, change from the reference
+    person and HERO's lead over it, per person, paired by seed, and its figure;
   - the figure: HERO's gain over each method against the ICC, one marker per regime.
 
 --variant REGIME=VARIANT names, per regime, the variant that is every method's plain run in it.
+--person LABEL=VARIANT names, per person, the variant every method runs with that person's labels;
+the first is the reference (the oracle's own labels), e.g. --person oracle=zT --person flip0.1=zT_flip0.1.
 
 writes (under --out-dir): regime_comparison.csv, regime_ratio.csv, regime_gains.csv (tidy),
-regime_comparison.md (Markdown), hero_gain_vs_icc.png
+regime_comparison.md (Markdown), hero_gain_vs_icc.png; with --person also regime_person.csv and
+person_erosion.png
 
 example:
   hero-bench regime-comparison --variant initial-noise=zT --variant step-noise=step \\
@@ -44,6 +49,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--method-noise", nargs="+", default=(), metavar="CSV",
                         help="HERO runs' eval_method_noise.csv (hero-bench evaluate RUN --method-noise): adds the "
                         "final model from N(0, I) against from its own pi_HERO")
+    parser.add_argument("--person", action="append", default=[], metavar="LABEL=VARIANT",
+                        help="the variant every method runs with this person's labels (repeat per person; the "
+                        "first is the reference, e.g. oracle=zT)")
     parser.add_argument("--budget", type=int, default=None,
                         help="compare at this many labels (default: the largest every run reached)")
     parser.add_argument("--bootstrap-reps", type=int, default=2000, help="resamples of the feedback ratio's interval")
@@ -56,6 +64,7 @@ def run(args) -> int:
     from hero_bench import regime_comparison as rc
 
     variants = rc.parse_variants(args.variant)
+    person_variants = rc.parse_variants(args.person, "--person", "LABEL", "oracle=zT") if args.person else None
     curves = rc.read_curves(args.eval_csv)
     icc = rc.read_icc(args.icc)
     budget = args.budget if args.budget is not None else rc.common_budget(curves)
@@ -67,17 +76,23 @@ def run(args) -> int:
     ratio = rc.ratios(curves, variants, budget, reps=args.bootstrap_reps, seed=args.bootstrap_seed)
     gain = rc.gains(curves, budget)
     method_noise = rc.method_noise_table(rc.read_method_noise(args.method_noise)) if args.method_noise else None
+    person = rc.person_table(curves, person_variants, budget) if person_variants else None
     out = Path(args.out_dir)
     command = ("hero-bench regime-comparison " + " ".join(f"--variant {shlex.quote(v)}" for v in args.variant)
                + f" --budget {budget} --icc <noise-influence JSON files>"
                + (" --method-noise <HERO runs' eval_method_noise.csv>" if args.method_noise else "")
+               + "".join(f" --person {shlex.quote(p)}" for p in args.person)
                + f" --out-dir {shlex.quote(args.out_dir)}"
                " <the sweep's eval.csv files>")
     atomic_write_text(out / "regime_comparison.csv", comparison.to_csv(index=False))
     atomic_write_text(out / "regime_ratio.csv", ratio.to_csv(index=False))
     atomic_write_text(out / "regime_gains.csv", gain.to_csv(index=False))
-    atomic_write_text(out / "regime_comparison.md", rc.render_markdown(comparison, ratio, gain, command, method_noise))
+    atomic_write_text(out / "regime_comparison.md",
+                      rc.render_markdown(comparison, ratio, gain, command, method_noise, person))
     rc.plot(comparison, out / "hero_gain_vs_icc.png")
+    if person is not None:
+        atomic_write_text(out / "regime_person.csv", person.to_csv(index=False))
+        rc.plot_person(person, out / "person_erosion.png")
     for r in comparison.itertuples():
         print(f"{r.task}, {r.regime} (ICC {r.icc:.2f}): HERO - {r.other} at {budget} labels "
               f"{r.diff:+.3f} [{r.diff_low:+.3f}, {r.diff_high:+.3f}] (n = {r.n_seeds})")

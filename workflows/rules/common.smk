@@ -204,6 +204,11 @@ def _check_regime_comparison(config):
             if variant not in config["sweep"].get(method, {}):
                 raise ValueError(f"invalid workflow config: regime_comparison.variants.{regime} = {variant!r} is not "
                                  f"a sweep variant of {method}; its variants: {', '.join(config['sweep'].get(method, {}))}")
+    for label, variant in (rc.get("person") or {}).items():
+        for method in compared:
+            if variant not in config["sweep"].get(method, {}):
+                raise ValueError(f"invalid workflow config: regime_comparison.person.{label} = {variant!r} is not "
+                                 f"a sweep variant of {method}; its variants: {', '.join(config['sweep'].get(method, {}))}")
 
 
 def noise_influence_jsons():
@@ -234,9 +239,25 @@ def method_noise_csvs():
     ]
 
 
+def person_outputs():
+    """rule regime_comparison's imperfect-person outputs, when regime_comparison.person names persons."""
+    if not (config.get("regime_comparison") or {}).get("person"):
+        return {}
+    return {
+        "person_csv": "results/tune/regime_person.csv",
+        "person_figure": report(
+            "results/tune/person_erosion.png",
+            caption="../report/person_erosion.rst",
+            category="Regimes",
+            labels={"item": "imperfect person"},
+        ),
+    }
+
+
 def regime_comparison_args():
     rc = config["regime_comparison"]
     items = [f"--variant {shlex.quote(f'{regime}={variant}')}" for regime, variant in rc["variants"].items()]
+    items += [f"--person {shlex.quote(f'{label}={variant}')}" for label, variant in (rc.get("person") or {}).items()]
     # runs with a smaller per_task budget count with their last evaluation (stats.success_at)
     items.append(f"--budget {int(rc.get('budget') or config['budget'])}")
     return " ".join(items)
@@ -297,7 +318,8 @@ def final_outputs():
     if config.get("sweep"):
         outputs = ["results/tune/sweep.md", "results/tune/sweep.csv", "results/tune/sweep_selection.csv"]
         if config.get("regime_comparison"):
-            outputs += ["results/tune/regime_comparison.md", "results/tune/hero_gain_vs_icc.png"]
+            outputs += ["results/tune/regime_comparison.md", "results/tune/hero_gain_vs_icc.png",
+                        *person_outputs().values()]
         return outputs
     outputs = [
         "results/summary/runs.csv",

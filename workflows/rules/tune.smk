@@ -127,6 +127,8 @@ rule regime_comparison:
         csv="results/tune/regime_comparison.csv",
         ratio="results/tune/regime_ratio.csv",
         gains="results/tune/regime_gains.csv",
+        # with regime_comparison.person: the imperfect person's table and figure
+        **person_outputs(),
     log:
         "results/logs/regime_comparison.log",
     params:
