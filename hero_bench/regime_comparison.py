@@ -110,6 +110,26 @@ def _runs(curves: pd.DataFrame, task: str, method: str, variant: str) -> dict[in
             for seed, g in cell.groupby("seed")}
 
 
+def _at(runs: Mapping[int, tuple[np.ndarray, np.ndarray]], budget: int, what: str) -> dict[int, float]:
+    """seed -> success at ``budget`` labels (the last evaluation at or below it) of a cell's runs."""
+    out = {seed: float(success_at(fb, sr, budget)) for seed, (fb, sr) in runs.items()}
+    if any(math.isnan(v) for v in out.values()):
+        raise RegimeComparisonError(f"{what}: a run has no evaluation at or below {budget} labels")
+    return out
+
+
+_NO_VALUE = (math.nan, math.nan, math.nan)
+
+
+def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[int, float, float, float]:
+    """n, mean and t interval of a − b over the seeds both have (NaN when they share none)."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return 0, math.nan, math.nan, math.nan
+    ci = mean_t_ci([a[s] - b[s] for s in seeds])
+    return len(seeds), ci.estimate, ci.low, ci.high
+
+
 def common_budget(curves: pd.DataFrame) -> int:
     """The largest feedback every run reached: the default budget of the comparison."""
     return int(curves.groupby(["task", "method", "variant", "seed"]).feedback_used.max().min())
@@ -133,18 +153,17 @@ def compare(curves: pd.DataFrame, icc: Mapping[tuple[str, str], IccRecord], vari
                 rec = icc.get((task, regime))
                 if rec is None:
                     raise RegimeComparisonError(f"no noise-influence file for task {task!r} in regime {regime!r}")
-                seeds = sorted(set(hero) & set(runs))
-                if not seeds:
+                h = _at(hero, budget, f"{task}/{variant}")
+                o = _at(runs, budget, f"{task}/{variant}")
+                n, diff, low, high = _paired(h, o)
+                if n == 0:
                     raise RegimeComparisonError(f"{task}/{variant}: HERO and {other} share no seed")
-                h = np.array([success_at(*hero[s], budget) for s in seeds])
-                o = np.array([success_at(*runs[s], budget) for s in seeds])
-                if np.isnan(h).any() or np.isnan(o).any():
-                    raise RegimeComparisonError(f"{task}/{variant}: a run has no evaluation at or below {budget} labels")
-                ci = mean_t_ci(h - o)
+                seeds = set(h) & set(o)
                 rows.append({"task": task, "regime": regime, "variant": variant, "icc": rec.icc,
                              "icc_low": rec.low, "icc_high": rec.high, "other": other, "budget": budget,
-                             "n_seeds": len(seeds), "hero_success": float(h.mean()), "other_success": float(o.mean()),
-                             "diff": ci.estimate, "diff_low": ci.low, "diff_high": ci.high})
+                             "n_seeds": n, "hero_success": float(np.mean([h[s] for s in seeds])),
+                             "other_success": float(np.mean([o[s] for s in seeds])),
+                             "diff": diff, "diff_low": low, "diff_high": high})
     if not rows:
         raise RegimeComparisonError("no (task, regime) has runs of HERO and of DDPO or D3PO under the variants "
                                     + ", ".join(f"{r}: {v}" for r, v in variants.items()))
@@ -203,23 +222,6 @@ def gains(curves: pd.DataFrame, budget: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _at(runs: Mapping[int, tuple[np.ndarray, np.ndarray]], budget: int, what: str) -> dict[int, float]:
-    """seed -> success at ``budget`` labels (the last evaluation at or below it) of a cell's runs."""
-    out = {seed: float(success_at(fb, sr, budget)) for seed, (fb, sr) in runs.items()}
-    if any(math.isnan(v) for v in out.values()):
-        raise RegimeComparisonError(f"{what}: a run has no evaluation at or below {budget} labels")
-    return out
-
-
-def _paired(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[int, float, float, float]:
-    """n, mean and t interval of a − b over the seeds both have (NaN when they share none)."""
-    seeds = sorted(set(a) & set(b))
-    if not seeds:
-        return 0, math.nan, math.nan, math.nan
-    ci = mean_t_ci([a[s] - b[s] for s in seeds])
-    return len(seeds), ci.estimate, ci.low, ci.high
-
-
 def person_table(curves: pd.DataFrame, person: Mapping[str, str], budget: int) -> pd.DataFrame:
     """How an imperfect person erodes each method: per (task, person, method) with runs.
 
@@ -246,8 +248,9 @@ def person_table(curves: pd.DataFrame, person: Mapping[str, str], budget: int) -
                 base = _at(runs, 0, f"{task}/{method}/{variant}")
                 n, gain, gain_low, gain_high = _paired(at, base)
                 ref = _at(_runs(curves, task, method, person[labels[0]]), budget, f"{task}/{method}/{person[labels[0]]}")
-                change = (_paired(at, ref) if label != labels[0] else (n, math.nan, math.nan, math.nan))[1:]
-                vs_hero = (_paired(hero, at) if method != CANDIDATE else (n, math.nan, math.nan, math.nan))[1:]
+                # the reference has no change of its own, HERO no lead over itself
+                change = _paired(at, ref)[1:] if label != labels[0] else _NO_VALUE
+                vs_hero = _paired(hero, at)[1:] if method != CANDIDATE else _NO_VALUE
                 rows.append({"task": task, "person": label, "variant": variant, "method": method, "budget": budget,
                              "n_seeds": n, "success": float(np.mean(list(at.values()))), "gain": gain,
                              "gain_low": gain_low, "gain_high": gain_high, "change": change[0],
