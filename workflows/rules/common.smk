@@ -194,21 +194,20 @@ def _check_regime_comparison(config):
     except ImportError:
         logger.warning("config: hero_bench is not importable here; regime names are not checked")
         regime_items = None
-    for regime, variant in rc["variants"].items():
+    for regime in rc["variants"]:
         if regime_items is not None:
             try:
                 regime_items(config["tier"], regime)
             except HeroBenchError as exc:
                 raise ValueError(f"invalid workflow config: regime_comparison.variants: {exc}") from None
-        for method in compared:
-            if variant not in config["sweep"].get(method, {}):
-                raise ValueError(f"invalid workflow config: regime_comparison.variants.{regime} = {variant!r} is not "
-                                 f"a sweep variant of {method}; its variants: {', '.join(config['sweep'].get(method, {}))}")
-    for label, variant in (rc.get("person") or {}).items():
-        for method in compared:
-            if variant not in config["sweep"].get(method, {}):
-                raise ValueError(f"invalid workflow config: regime_comparison.person.{label} = {variant!r} is not "
-                                 f"a sweep variant of {method}; its variants: {', '.join(config['sweep'].get(method, {}))}")
+    # every variant the comparison reads, a regime's or a person's, must be run by every compared method
+    for key in ("variants", "person"):
+        for name, variant in (rc.get(key) or {}).items():
+            for method in compared:
+                if variant not in config["sweep"].get(method, {}):
+                    raise ValueError(f"invalid workflow config: regime_comparison.{key}.{name} = {variant!r} is not "
+                                     f"a sweep variant of {method}; its variants: "
+                                     f"{', '.join(config['sweep'].get(method, {}))}")
 
 
 def noise_influence_jsons():
