@@ -235,21 +235,23 @@ def person_table(curves: pd.DataFrame, person: Mapping[str, str], budget: int) -
     if not person:
         raise RegimeComparisonError("no person given; expected LABEL=VARIANT items, the first the reference")
     labels = list(person)
+    methods = (CANDIDATE, *OTHERS)
     rows = []
     for task in sorted(set(curves.task)):
+        reference = {method: _at(_runs(curves, task, method, person[labels[0]]), budget,
+                                 f"{task}/{method}/{person[labels[0]]}") for method in methods}
         for label in labels:
             variant = person[label]
             hero = _at(_runs(curves, task, CANDIDATE, variant), budget, f"{task}/{CANDIDATE}/{variant}")
-            for method in (CANDIDATE, *OTHERS):
+            for method in methods:
                 runs = _runs(curves, task, method, variant)
                 if not runs:
                     continue
                 at = _at(runs, budget, f"{task}/{method}/{variant}")
                 base = _at(runs, 0, f"{task}/{method}/{variant}")
                 n, gain, gain_low, gain_high = _paired(at, base)
-                ref = _at(_runs(curves, task, method, person[labels[0]]), budget, f"{task}/{method}/{person[labels[0]]}")
                 # the reference has no change of its own, HERO no lead over itself
-                change = _paired(at, ref)[1:] if label != labels[0] else _NO_VALUE
+                change = _paired(at, reference[method])[1:] if label != labels[0] else _NO_VALUE
                 vs_hero = _paired(hero, at)[1:] if method != CANDIDATE else _NO_VALUE
                 rows.append({"task": task, "person": label, "variant": variant, "method": method, "budget": budget,
                              "n_seeds": n, "success": float(np.mean(list(at.values()))), "gain": gain,
