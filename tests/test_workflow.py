@@ -685,10 +685,13 @@ def test_the_ablations_end_in_the_regime_comparison_and_a_bad_one_stops_the_work
     assert ("--variant initial-noise=zT --variant step-noise=step --person oracle=zT --person flip0.1=zT_flip0.1 "
             "--person flip0.2=zT_flip0.2 --budget 512") in command
     assert "results/tune/person_erosion.png" in out
-    assert command.count("/eval.csv") == 108 and command.count("noise_influence/") == 4
-    # pi_HERO against N(0, I) for every HERO run but those without noise guidance: 9 variants x 2 tasks x 3 seeds
-    assert command.count("eval_method_noise.csv") == 54 and "zT_no_guidance/seed0/eval_method_noise" not in command
-    assert out.count("--method-noise --out results/tune/toy/") == 54
+    # 18 variants x 2 tasks x 3 seeds, less the label flips (2 variants x 3 methods) on preference
+    assert command.count("/eval.csv") == 90 and command.count("noise_influence/") == 4
+    assert "safety/d3po/zT_flip0.2/seed2/eval.csv" in command and "preference/d3po/zT_flip0.2" not in out
+    # pi_HERO against N(0, I) for every HERO run but those without noise guidance: 9 variants x 2 tasks
+    # x 3 seeds, less the 2 flips on preference
+    assert command.count("eval_method_noise.csv") == 48 and "zT_no_guidance/seed0/eval_method_noise" not in command
+    assert out.count("--method-noise --out results/tune/toy/") == 48
     proc = snakemake("--dry-run", "--directory", tmp_path / "bad", "--configfile", CONFIG_DIR / "toy-ablations.yaml",
                      "--config", "regime_comparison={variants: {initial-noise: zT_beta0}}", check=False)
     assert proc.returncode != 0
@@ -698,3 +701,9 @@ def test_the_ablations_end_in_the_regime_comparison_and_a_bad_one_stops_the_work
                      check=False)
     assert proc.returncode != 0
     assert "regime_comparison.person.tired = 'zT_beta0' is not a sweep variant of ddpo" in proc.stdout
+    for bad, message in [("sweep_tasks={zT_flip0.3: [safety]}", "sweep_tasks.zT_flip0.3: no method's sweep has"),
+                         ("sweep_tasks={zT_flip0.1: [counting]}", "sweep_tasks.zT_flip0.1 names task 'counting'"),
+                         ("sweep_tasks={zT: [safety]}", "regime_comparison.variants.initial-noise = 'zT' runs only on")]:
+        proc = snakemake("--dry-run", "--directory", tmp_path / "bad", "--configfile",
+                         CONFIG_DIR / "toy-ablations.yaml", "--config", bad, check=False)
+        assert proc.returncode != 0 and message in proc.stdout, bad

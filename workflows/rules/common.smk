@@ -144,6 +144,7 @@ def check_config(config):
             logger.warning(
                 f"config: per_task.{task} is ignored: task {task!r} is not in tasks {config['tasks']}"
             )
+    _check_sweep_tasks(config)
     _check_run_configs(config)
     _check_regime_comparison(config)
     if config["tier"] == "paper" and config["device"] != "cuda":
@@ -151,6 +152,30 @@ def check_config(config):
             "config: tier 'paper' with device 'cpu' runs Stable Diffusion v1.5 on the CPU "
             "(only sensible for dry runs)"
         )
+
+
+def sweep_variants(task, method):
+    """The method's sweep variants that run on the task: all of them but those that sweep_tasks
+    keeps to other tasks."""
+    only = config.get("sweep_tasks") or {}
+    return [variant for variant in (config.get("sweep") or {}).get(method, {})
+            if task in only.get(variant, [task])]
+
+
+def _check_sweep_tasks(config):
+    """Every sweep_tasks entry names a variant the sweep has and tasks the config runs."""
+    only = config.get("sweep_tasks") or {}
+    if only and not config.get("sweep"):
+        raise ValueError("invalid workflow config: sweep_tasks limits a sweep's variants; the config has no sweep")
+    known = sorted({variant for variants in (config.get("sweep") or {}).values() for variant in variants})
+    for variant, tasks in only.items():
+        if variant not in known:
+            raise ValueError(f"invalid workflow config: sweep_tasks.{variant}: no method's sweep has the variant "
+                             f"{variant!r}; the sweep's variants: {', '.join(known)}")
+        for task in tasks:
+            if task not in config["tasks"]:
+                raise ValueError(f"invalid workflow config: sweep_tasks.{variant} names task {task!r}, which is not "
+                                 f"in tasks; accepted: {', '.join(config['tasks'])}")
 
 
 def _check_run_configs(config):
@@ -163,11 +188,11 @@ def _check_run_configs(config):
     except ImportError:
         logger.warning("config: hero_bench is not importable here; run settings are not checked")
         return
-    sweep = config.get("sweep") or {}
+    sweep = config.get("sweep")
     for task in config["tasks"]:
         for method in config["methods"]:
             budget = run_budget(task, method)
-            for variant in list(sweep.get(method, {})) or [None]:
+            for variant in (sweep_variants(task, method) if sweep else [None]):
                 run = "/".join([task, method] + ([variant] if variant else []))
                 try:
                     build_run_config(config["tier"], task, method, seed=config["seeds"][0], budget=budget,
@@ -208,6 +233,16 @@ def _check_regime_comparison(config):
                     raise ValueError(f"invalid workflow config: regime_comparison.{key}.{name} = {variant!r} is not "
                                      f"a sweep variant of {method}; its variants: "
                                      f"{', '.join(config['sweep'].get(method, {}))}")
+    # a regime's plain runs, and the reference person's, are what every other run is compared
+    # with: they run on every task (an imperfect person's may be kept to fewer)
+    only = config.get("sweep_tasks") or {}
+    person = list((rc.get("person") or {}).items())[:1]
+    for key, name, variant in ([("variants", n, v) for n, v in rc["variants"].items()]
+                               + [("person", n, v) for n, v in person]):
+        if variant in only and set(only[variant]) != set(config["tasks"]):
+            raise ValueError(f"invalid workflow config: regime_comparison.{key}.{name} = {variant!r} runs only on "
+                             f"{', '.join(only[variant])} (sweep_tasks); the variants compared with must run on "
+                             f"every task ({', '.join(config['tasks'])})")
 
 
 def noise_influence_jsons():
@@ -232,7 +267,7 @@ def method_noise_csvs():
     return [
         f"results/tune/{config['tier']}/{task}/hero/{variant}/seed{seed}/eval_method_noise.csv"
         for task in config["tasks"]
-        for variant in config["sweep"].get("hero", {})
+        for variant in sweep_variants(task, "hero")
         if _samples_from_pi_hero(task, variant)
         for seed in config["seeds"]
     ]
@@ -468,7 +503,7 @@ def sweep_eval_csvs():
         f"results/tune/{config['tier']}/{task}/{method}/{variant}/seed{seed}/eval.csv"
         for task in config["tasks"]
         for method in config["methods"]
-        for variant in config.get("sweep", {}).get(method, {})
+        for variant in sweep_variants(task, method)
         for seed in config["seeds"]
     ]
 
