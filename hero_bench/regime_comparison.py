@@ -238,6 +238,10 @@ def person_table(curves: pd.DataFrame, person: Mapping[str, str], budget: int) -
     methods = (CANDIDATE, *OTHERS)
     rows = []
     for task in sorted(set(curves.task)):
+        # a task where no method ran an imperfect person (a workflow's sweep_tasks kept it to
+        # others) has nothing to compare with its reference runs
+        if not any(_runs(curves, task, method, person[label]) for label in labels[1:] for method in methods):
+            continue
         reference = {method: _at(_runs(curves, task, method, person[labels[0]]), budget,
                                  f"{task}/{method}/{person[labels[0]]}") for method in methods}
         for label in labels:

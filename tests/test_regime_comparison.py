@@ -178,12 +178,17 @@ PERSON = {"oracle": "zT", "flip0.2": "zT_flip0.2"}
 
 def test_an_imperfect_person_erodes_each_method_paired_by_seed(sweep, tmp_path):
     """With labels flipped, HERO falls 0.2 below its oracle-labelled runs on every seed and D3PO 0.1:
-    the paired change and HERO's lead have no spread; DDPO has no flipped runs and no row."""
+    the paired change and HERO's lead have no spread; DDPO has no flipped runs and no row, and a task
+    with the oracle's runs only (preference) has no rows at all."""
     paths, icc = sweep
     for seed, shift in enumerate([0.0, 0.02, -0.02]):
         paths.append(_run(tmp_path, "hero", "zT_flip0.2", seed, [round(c + shift, 4) for c in [0.3, 0.4, 0.4, 0.4, 0.5]]))
         paths.append(_run(tmp_path, "d3po", "zT_flip0.2", seed, [round(c + shift, 4) for c in [0.3, 0.4, 0.4, 0.5, 0.5]]))
-    table = person_table(read_curves(paths), PERSON, budget=512).set_index(["person", "method"])
+        for method in ("hero", "ddpo", "d3po"):
+            paths.append(_run(tmp_path, method, "zT", seed, [0.2, 0.2, 0.3, 0.3, 0.3], task="preference"))
+    table = person_table(read_curves(paths), PERSON, budget=512)
+    assert set(table.task) == {"safety"}
+    table = table.set_index(["person", "method"])
     assert list(table.index) == [("oracle", "hero"), ("oracle", "ddpo"), ("oracle", "d3po"),
                                  ("flip0.2", "hero"), ("flip0.2", "d3po")]
     hero = table.loc[("flip0.2", "hero")]
