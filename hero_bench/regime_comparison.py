@@ -238,17 +238,18 @@ def person_table(curves: pd.DataFrame, person: Mapping[str, str], budget: int) -
     methods = (CANDIDATE, *OTHERS)
     rows = []
     for task in sorted(set(curves.task)):
+        cells = {(label, method): _runs(curves, task, method, person[label]) for label in labels for method in methods}
         # a task where no method ran an imperfect person (a workflow's sweep_tasks kept it to
         # others) has nothing to compare with its reference runs
-        if not any(_runs(curves, task, method, person[label]) for label in labels[1:] for method in methods):
+        if not any(cells[label, method] for label in labels[1:] for method in methods):
             continue
-        reference = {method: _at(_runs(curves, task, method, person[labels[0]]), budget,
-                                 f"{task}/{method}/{person[labels[0]]}") for method in methods}
+        reference = {method: _at(cells[labels[0], method], budget, f"{task}/{method}/{person[labels[0]]}")
+                     for method in methods}
         for label in labels:
             variant = person[label]
-            hero = _at(_runs(curves, task, CANDIDATE, variant), budget, f"{task}/{CANDIDATE}/{variant}")
+            hero = _at(cells[label, CANDIDATE], budget, f"{task}/{CANDIDATE}/{variant}")
             for method in methods:
-                runs = _runs(curves, task, method, variant)
+                runs = cells[label, method]
                 if not runs:
                     continue
                 at = _at(runs, budget, f"{task}/{method}/{variant}")
