@@ -448,7 +448,8 @@ def plot_person(table: pd.DataFrame, out_png: str | os.PathLike) -> None:
         ax.grid(alpha=0.3)
     grid[0][0].legend(fontsize=8)
     n = ", ".join(sorted({str(v) for v in table.n_seeds}))
-    fig.suptitle(f"An imperfect person (n = {n} seeds per point; 95% t intervals)", fontsize=10)
+    # two lines: one task's panel is narrower than the title on one line
+    fig.suptitle(f"An imperfect person\n(n = {n} seeds per point; 95% t intervals)", fontsize=10)
     atomic_save_figure(fig, out_png, dpi=120)
 
 
