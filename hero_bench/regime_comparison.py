@@ -243,21 +243,21 @@ def person_table(curves: pd.DataFrame, person: Mapping[str, str], budget: int) -
         # others) has nothing to compare with its reference runs
         if not any(cells[label, method] for label in labels[1:] for method in methods):
             continue
-        reference = {method: _at(cells[labels[0], method], budget, f"{task}/{method}/{person[labels[0]]}")
-                     for method in methods}
+        # each cell's success at the budget, read once: its own row, the reference and HERO's lead use it
+        at_budget = {(label, method): _at(runs, budget, f"{task}/{method}/{person[label]}")
+                     for (label, method), runs in cells.items()}
         for label in labels:
             variant = person[label]
-            hero = _at(cells[label, CANDIDATE], budget, f"{task}/{CANDIDATE}/{variant}")
             for method in methods:
                 runs = cells[label, method]
                 if not runs:
                     continue
-                at = _at(runs, budget, f"{task}/{method}/{variant}")
+                at = at_budget[label, method]
                 base = _at(runs, 0, f"{task}/{method}/{variant}")
                 n, gain, gain_low, gain_high = _paired(at, base)
                 # the reference has no change of its own, HERO no lead over itself
-                change = _paired(at, reference[method])[1:] if label != labels[0] else _NO_VALUE
-                vs_hero = _paired(hero, at)[1:] if method != CANDIDATE else _NO_VALUE
+                change = _paired(at, at_budget[labels[0], method])[1:] if label != labels[0] else _NO_VALUE
+                vs_hero = _paired(at_budget[label, CANDIDATE], at)[1:] if method != CANDIDATE else _NO_VALUE
                 rows.append({"task": task, "person": label, "variant": variant, "method": method, "budget": budget,
                              "n_seeds": n, "success": float(np.mean(list(at.values()))), "gain": gain,
                              "gain_low": gain_low, "gain_high": gain_high, "change": change[0],
